@@ -1,0 +1,74 @@
+"""Client configuration for confluent-kafka and faust, derived from the one settings model.
+
+Security settings (PLAINTEXT or SASL_SSL …) are applied identically to both client families.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from faust.auth import SASLCredentials, SSLCredentials
+from faust.types.auth import CredentialsT
+
+from highway.settings import Settings
+
+
+def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Base librdkafka configuration (bootstrap + security); ``extra`` is merged on top."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        conf["sasl.username"] = settings.kafka_sasl_username
+        conf["sasl.password"] = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        )
+    if settings.kafka_ssl_ca_file:
+        conf["ssl.ca.location"] = str(settings.kafka_ssl_ca_file)
+    conf.update(extra)
+    return conf
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Idempotent, acks=all, batched producer configuration."""
+    return confluent_config(
+        settings,
+        **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "message.max.bytes": 4_000_000,
+            **extra,
+        },
+    )
+
+
+def faust_broker_url(settings: Settings) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",") if host.strip()]
+
+
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    """Faust (aiokafka) credentials matching :func:`confluent_config`."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.kafka_ssl_ca_file) if settings.kafka_ssl_ca_file else None
+    )
+    if protocol == "SSL":
+        return SSLCredentials(context)
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    return SASLCredentials(
+        username=settings.kafka_sasl_username or "",
+        password=password,
+        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        ssl_context=context if protocol == "SASL_SSL" else None,
+    )

@@ -1,0 +1,24 @@
+"""The ``highway`` command line. Each area registers its commands from its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from highway.cli import bench, demo, dev, produce, query, verify, worker
+from highway.cli.common import root_callback
+
+app = typer.Typer(
+    name="highway",
+    help="Highway: route, lake and real-time analytics for event streams on Kafka and S3.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.callback()(root_callback)
+
+for _area in (dev, produce, verify, worker, demo, query, bench):
+    _area.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,236 @@
+"""The one configuration model for every Highway process.
+
+Settings come from (highest priority first) explicit keyword arguments, environment variables
+``HIGHWAY_<FIELD>`` (e.g. ``HIGHWAY_KAFKA_BOOTSTRAP``), an optional TOML file, then defaults.
+The model is frozen and validated once at start-up; it is passed into every component and never
+read from globals or the environment deep in the code.
+
+The TOML file may be flat (``kafka_bootstrap = "..."``) or use tables whose name is the field
+prefix (``[kafka] bootstrap = "..."`` is ``kafka_bootstrap``).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from highway.errors import ConfigError
+
+ENV_PREFIX = "HIGHWAY_"
+_LANE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Typed, validated settings. Field ``x_y`` is environment variable ``HIGHWAY_X_Y``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    # --- Kafka -----------------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,…]")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: Path | None = None
+    schema_registry_url: str | None = Field(
+        None, description="Confluent schema registry; when set, events use the Avro wire format"
+    )
+    wire_format: Literal["json", "avro"] = "json"
+
+    # --- Lanes and topics ------------------------------------------------------------------
+    app_id: str = Field("highway", description="Faust app id / consumer group prefix")
+    lanes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
+    topic_all_events: str = "{lane}.events.all"
+    topic_common: str = "{lane}.events.common"
+    topic_per_event: str = "{lane}.event.{name}"
+    topic_dlq: str = "{lane}.events.dlq"
+    topic_concurrency: str = "{lane}.metrics.concurrency"
+    topic_partitions: int = Field(6, ge=1, le=10_000)
+    topic_replication_factor: int = Field(1, ge=1, le=16)
+    topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)
+
+    # --- Router ----------------------------------------------------------------------------
+    router_batch_size: int = Field(5000, ge=1, description="events consumed per routing batch")
+    router_batch_wait_s: float = Field(0.05, ge=0, description="longest wait to fill a batch")
+    router_max_event_bytes: int = Field(1_000_000, ge=256)
+    router_new_types_per_minute: int = Field(1000, ge=1, description="per lane")
+    router_max_event_types: int = Field(5000, ge=1, description="per lane, total")
+    router_event_name_allow: str | None = Field(None, description="regex an event name must fullmatch")
+
+    # --- Lake ------------------------------------------------------------------------------
+    lake_uri: str = Field("file://./.highway/lake", description="s3://bucket/prefix or file:///path")
+    s3_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+    lake_compression: Literal["zstd", "snappy"] = "zstd"
+    lake_flush_rows: int = Field(100_000, ge=1)
+    lake_flush_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    lake_flush_age_s: float = Field(60.0, gt=0)
+    lake_max_buffered_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    lake_partition_time: Literal["server", "client"] = "server"
+    lake_topic_rescan_s: float = Field(10.0, gt=0, description="how often new per-event topics are looked for")
+    catalog: Literal["none", "glue", "projection"] = "none"
+    glue_database: str = "highway"
+
+    # --- Realtime --------------------------------------------------------------------------
+    window_s: int = Field(60, ge=1, description="tumbling window size")
+    sliding_window_s: int = Field(300, ge=1, description="sliding view size (multiple of window_s)")
+    allowed_lateness_s: int = Field(120, ge=0)
+    dimensions: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["platform", "app_version", "event_name"]
+    )
+    event_name_top_n: int = Field(50, ge=1, description="event_name label cardinality cap")
+    history_hours: int = Field(6, ge=1, description="closed windows kept for the HTTP API")
+
+    # --- HTTP and local dev ------------------------------------------------------------------
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(6066, ge=0, le=65535)
+    state_dir: Path = Field(Path(".highway"), description="local state: dev services, caches, logs")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("lanes", "dimensions", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("lanes")
+    @classmethod
+    def _lane_names(cls, lanes: list[str]) -> list[str]:
+        if not lanes:
+            raise ValueError("at least one lane is required")
+        for lane in lanes:
+            if not _LANE_RE.match(lane):
+                raise ValueError(f"lane {lane!r} must match {_LANE_RE.pattern}")
+        if len(set(lanes)) != len(lanes):
+            raise ValueError("lanes must be unique")
+        return lanes
+
+    @field_validator("lake_uri")
+    @classmethod
+    def _lake_uri(cls, uri: str) -> str:
+        if not (uri.startswith("s3://") or uri.startswith("file://")):
+            raise ValueError("must start with s3:// or file://")
+        if uri.startswith("s3://") and len(uri) <= len("s3://"):
+            raise ValueError("s3:// URI needs a bucket")
+        return uri.rstrip("/")
+
+    @field_validator("router_event_name_allow")
+    @classmethod
+    def _regex(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return pattern
+
+    @model_validator(mode="after")
+    def _consistency(self) -> Settings:
+        for name in ("topic_all_events", "topic_common", "topic_dlq", "topic_concurrency"):
+            if "{lane}" not in getattr(self, name):
+                raise ValueError(f"{name} must contain '{{lane}}'")
+        if "{lane}" not in self.topic_per_event or "{name}" not in self.topic_per_event:
+            raise ValueError("topic_per_event must contain '{lane}' and '{name}'")
+        if self.sliding_window_s % self.window_s:
+            raise ValueError("sliding_window_s must be a multiple of window_s")
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password"
+            )
+        if self.wire_format == "avro" and not self.schema_registry_url:
+            raise ValueError("wire_format 'avro' needs schema_registry_url")
+        return self
+
+    # --- derived names -------------------------------------------------------------------------
+    def all_events_topic(self, lane: str) -> str:
+        return self.topic_all_events.format(lane=lane)
+
+    def common_topic(self, lane: str) -> str:
+        return self.topic_common.format(lane=lane)
+
+    def dlq_topic(self, lane: str) -> str:
+        return self.topic_dlq.format(lane=lane)
+
+    def concurrency_topic(self, lane: str) -> str:
+        return self.topic_concurrency.format(lane=lane)
+
+    def event_topic(self, lane: str, topic_safe_name: str) -> str:
+        """Per-event topic for an already sanitised name (see ``highway.routing.naming``)."""
+        return self.topic_per_event.format(lane=lane, name=topic_safe_name)
+
+    def event_topic_pattern(self, lane: str) -> str:
+        """Regex matching every per-event topic of a lane."""
+        before, after = self.topic_per_event.split("{name}", 1)
+        return re.escape(before.format(lane=lane)) + r"[A-Za-z0-9._-]+" + re.escape(after.format(lane=lane))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit kwargs (which carry the TOML file, see load_settings) lose to the environment
+        # so that an operator can override a shipped file with one variable.
+        return (env_settings, init_settings)
+
+
+def _flatten_toml(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}".replace("-", "_").lower()
+        if isinstance(value, dict):
+            flat.update(_flatten_toml(value, f"{name}_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid Highway settings ({source}):"]
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "(model)"
+        key = f"{field} (env {ENV_PREFIX}{field.upper()})" if err["loc"] else field
+        lines.append(f"  - {key}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings once at start-up; raise ConfigError naming every bad key."""
+    values: dict[str, Any] = {}
+    source = "environment"
+    if config_file is not None:
+        source = f"environment and {config_file}"
+        try:
+            values = _flatten_toml(tomllib.loads(config_file.read_text()))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {config_file} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
+        unknown = sorted(set(values) - set(Settings.model_fields))
+        if unknown:
+            raise ConfigError(f"config file {config_file}: unknown keys {', '.join(unknown)}")
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc

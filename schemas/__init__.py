@@ -1,0 +1,1 @@
+"""Avro schemas (``*.avsc``) and their Python handling: validation and wire formats."""
