@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     lake_flush_age_s: float = Field(60.0, gt=0)
     lake_max_buffered_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     lake_partition_time: Literal["server", "client"] = "server"
-    lake_topic_rescan_s: float = Field(10.0, gt=0, description="how often new per-event topics are looked for")
+    lake_topic_rescan_s: float = Field(10.0, gt=0, description="rescan for new per-event topics")
     catalog: Literal["none", "glue", "projection"] = "none"
     glue_database: str = "highway"
 
@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     @field_validator("lake_uri")
     @classmethod
     def _lake_uri(cls, uri: str) -> str:
-        if not (uri.startswith("s3://") or uri.startswith("file://")):
+        if not (uri.startswith(("s3://", "file://"))):
             raise ValueError("must start with s3:// or file://")
         if uri.startswith("s3://") and len(uri) <= len("s3://"):
             raise ValueError("s3:// URI needs a bucket")
@@ -151,9 +151,7 @@ class Settings(BaseSettings):
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):
-            raise ValueError(
-                "SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password"
-            )
+            raise ValueError("SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
         if self.wire_format == "avro" and not self.schema_registry_url:
             raise ValueError("wire_format 'avro' needs schema_registry_url")
         return self

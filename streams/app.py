@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import faust
-from aiohttp.web import Response
+from faust.web import Request, Response, View
 
 from connectors.kafka_config import faust_broker_url, faust_credentials
 from highway.settings import Settings
@@ -55,8 +55,8 @@ def create_app(settings: Settings, roles: Sequence[str] = ROLES) -> faust.App:
     )
 
     @app.page("/health")
-    async def health(web: object, request: object) -> Response:
-        return Response(text='{"status": "ok", "roles": ' + str(list(roles)).replace("'", '"') + "}")
+    async def health(web: View, request: Request) -> Response:
+        return web.json({"status": "ok", "roles": list(roles)})
 
     registrars = _registrars()
     for role in roles:

@@ -1,0 +1,9 @@
+"""`highway bench route`."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(bench_app: typer.Typer) -> None:
+    """Add the `route` benchmark (filled in by its work item)."""

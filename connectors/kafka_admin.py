@@ -1,0 +1,96 @@
+"""Kafka admin edge: idempotent topic creation, listing and offsets (confluent-kafka AdminClient)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from connectors.kafka_config import confluent_config
+from highway.errors import TransientError
+from highway.settings import Settings
+
+
+class KafkaAdmin:
+    """Thin, typed wrapper over AdminClient. Safe to share; methods block up to ``timeout_s``."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 15.0) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._client = AdminClient(confluent_config(settings))
+
+    def ensure_topics(
+        self,
+        names: Iterable[str],
+        partitions: int | None = None,
+        config: dict[str, str] | None = None,
+    ) -> list[str]:
+        """Create the topics that do not exist yet; return the ones this call created.
+
+        Idempotent under races: another worker creating the same topic first is success.
+        """
+        settings = self._settings
+        wanted = sorted(set(names))
+        if not wanted:
+            return []
+        topic_config = {"retention.ms": str(settings.topic_retention_ms), **(config or {})}
+        new = [
+            NewTopic(
+                name,
+                num_partitions=partitions or settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                config=topic_config,
+            )
+            for name in wanted
+        ]
+        created: list[str] = []
+        for name, future in self._client.create_topics(new, request_timeout=self._timeout_s).items():
+            try:
+                future.result(timeout=self._timeout_s)
+                created.append(name)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                raise TransientError(f"could not create topic {name!r}: {error}") from exc
+        return created
+
+    def list_topics(self, pattern: str | None = None) -> list[str]:
+        """Topic names (internal ones excluded), optionally those that fullmatch ``pattern``."""
+        try:
+            metadata = self._client.list_topics(timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise TransientError(f"could not list topics at {self._settings.kafka_bootstrap}: {exc}") from exc
+        names = [name for name in metadata.topics if not name.startswith("__")]
+        if pattern is not None:
+            regex = re.compile(pattern)
+            names = [name for name in names if regex.fullmatch(name)]
+        return sorted(names)
+
+    def partitions(self, topic: str) -> int:
+        metadata = self._client.list_topics(topic, timeout=self._timeout_s)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            return 0
+        return len(found.partitions)
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """High watermark per partition (the count of records ever written, for a fresh topic)."""
+        count = self.partitions(topic)
+        consumer = Consumer(confluent_config(self._settings, **{"group.id": "highway-admin-offsets"}))
+        try:
+            result: dict[int, int] = {}
+            for partition in range(count):
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=self._timeout_s
+                )
+                result[partition] = high
+            return result
+        finally:
+            consumer.close()
+
+    def delete_topics(self, names: Iterable[str]) -> None:
+        for future in self._client.delete_topics(list(names), request_timeout=self._timeout_s).values():
+            future.result(timeout=self._timeout_s)

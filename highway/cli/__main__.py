@@ -1,0 +1,3 @@
+from highway.cli import main
+
+main()

@@ -1,0 +1,113 @@
+"""Test helpers shared by the integration tests: condition waits and worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from highway.settings import Settings
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T | None], timeout_s: float = 30.0, interval_s: float = 0.1, what: str = ""
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or condition!r} (last={last!r})")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a subprocess build exactly ``settings``."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        if isinstance(value, list):
+            rendered = ",".join(str(item) for item in value)
+        elif hasattr(value, "get_secret_value"):
+            rendered = value.get_secret_value()
+        elif isinstance(value, bool):
+            rendered = "true" if value else "false"
+        else:
+            rendered = str(value)
+        env[f"HIGHWAY_{name.upper()}"] = rendered
+    return env
+
+
+class WorkerProcess:
+    """``highway worker`` in a subprocess, for tests that kill, restart and scale workers."""
+
+    def __init__(self, settings: Settings, roles: str = "router,lake,realtime", log_dir: Path | None = None):
+        self.settings = settings
+        self.roles = roles
+        self.log_dir = log_dir or Path(settings.state_dir) / "logs"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> WorkerProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        log = (self.log_dir / f"worker-{self.settings.http_port}-{self.starts}.log").open("wb")
+        env = {key: value for key, value in os.environ.items() if not key.startswith("HIGHWAY_")}
+        env.update(settings_env(self.settings))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "highway.cli", "worker", "--role", self.roles],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_healthy(self, timeout_s: float = 60.0) -> None:
+        def healthy() -> bool:
+            assert self.alive(), f"worker exited with {self.proc and self.proc.returncode}"
+            try:
+                return httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout_s, 0.2, "worker /health")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown hooks, no final commit."""
+        if self.alive():
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.alive():
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
