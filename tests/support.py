@@ -13,7 +13,10 @@ from typing import TypeVar
 
 import httpx
 
+from highway.envvars import settings_env
 from highway.settings import Settings
+
+__all__ = ["WorkerProcess", "settings_env", "wait_until"]
 
 T = TypeVar("T")
 
@@ -30,22 +33,6 @@ def wait_until(
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or condition!r} (last={last!r})")
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a subprocess build exactly ``settings``."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump(exclude_none=True).items():
-        if isinstance(value, list):
-            rendered = ",".join(str(item) for item in value)
-        elif hasattr(value, "get_secret_value"):
-            rendered = value.get_secret_value()
-        elif isinstance(value, bool):
-            rendered = "true" if value else "false"
-        else:
-            rendered = str(value)
-        env[f"HIGHWAY_{name.upper()}"] = rendered
-    return env
 
 
 class WorkerProcess:
