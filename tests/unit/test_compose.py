@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import pytest
 import typer.main
 import yaml
+from pydantic import SecretStr
 
 from highway.cli import app as cli_app
 from highway.settings import ENV_PREFIX, Settings, load_settings
@@ -131,6 +132,8 @@ def test_kafka_is_a_single_kraft_node_reachable_on_the_compose_network(
 
 def same_value(loaded: Any, raw: str) -> bool:
     """Whether a settings value is what the raw environment string says (numbers compared as numbers)."""
+    if isinstance(loaded, SecretStr):
+        return loaded.get_secret_value() == raw
     if isinstance(loaded, list):
         return ",".join(map(str, loaded)) == raw
     if isinstance(loaded, int | float) and not isinstance(loaded, bool):
@@ -186,8 +189,9 @@ def test_the_lake_writes_to_the_bucket_minio_init_creates(services: dict[str, di
         assert lake.scheme == "s3", name
         assert lake.netloc in created, name
         assert urlparse(env["HIGHWAY_S3_ENDPOINT_URL"]).netloc == "minio:9000", name
-        assert env["AWS_ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"], name
-        assert env["AWS_SECRET_ACCESS_KEY"] == minio_env["MINIO_ROOT_PASSWORD"], name
+        for prefix in ("HIGHWAY_S3_", "AWS_"):
+            assert env[f"{prefix}ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"], name
+            assert env[f"{prefix}SECRET_ACCESS_KEY"] == minio_env["MINIO_ROOT_PASSWORD"], name
     for name in WORKERS:
         assert services[name]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
 
