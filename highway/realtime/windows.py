@@ -1,0 +1,277 @@
+"""Event-time windows for one Kafka partition: exact distinct users, counts, watermark, lateness.
+
+Every decision depends only on the partition's event sequence, never on wall-clock time or on
+how events were batched, so replaying the same offsets from a checkpoint rebuilds the same state:
+
+* event time is ``server_ts`` (epoch ms); windows are tumbling ``[start, start + window)``,
+  aligned to the epoch;
+* the watermark seen by an event is the maximum event time of the events *before* it in the
+  partition minus the allowed lateness; an event whose window ended at or before that watermark
+  is late — counted in ``late_events``, never added;
+* a window closes when the watermark passes its end; closing emits a :class:`ClosedWindow` with
+  the 1-window counts and the sliding view (union of the last ``slide_windows`` tumbling windows).
+
+A :class:`Checkpoint` (published with every closed window) says where a replay must start
+(``resume_offset``: the first event of the oldest window still held) and the watermark state
+there, plus ``closed_until`` so that a replay never re-emits windows it may rebuild incompletely.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from pyroaring import BitMap64
+
+NO_TIME = -(1 << 62)
+_PLATFORM_SLOTS = 4096  # active-user entries pack ts * slots + platform index into one int
+
+
+class ParsedEvent(NamedTuple):
+    offset: int
+    ts_ms: int
+    user: int  # highway.realtime.ids.user_key(user_id)
+    platform: str
+    values: tuple[str, ...]  # one per configured dimension, in WindowSpec.dimensions order
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    window_ms: int
+    slide_windows: int  # the sliding view spans this many tumbling windows
+    lateness_ms: int
+    dimensions: tuple[str, ...]
+
+    def start(self, ts_ms: int) -> int:
+        return ts_ms - ts_ms % self.window_ms
+
+    def closed_until(self, max_ts: int) -> int:
+        """End boundary: every window ending at or before it is closed."""
+        if max_ts == NO_TIME:
+            return NO_TIME
+        return self.start(max_ts - self.lateness_ms)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    resume_offset: int
+    resume_max_ts: int
+    closed_until: int
+    next_offset: int
+
+
+Counts = dict[str, object]  # {"all": int, "by": {dimension: {value: int}}}
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    partition: int
+    start_ms: int
+    users: Counts
+    users_sliding: Counts
+    events: Counts
+    checkpoint: Checkpoint
+
+
+@dataclass
+class _Window:
+    start_ms: int
+    first_offset: int
+    max_ts_before: int
+    users: BitMap64 = field(default_factory=BitMap64)
+    users_by: dict[str, dict[str, BitMap64]] = field(default_factory=dict)
+    events: int = 0
+    events_by: dict[str, Counter[str]] = field(default_factory=dict)
+
+
+def _bitmap_counts(total: BitMap64, by: dict[str, dict[str, BitMap64]]) -> Counts:
+    return {"all": len(total), "by": {dim: {v: len(b) for v, b in vals.items()} for dim, vals in by.items()}}
+
+
+class PartitionWindows:
+    """All window state of one partition. Feed it events in offset order with :meth:`apply`."""
+
+    def __init__(self, spec: WindowSpec, partition: int, checkpoint: Checkpoint | None = None) -> None:
+        self.spec = spec
+        self.partition = partition
+        self.windows: dict[int, _Window] = {}
+        self.max_ts = NO_TIME
+        self.next_offset = 0
+        self.emit_after = NO_TIME  # windows ending at or before this were published already
+        self.late_events = 0
+        self.events_seen = 0
+        self._active: dict[int, int] = {}
+        self._platforms: list[str] = []
+        self._platform_index: dict[str, int] = {}
+        if checkpoint is not None:
+            self.max_ts = checkpoint.resume_max_ts
+            self.next_offset = checkpoint.resume_offset
+            self.emit_after = checkpoint.closed_until
+        self.closed_until = spec.closed_until(self.max_ts)
+
+    # --- feeding -----------------------------------------------------------------------------
+    def apply(self, events: Sequence[ParsedEvent]) -> list[ClosedWindow]:
+        """Add a batch (offset order); return the windows this batch closed, oldest first."""
+        spec = self.spec
+        window_ms = spec.window_ms
+        lateness = spec.lateness_ms
+        dims = spec.dimensions
+        windows = self.windows
+        running_max = self.max_ts
+        late = 0
+        accepted = 0
+        last_offset = self.next_offset - 1
+        for event in events:
+            if event.offset < self.next_offset:
+                continue  # already in this state (at-least-once redelivery)
+            last_offset = event.offset
+            ts = event.ts_ms
+            start = ts - ts % window_ms
+            if running_max != NO_TIME and start + window_ms <= running_max - lateness - (
+                (running_max - lateness) % window_ms
+            ):
+                late += 1
+            else:
+                window = windows.get(start)
+                if window is None:
+                    window = windows[start] = _Window(start, event.offset, running_max)
+                window.users.add(event.user)
+                window.events += 1
+                users_by = window.users_by
+                events_by = window.events_by
+                for dim, value in zip(dims, event.values, strict=True):
+                    per_dim = users_by.get(dim)
+                    if per_dim is None:
+                        per_dim = users_by[dim] = {}
+                        events_by[dim] = Counter()
+                    bitmap = per_dim.get(value)
+                    if bitmap is None:
+                        bitmap = per_dim[value] = BitMap64()
+                    bitmap.add(event.user)
+                    events_by[dim][value] += 1
+                accepted += 1
+            self._touch_active(event.user, ts, event.platform)
+            if ts > running_max:
+                running_max = ts
+        self.next_offset = last_offset + 1
+        self.max_ts = running_max
+        self.late_events += late
+        self.events_seen += accepted + late
+        return self._close()
+
+    def _touch_active(self, user: int, ts: int, platform: str) -> None:
+        index = self._platform_index.get(platform)
+        if index is None:
+            if len(self._platforms) >= _PLATFORM_SLOTS - 1:
+                platform, index = "other", 0
+                if "other" not in self._platform_index:
+                    self._platforms.append("other")
+                    self._platform_index["other"] = len(self._platforms) - 1
+                index = self._platform_index["other"]
+            else:
+                self._platforms.append(platform)
+                index = self._platform_index[platform] = len(self._platforms) - 1
+        packed = self._active.get(user)
+        if packed is None or packed // _PLATFORM_SLOTS <= ts:
+            self._active[user] = ts * _PLATFORM_SLOTS + index
+
+    # --- closing -----------------------------------------------------------------------------
+    def _close(self) -> list[ClosedWindow]:
+        spec = self.spec
+        new_until = spec.closed_until(self.max_ts)
+        old_until = self.closed_until
+        if new_until <= old_until:
+            return []
+        window_ms = spec.window_ms
+        span = spec.slide_windows
+        candidates: set[int] = set()
+        for start in self.windows:
+            for step in range(span):
+                candidate = start + step * window_ms
+                if old_until <= candidate and candidate + window_ms <= new_until:
+                    candidates.add(candidate)
+        self.closed_until = new_until
+        # Keep what the sliding view of any still-open window may need; the rest is final.
+        keep_from = new_until - (span - 1) * window_ms
+        closed: list[ClosedWindow] = []
+        checkpoint: Checkpoint | None = None
+        for start in sorted(candidates):
+            if start + window_ms <= self.emit_after:
+                continue
+            if checkpoint is None:
+                checkpoint = self._checkpoint(keep_from)
+            closed.append(self._closed_window(start, checkpoint))
+        for start in [s for s in self.windows if s < keep_from]:
+            del self.windows[start]
+        self._evict_active(new_until - span * window_ms)
+        return closed
+
+    def _checkpoint(self, keep_from: int) -> Checkpoint:
+        held = [w for s, w in self.windows.items() if s >= keep_from]
+        if held:
+            oldest = min(held, key=lambda w: w.first_offset)
+            return Checkpoint(oldest.first_offset, oldest.max_ts_before, self.closed_until, self.next_offset)
+        return Checkpoint(self.next_offset, self.max_ts, self.closed_until, self.next_offset)
+
+    def _closed_window(self, start: int, checkpoint: Checkpoint) -> ClosedWindow:
+        spec = self.spec
+        empty = _Window(start, 0, NO_TIME)
+        window = self.windows.get(start, empty)
+        members = [
+            self.windows[s]
+            for s in range(start - (spec.slide_windows - 1) * spec.window_ms, start + 1, spec.window_ms)
+            if s in self.windows
+        ]
+        sliding_by: dict[str, dict[str, BitMap64]] = {}
+        for dim in spec.dimensions:
+            values: dict[str, list[BitMap64]] = {}
+            for member in members:
+                for value, bitmap in member.users_by.get(dim, {}).items():
+                    values.setdefault(value, []).append(bitmap)
+            sliding_by[dim] = {value: BitMap64.union(*maps) for value, maps in values.items()}
+        sliding_all = BitMap64.union(*(m.users for m in members)) if members else BitMap64()
+        events: Counts = {
+            "all": window.events,
+            "by": {dim: dict(counter) for dim, counter in window.events_by.items()},
+        }
+        return ClosedWindow(
+            partition=self.partition,
+            start_ms=start,
+            users=_bitmap_counts(window.users, window.users_by),
+            users_sliding=_bitmap_counts(sliding_all, sliding_by),
+            events=events,
+            checkpoint=checkpoint,
+        )
+
+    # --- reading -----------------------------------------------------------------------------
+    def open_counts(self, start: int) -> tuple[Counts, Counts] | None:
+        """(distinct users, events) of a window still open on this partition, or None."""
+        window = self.windows.get(start)
+        if window is None or start + self.spec.window_ms <= self.closed_until:
+            return None
+        events: Counts = {"all": window.events, "by": {d: dict(c) for d, c in window.events_by.items()}}
+        return _bitmap_counts(window.users, window.users_by), events
+
+    def last_seen(self, user: int) -> tuple[int, str] | None:
+        """(last event time ms, platform) of a user active within the sliding horizon."""
+        packed = self._active.get(user)
+        if packed is None:
+            return None
+        return packed // _PLATFORM_SLOTS, self._platforms[packed % _PLATFORM_SLOTS]
+
+    def active_users(self) -> int:
+        return len(self._active)
+
+    def _evict_active(self, older_than: int) -> None:
+        bound = older_than * _PLATFORM_SLOTS
+        stale = [user for user, packed in self._active.items() if packed < bound]
+        for user in stale:
+            del self._active[user]
+
+
+def replay_gap(checkpoint: Checkpoint | None, first_offset: int, low_offset: int) -> tuple[int, int]:
+    """Offsets ``[start, end)`` to re-read before ``first_offset`` (the first delivered event)."""
+    start = checkpoint.resume_offset if checkpoint is not None else low_offset
+    return start, max(start, first_offset)
