@@ -61,7 +61,7 @@ def latest_checkpoint(records: Iterable[Mapping[str, Any]], partition: int) -> C
 
 
 def _add(total: dict[str, Any], counts: Counts) -> None:
-    total["all"] += counts["all"]  # type: ignore[operator]
+    total["all"] += counts["all"]
     by: dict[str, dict[str, int]] = total["by"]
     for dim, values in counts["by"].items():  # type: ignore[attr-defined]
         target = by.setdefault(dim, {})

@@ -64,7 +64,8 @@ def run(events: list[ParsedEvent], batch: int, state: PartitionWindows | None = 
 def test_user_keys_integer_direct_and_hashed_disjoint() -> None:
     assert user_key("42") == 42
     assert user_key("0") == 0
-    assert user_key("042") != 42 and user_key("042") >= 1 << 63
+    assert user_key("042") != 42
+    assert user_key("042") >= 1 << 63
     assert user_key("u-1") == user_key("u-1") >= 1 << 63
     assert user_key(str(2**63)) >= 1 << 63
     assert len({user_key(f"user-{i}") for i in range(20_000)}) == 20_000
@@ -75,7 +76,8 @@ def test_closed_windows_equal_brute_force_and_late_events_counted() -> None:
     state = PartitionWindows(SPEC, 0)
     closed = run(events, 97, state)
     users, by_platform, late = reference(events)
-    assert late > 0 and state.late_events == late
+    assert late > 0
+    assert state.late_events == late
     assert len(closed) > 10
     for window in closed:
         assert window.users["all"] == len(users.get(window.start_ms, set()))
@@ -121,7 +123,9 @@ def test_redelivered_offsets_are_ignored() -> None:
     state = PartitionWindows(SPEC, 0)
     once = run(events, 100, state)
     again = state.apply(events[500:])
-    assert again == [] and state.next_offset == len(events) and once
+    assert again == []
+    assert state.next_offset == len(events)
+    assert once
 
 
 def test_partials_sum_exactly_across_partitions() -> None:
