@@ -1,0 +1,138 @@
+"""The lake's storage edge: bytes in and out of ``s3://bucket/prefix`` or ``file:///path`` by URL.
+
+Keys are relative to the lake root. Writes are atomic per object: on S3 an object appears whole
+when its upload completes; on a local filesystem a file is written under a temporary name and
+renamed. Every call retries transient failures (5xx, SlowDown, connection refused/reset, an
+endpoint that is down) with capped exponential backoff for as long as ``should_stop`` says no — the
+caller blocks (and so stops consuming) instead of failing or dropping data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from highway.errors import TransientError
+from highway.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def filesystem_for(settings: Settings, uri: str | None = None) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the root path inside it for ``uri`` (default: the lake URI)."""
+    uri = uri or settings.lake_uri
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        root = os.path.abspath(parsed.netloc + parsed.path) if parsed.netloc == "." else parsed.path
+        return pafs.LocalFileSystem(), root.rstrip("/")
+    if parsed.scheme != "s3":
+        raise ValueError(f"lake URI {uri!r}: scheme must be s3:// or file://")
+    endpoint = urlparse(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
+    key = settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None
+    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    fs = pafs.S3FileSystem(
+        access_key=key,
+        secret_key=secret,
+        region=settings.aws_region,
+        scheme=endpoint.scheme if endpoint else "https",
+        endpoint_override=endpoint.netloc if endpoint else None,
+        connect_timeout=3,
+        request_timeout=15,
+        background_writes=False,
+        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2),
+    )
+    return fs, f"{parsed.netloc}{parsed.path}".rstrip("/")
+
+
+class LakeStore:
+    """Object access under the lake root, with retry-until-stopped for transient errors."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        should_stop: Callable[[], bool] = lambda: False,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.fs, self.root = filesystem_for(settings)
+        self.uri = settings.lake_uri
+        self._local = isinstance(self.fs, pafs.LocalFileSystem)
+        self._should_stop = should_stop
+        self._max_backoff_s = max_backoff_s
+        self.retries = 0
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def url(self, key: str) -> str:
+        return f"{self.uri}/{key}"
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        delay = 0.2
+        while True:
+            try:
+                return call()
+            except (OSError, TransientError) as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                if self._should_stop():
+                    raise TransientError(f"lake {what}: gave up at shutdown: {exc}") from exc
+                self.retries += 1
+                log.warning("lake %s failed (%s); retrying in %.1fs", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self._max_backoff_s)
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self.path(key)
+
+        def write() -> None:
+            if self._local:
+                self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+                temporary = f"{path}.tmp-{os.getpid()}"
+                with self.fs.open_output_stream(temporary) as out:
+                    out.write(data)
+                self.fs.move(temporary, path)
+            else:
+                with self.fs.open_output_stream(path) as out:
+                    out.write(data)
+
+        self._retry(f"put {key}", write)
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+
+        def read() -> bytes | None:
+            try:
+                with self.fs.open_input_stream(self.path(key)) as stream:
+                    return bytes(stream.read())
+            except FileNotFoundError:
+                return None
+
+        return self._retry(f"get {key}", read)
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys of every object under ``prefix`` (recursive; empty when the prefix does not exist)."""
+        base = self.path(prefix).rstrip("/")
+
+        def listing() -> list[str]:
+            selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+            infos = self.fs.get_file_info(selector)
+            start = len(self.root) + 1
+            return sorted(info.path[start:] for info in infos if info.type == pafs.FileType.File)
+
+        return self._retry(f"list {prefix}", listing)
+
+    def delete(self, key: str) -> None:
+        def remove() -> None:
+            try:
+                self.fs.delete_file(self.path(key))
+            except FileNotFoundError:
+                pass
+
+        self._retry(f"delete {key}", remove)

@@ -1,0 +1,98 @@
+"""Per topic-partition buffers and the flush policy: rows, bytes or age — whichever comes first.
+
+Memory is bounded by ``max_buffered_bytes`` across all buffers: above it the consumer must flush
+(the largest buffers first) before it reads more — backpressure instead of growth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from highway.lake.layout import PartitionValue, data_file_key
+from highway.lake.records import LakeRow, partition_value
+
+ROW_OVERHEAD_BYTES = 200  # Python objects around each record, so the cap tracks real memory
+
+
+@dataclass(frozen=True)
+class FlushPolicy:
+    max_rows: int
+    max_bytes: int
+    max_age_s: float
+    max_buffered_bytes: int
+
+    def reason(self, buffer: PartitionBuffer, now: float) -> str | None:
+        """Why ``buffer`` must be flushed now (``rows``/``bytes``/``age``), or None."""
+        if not buffer.rows:
+            return None
+        if len(buffer.rows) >= self.max_rows:
+            return "rows"
+        if buffer.size_bytes >= self.max_bytes:
+            return "bytes"
+        if now - buffer.started_at >= self.max_age_s:
+            return "age"
+        return None
+
+    def over_cap(self, buffers: list[PartitionBuffer]) -> list[PartitionBuffer]:
+        """Buffers to flush, largest first, to bring the total back under the cap."""
+        total = sum(buffer.size_bytes for buffer in buffers)
+        chosen: list[PartitionBuffer] = []
+        for buffer in sorted(buffers, key=lambda item: item.size_bytes, reverse=True):
+            if total <= self.max_buffered_bytes:
+                break
+            if buffer.rows:
+                chosen.append(buffer)
+                total -= buffer.size_bytes
+        return chosen
+
+
+@dataclass
+class PartitionBuffer:
+    """Records of one topic-partition not yet in the lake, in offset order."""
+
+    topic: str
+    partition: int
+    rows: list[LakeRow] = field(default_factory=list)
+    size_bytes: int = 0
+    started_at: float = 0.0
+
+    def add(self, row: LakeRow, now: float) -> None:
+        if not self.rows:
+            self.started_at = now
+        elif row.offset <= self.rows[-1].offset:
+            raise ValueError(
+                f"{self.topic}[{self.partition}]: offset {row.offset} after {self.rows[-1].offset}"
+            )
+        self.rows.append(row)
+        self.size_bytes += len(row.raw) + ROW_OVERHEAD_BYTES
+
+    def take(self) -> list[LakeRow]:
+        rows, self.rows, self.size_bytes = self.rows, [], 0
+        return rows
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """One data file of a flush: its deterministic key and its rows."""
+
+    key: str
+    value: PartitionValue
+    rows: list[LakeRow]
+
+
+def plan_files(
+    lane: str, table: str, rows: list[LakeRow], time_source: Literal["server", "client"]
+) -> list[FilePlan]:
+    """Split a partition's flushed rows into one file per Hive partition value.
+
+    Each file is keyed by the first offset of its own rows, so the same offsets always map to the
+    same keys — a replay after a crash rewrites rather than duplicates.
+    """
+    groups: dict[PartitionValue, list[LakeRow]] = {}
+    for row in rows:
+        groups.setdefault(partition_value(row, time_source), []).append(row)
+    return [
+        FilePlan(data_file_key(lane, table, group[0].partition, group[0].offset, value), value, group)
+        for value, group in sorted(groups.items())
+    ]

@@ -1,0 +1,85 @@
+"""Where lake objects live and what they are called — pure functions of the data.
+
+Layout under the lake root::
+
+    <lane>/<table>/dt=YYYY-MM-DD/hour=HH/part-<partition>-<first offset>.parquet   data files
+    <lane>/<table>/_schema.json                                                  table schema
+    <lane>/_manifests/<topic>/<partition>.json                                   offset manifests
+
+``<table>`` is the topic-safe event name (the ``{name}`` part of the per-event topic), so a table
+path is known from the topic alone. A data file's key depends only on (topic, partition, first
+offset of the file's records, partition value): replaying the same offsets rewrites the same key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+SCHEMA_FILE = "_schema.json"
+MANIFEST_DIR = "_manifests"
+_FILE_RE = re.compile(r"part-(?P<partition>\d{5})-(?P<offset>\d{20})\.parquet$")
+
+
+@dataclass(frozen=True, order=True)
+class PartitionValue:
+    """A Hive partition of a table: the UTC day and hour of the event."""
+
+    dt: str
+    hour: str
+
+    @property
+    def path(self) -> str:
+        return f"dt={self.dt}/hour={self.hour}"
+
+
+def partition_for_ms(epoch_ms: int) -> PartitionValue:
+    """The partition of an epoch-milliseconds timestamp, in UTC."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return PartitionValue(moment.strftime("%Y-%m-%d"), moment.strftime("%H"))
+
+
+def table_name(topic: str, topic_template: str, lane: str) -> str | None:
+    """The ``{name}`` part of a per-event topic of ``lane``, or None when ``topic`` is not one."""
+    before, after = topic_template.split("{name}", 1)
+    prefix, suffix = before.format(lane=lane), after.format(lane=lane)
+    if not topic.startswith(prefix) or not topic.endswith(suffix) or len(topic) <= len(prefix) + len(suffix):
+        return None
+    return topic[len(prefix) : len(topic) - len(suffix)] if suffix else topic[len(prefix) :]
+
+
+def table_prefix(lane: str, table: str) -> str:
+    return f"{lane}/{table}"
+
+
+def data_file_key(lane: str, table: str, partition: int, first_offset: int, value: PartitionValue) -> str:
+    """Object key (relative to the lake root) of the file whose first record is ``first_offset``."""
+    return f"{table_prefix(lane, table)}/{value.path}/part-{partition:05d}-{first_offset:020d}.parquet"
+
+
+def schema_key(lane: str, table: str) -> str:
+    return f"{table_prefix(lane, table)}/{SCHEMA_FILE}"
+
+
+def manifest_key(lane: str, topic: str, partition: int) -> str:
+    return f"{lane}/{MANIFEST_DIR}/{topic}/{partition:05d}.json"
+
+
+@dataclass(frozen=True)
+class DataFileName:
+    partition: int
+    first_offset: int
+
+
+def parse_data_file(key: str) -> DataFileName | None:
+    """Partition and first offset encoded in a data file key, or None for any other object."""
+    match = _FILE_RE.search(key)
+    if match is None:
+        return None
+    return DataFileName(int(match["partition"]), int(match["offset"]))
+
+
+def partition_from_key(key: str) -> PartitionValue | None:
+    match = re.search(r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/", key)
+    return PartitionValue(match[1], match[2]) if match else None
