@@ -9,6 +9,7 @@ caller blocks (and so stops consuming) instead of failing or dropping data.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -130,9 +131,7 @@ class LakeStore:
 
     def delete(self, key: str) -> None:
         def remove() -> None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 self.fs.delete_file(self.path(key))
-            except FileNotFoundError:
-                pass
 
         self._retry(f"delete {key}", remove)

@@ -186,7 +186,9 @@ class LakeSink:
             log.warning("lake consumer: %s", message.error())
             return
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        assert topic is not None and partition is not None and offset is not None
+        assert topic is not None
+        assert partition is not None
+        assert offset is not None
         tp = (topic, partition)
         manifest = self.manifests.get(tp)
         if manifest is None:
