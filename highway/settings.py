@@ -103,6 +103,19 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path(".highway"), description="local state: dev services, caches, logs")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # --- Local dev stack (highway dev, demo, test fixtures) and S3 credentials -----------------
+    s3_access_key_id: SecretStr | None = Field(
+        None, description="S3 access key passed explicitly to boto3/pyarrow; None = default AWS chain"
+    )
+    s3_secret_access_key: SecretStr | None = None
+    dev_kafka_version: str = Field("4.1.1", description="Apache Kafka version resolved from Maven")
+    dev_kafka_heap: str = Field("768m", pattern=r"^[0-9]+[mMgG]$", description="local broker -Xmx")
+    dev_kafka_backend: Literal["auto", "maven", "docker"] = Field(
+        "auto", description="auto: Maven jars when java+mvn exist, else testcontainers when Docker answers"
+    )
+    dev_cache_dir: Path | None = Field(None, description="broker jar cache; None = ~/.cache/highway")
+    dev_bucket: str = Field("highway", description="bucket created on the local S3 API")
+
     @field_validator("lanes", "dimensions", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:

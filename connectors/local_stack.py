@@ -1,0 +1,306 @@
+"""The local infrastructure as one unit: a Kafka broker and an S3 API, started, found and stopped.
+
+One code path serves ``highway dev up|down|status``, ``highway demo`` and the pytest session
+fixtures; each caller passes its own state directory, so a developer's stack and a test session's
+stack never share ports or data.
+
+Kafka comes from, in order: a broker the user configured explicitly (``HIGHWAY_KAFKA_BOOTSTRAP`` set
+and answering); the Maven-resolved local broker (``connectors.local_kafka``) when java and mvn exist;
+testcontainers' Kafka when a Docker engine answers (in-process callers only: its container dies with
+the process that started it). S3 is an explicitly configured endpoint or moto (``connectors.local_s3``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.console import Console
+
+from connectors.local_kafka import KafkaBroker, broker_answers
+from connectors.local_process import read_state
+from connectors.local_s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, ensure_bucket
+from highway.errors import InfrastructureError
+from highway.settings import Settings
+
+
+class KafkaHandle(Protocol):
+    """What callers may do with the stack's broker, whatever runs it."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+    @property
+    def restartable(self) -> bool: ...
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+    def is_running(self) -> bool: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class S3Handle(Protocol):
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def restartable(self) -> bool: ...
+
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class ExternalKafka:
+    """A broker someone else runs (``HIGHWAY_KAFKA_BOOTSTRAP``): used, never stopped or restarted."""
+
+    restartable = False
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+
+    def start(self) -> ExternalKafka:
+        if not broker_answers(self.bootstrap, timeout_s=10.0):
+            raise InfrastructureError(
+                f"HIGHWAY_KAFKA_BOOTSTRAP={self.bootstrap} does not answer; start that broker or unset the "
+                "variable to use the local one"
+            )
+        return self
+
+    def stop(self) -> None:
+        raise InfrastructureError(f"the broker at {self.bootstrap} is external; Highway does not stop it")
+
+    def is_running(self) -> bool:
+        return broker_answers(self.bootstrap)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "service": "kafka",
+            "external": True,
+            "bootstrap": self.bootstrap,
+            "running": self.is_running(),
+        }
+
+
+class ExternalS3:
+    """An S3 endpoint someone else runs (``HIGHWAY_S3_ENDPOINT_URL``)."""
+
+    restartable = False
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def start(self) -> ExternalS3:
+        return self
+
+    def stop(self) -> None:
+        raise InfrastructureError(f"the S3 endpoint {self.endpoint} is external; Highway does not stop it")
+
+    def shutdown(self) -> None:
+        """Nothing to end: the endpoint belongs to someone else."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"service": "s3", "external": True, "endpoint": self.endpoint}
+
+
+class DockerKafka:
+    """testcontainers' KafkaContainer; lives as long as this Python process."""
+
+    restartable = False
+
+    def __init__(self) -> None:
+        from testcontainers.kafka import KafkaContainer
+
+        self._container = KafkaContainer()
+        self.bootstrap = ""
+
+    def start(self) -> DockerKafka:
+        self._container.start()
+        self.bootstrap = self._container.get_bootstrap_server()
+        return self
+
+    def stop(self) -> None:
+        self._container.stop()
+
+    def is_running(self) -> bool:
+        return bool(self.bootstrap) and broker_answers(self.bootstrap)
+
+    def describe(self) -> dict[str, Any]:
+        return {"service": "kafka", "docker": True, "bootstrap": self.bootstrap, "running": self.is_running()}
+
+
+def docker_available() -> bool:
+    """True when a Docker engine answers a ping (never raises)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@dataclass
+class LocalStack:
+    """A running broker + S3 API and the settings that reach them."""
+
+    kafka: KafkaHandle
+    s3: S3Handle
+    bucket: str
+    access_key_id: str = ACCESS_KEY_ID
+    secret_access_key: str = SECRET_ACCESS_KEY
+    region: str = REGION
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka.bootstrap
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self.s3.endpoint
+
+    @property
+    def lake_uri(self) -> str:
+        return f"s3://{self.bucket}/lake"
+
+    def env(self) -> dict[str, str]:
+        """The variables that point Highway (and plain AWS clients) at this stack."""
+        return {
+            "HIGHWAY_KAFKA_BOOTSTRAP": self.bootstrap,
+            "HIGHWAY_S3_ENDPOINT_URL": self.s3_endpoint,
+            "HIGHWAY_LAKE_URI": self.lake_uri,
+            "HIGHWAY_S3_ACCESS_KEY_ID": self.access_key_id,
+            "HIGHWAY_S3_SECRET_ACCESS_KEY": self.secret_access_key,
+            "HIGHWAY_AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+    def settings_overrides(self) -> dict[str, Any]:
+        return {
+            "kafka_bootstrap": self.bootstrap,
+            "s3_endpoint_url": self.s3_endpoint,
+            "lake_uri": self.lake_uri,
+            "s3_access_key_id": self.access_key_id,
+            "s3_secret_access_key": self.secret_access_key,
+            "aws_region": self.region,
+        }
+
+    def close(self) -> None:
+        """Stop what this stack started (external services are left alone)."""
+        if not isinstance(self.kafka, ExternalKafka):
+            self.kafka.stop()
+        self.s3.shutdown()
+
+
+def render_exports(env: dict[str, str]) -> str:
+    """``export K=V`` lines, shell-quoted, for ``eval "$(highway dev up)"`` (pure)."""
+    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
+
+
+def kafka_broker(
+    settings: Settings, state_dir: Path, console: Console | None = None, tie_to_parent: bool = False
+) -> KafkaBroker:
+    return KafkaBroker(
+        state_dir / "kafka",
+        kafka_version=settings.dev_kafka_version,
+        cache_root=settings.dev_cache_dir,
+        heap=settings.dev_kafka_heap,
+        console=console,
+        tie_to_parent=tie_to_parent,
+    )
+
+
+def start_stack(
+    settings: Settings,
+    state_dir: Path,
+    console: Console | None = None,
+    allow_docker: bool = True,
+    tie_to_parent: bool = False,
+) -> LocalStack:
+    """Start (or reuse) the stack kept in ``state_dir``; return once both services answer.
+
+    ``allow_docker``: may fall back to testcontainers (only for callers that outlive their use of the
+    stack). ``tie_to_parent``: the services die with this process (test sessions), instead of
+    staying detached (``highway dev up``).
+    """
+    console = console or Console(stderr=True)
+    kafka = _choose_kafka(settings, state_dir, console, allow_docker, tie_to_parent)
+    kafka.start()
+    s3 = _choose_s3(settings, state_dir, tie_to_parent)
+    s3.start()
+    key = settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else ACCESS_KEY_ID
+    secret = (
+        settings.s3_secret_access_key.get_secret_value()
+        if settings.s3_secret_access_key
+        else SECRET_ACCESS_KEY
+    )
+    ensure_bucket(s3.endpoint, settings.dev_bucket, key, secret)
+    return LocalStack(
+        kafka=kafka, s3=s3, bucket=settings.dev_bucket, access_key_id=key, secret_access_key=secret
+    )
+
+
+def stop_stack(state_dir: Path) -> list[str]:
+    """Stop the services recorded in ``state_dir`` (idempotent); return what was running."""
+    stopped: list[str] = []
+    broker = KafkaBroker(state_dir / "kafka")
+    if broker.is_running():
+        stopped.append(f"kafka (pid {broker.pid})")
+    broker.stop()
+    s3 = S3Server(state_dir / "s3")
+    if s3.is_running():
+        stopped.append(f"s3 (pid {s3.pid})")
+    s3.shutdown()
+    return stopped
+
+
+def stack_status(state_dir: Path) -> list[dict[str, Any]]:
+    return [KafkaBroker(state_dir / "kafka").describe(), S3Server(state_dir / "s3").describe()]
+
+
+def _explicit(settings: Settings, field: str, own_value: str | None) -> bool:
+    # A value equal to what this state dir's own service had (e.g. exported by an earlier
+    # `dev up` in the same shell) is not "someone else's" service.
+    return field in settings.model_fields_set and getattr(settings, field) != own_value
+
+
+def _choose_kafka(
+    settings: Settings, state_dir: Path, console: Console, allow_docker: bool, tie_to_parent: bool
+) -> KafkaHandle:
+    own = read_state(state_dir / "kafka" / "broker.json").get("port")
+    own_bootstrap = f"127.0.0.1:{own}" if own else None
+    if _explicit(settings, "kafka_bootstrap", own_bootstrap):
+        return ExternalKafka(settings.kafka_bootstrap)
+    backend = settings.dev_kafka_backend
+    has_jvm_tools = shutil.which("java") is not None and shutil.which("mvn") is not None
+    if backend == "maven" or (backend == "auto" and has_jvm_tools):
+        return kafka_broker(settings, state_dir, console, tie_to_parent)
+    if allow_docker and docker_available():
+        return DockerKafka()
+    raise InfrastructureError(
+        "no way to run Kafka here: install Java 17 and Maven (local broker from Maven Central), "
+        "run a Docker engine (testcontainers), or set HIGHWAY_KAFKA_BOOTSTRAP to a running broker"
+    )
+
+
+def _choose_s3(settings: Settings, state_dir: Path, tie_to_parent: bool) -> S3Handle:
+    own = read_state(state_dir / "s3" / "s3.json").get("port")
+    own_endpoint = f"http://127.0.0.1:{own}" if own else None
+    if settings.s3_endpoint_url and _explicit(settings, "s3_endpoint_url", own_endpoint):
+        return ExternalS3(settings.s3_endpoint_url)
+    return S3Server(state_dir / "s3", tie_to_parent=tie_to_parent)
