@@ -22,7 +22,6 @@ from __future__ import annotations
 import bisect
 import math
 import random
-import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,6 +89,16 @@ class SimConfig:
         return 1.0 + (self.surge_factor - 1.0) * ramp * math.exp(-since / self.surge_decay)
 
 
+_UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID_SET = (0x8000 << 48) | (4 << 76)
+
+
+def uuid4_text(bits: int) -> str:
+    """``str(uuid.UUID(int=bits, version=4))`` without building a UUID object (5x faster)."""
+    text = "%032x" % ((bits & _UUID_CLEAR) | _UUID_SET)
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def zipf_weights(count: int, exponent: float) -> list[float]:
     return [1.0 / (rank**exponent) for rank in range(1, count + 1)]
 
@@ -154,6 +163,8 @@ class MatchDaySimulator:
         self._carry = 0.0
         self._platform_cum = list(accumulate(weight for _, weight in PLATFORMS))
         self._version_cum = {p: list(accumulate(w for _, w in vs)) for p, vs in APP_VERSIONS.items()}
+        # Network latency (ms) is drawn from a fixed exponential sample: one index per event is cheap.
+        self._latencies = [10 + int(self._rng.expovariate(1 / 150)) for _ in range(4096)]
 
     @property
     def emitted(self) -> int:
@@ -225,19 +236,19 @@ class MatchDaySimulator:
         offsets = sorted([int(rng.random() * 1000) for _ in range(count)])
         end_probability = 1.0 / config.mean_session_events
         lane, props, active = config.lane, self._props, self._active
-        random_, getrandbits, expovariate = rng.random, rng.getrandbits, rng.expovariate
+        random_, getrandbits, latencies = rng.random, rng.getrandbits, self._latencies
         batch: list[dict[str, Any]] = []
         for name, offset in zip(names, offsets, strict=True):
             server_ts = second_ms + offset
             slot = int(random_() * len(active))
             user, session_id = active[slot]
-            latency = 10 + int(expovariate(0.0067))
+            latency = latencies[int(random_() * 4096)]
             if random_() < 0.005:  # a device whose clock is minutes off
                 latency += int((random_() - 0.3) * 600_000)
             batch.append(
                 {
                     "event_name": name,
-                    "event_id": str(uuid.UUID(int=getrandbits(128), version=4)),
+                    "event_id": uuid4_text(getrandbits(128)),
                     "user_id": user.user_id,
                     "session_id": session_id,
                     "lane": lane,
