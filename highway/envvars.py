@@ -6,6 +6,9 @@ parent's settings through the environment keeps one source of truth (the setting
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydantic import SecretStr
 
 from highway.settings import ENV_PREFIX, Settings
@@ -24,4 +27,30 @@ def settings_env(settings: Settings) -> dict[str, str]:
         else:
             rendered = str(value)
         env[f"{ENV_PREFIX}{name.upper()}"] = rendered
+    return env
+
+
+# No variable carries this prefix, so a model built with it reads nothing from the environment.
+_NO_ENV_PREFIX = "HIGHWAY_IGNORE_ENVIRONMENT_"
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    """A validated copy of ``settings`` with ``changes`` applied.
+
+    The environment normally wins over explicit values (see ``Settings``); a derived settings
+    object for a child process (the demo's lane, ports, flush age) must not lose to it.
+    """
+    values = {**settings.model_dump(), **changes}
+    return Settings(_env_prefix=_NO_ENV_PREFIX, **values)
+
+
+def child_environment(settings: Settings, inherited: Mapping[str, str]) -> dict[str, str]:
+    """``inherited`` (PATH, AWS_*, …) with the settings variables replaced by exactly ``settings``.
+
+    Other ``HIGHWAY_*`` variables (e.g. faust's ``HIGHWAY_FAUST_*``) pass through; the config file
+    variable does not, since every value it could set is now explicit.
+    """
+    owned = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | {f"{ENV_PREFIX}CONFIG"}
+    env = {key: value for key, value in inherited.items() if key.upper() not in owned}
+    env.update(settings_env(settings))
     return env

@@ -1,0 +1,1 @@
+"""The demo's presentation: live progress and closing summary (pure; the CLI feeds it measurements)."""

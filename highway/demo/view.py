@@ -1,0 +1,191 @@
+"""What ``highway demo`` shows: the live progress table and the closing summary (pure, no I/O).
+
+A :class:`Snapshot` is one measurement of the pipeline from the outside; ``None`` in a field means
+that capability has not answered yet and is shown as "not yet available".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.table import Table
+
+NOT_YET = "not yet available"
+_VALUE_KEYS = ("concurrency", "distinct_users", "active_users", "users", "value", "count")
+_TIME_KEYS = ("window_start", "window_end", "start", "end", "ts", "time", "timestamp", "window")
+
+
+@dataclass(frozen=True)
+class ConcurrencyReading:
+    users: int
+    window: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    elapsed_s: float
+    phase: str
+    target: int
+    produced: int | None
+    event_topics: int | None
+    routed: int | None
+    common: int | None
+    dlq: int | None
+    lake_files: int | None
+    lake_rows: int | None
+    concurrency: ConcurrencyReading | None
+    worker: str
+
+    @property
+    def progress_key(self) -> tuple[int | None, ...]:
+        """The figures whose change means the pipeline is still moving."""
+        return (self.produced, self.routed, self.dlq, self.common, self.lake_files, self.lake_rows)
+
+    @property
+    def router_done(self) -> bool:
+        """Every produced event is in its per-event topic or the DLQ."""
+        return bool(self.produced) and (self.routed or 0) + (self.dlq or 0) >= (self.produced or 0)
+
+    @property
+    def lake_done(self) -> bool:
+        """Every routed event is in a lake file."""
+        return bool(self.routed) and (self.lake_rows or 0) >= (self.routed or 0)
+
+
+def rate(previous: Snapshot | None, current: Snapshot) -> float | None:
+    """Events/s produced between two snapshots."""
+    if previous is None or previous.produced is None or current.produced is None:
+        return None
+    elapsed = current.elapsed_s - previous.elapsed_s
+    return (current.produced - previous.produced) / elapsed if elapsed > 0 else None
+
+
+def _records(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _records(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _records(item)
+
+
+def latest_concurrency(payload: Any) -> ConcurrencyReading | None:
+    """The most recent overall figure in a concurrency API answer (``None`` when it holds none).
+
+    Tolerant of shape: it looks for records with a numeric users value and takes the one with the
+    greatest time key; records that carry dimension labels are used only when no overall one exists.
+    """
+    best: tuple[bool, str, int] | None = None
+    for record in _records(payload):
+        value = next((record[key] for key in _VALUE_KEYS if isinstance(record.get(key), int)), None)
+        if value is None or isinstance(value, bool):
+            continue
+        when = next((str(record[key]) for key in _TIME_KEYS if key in record), "")
+        labels = record.get("labels") or record.get("dimensions") or record.get("by")
+        overall = not labels or labels in ("overall", "all")
+        candidate = (overall, when, value)
+        if best is None or candidate[:2] >= best[:2]:
+            best = candidate
+    return None if best is None else ConcurrencyReading(users=best[2], window=best[1])
+
+
+def _count(value: int | None, unit: str = "") -> str:
+    return NOT_YET if value is None else f"{value:,}{unit}"
+
+
+def progress_table(snapshot: Snapshot, events_per_s: float | None, lane: str) -> Table:
+    """The live view: one row per stage."""
+    table = Table(title=f"highway demo — lane {lane} — {snapshot.phase} — {snapshot.elapsed_s:,.0f}s")
+    table.add_column("stage")
+    table.add_column("progress", justify="right")
+    table.add_column("detail")
+    speed = "" if events_per_s is None else f"{events_per_s:,.0f} events/s"
+    table.add_row("simulator", f"{_count(snapshot.produced)} / {snapshot.target:,}", speed)
+    if snapshot.event_topics:
+        routed = f"{_count(snapshot.routed)} routed"
+        detail = f"{snapshot.event_topics} per-event topics, {_count(snapshot.dlq)} dead letters"
+    else:
+        routed, detail = NOT_YET, "no per-event topic yet"
+    table.add_row("router", routed, detail)
+    if snapshot.lake_files:
+        table.add_row("lake", f"{_count(snapshot.lake_rows)} rows", f"{snapshot.lake_files:,} Parquet files")
+    else:
+        table.add_row("lake", NOT_YET, "no Parquet file yet")
+    if snapshot.concurrency is not None:
+        reading = snapshot.concurrency
+        table.add_row("realtime", f"{reading.users:,} users", f"concurrency {reading.window}".strip())
+    else:
+        table.add_row("realtime", NOT_YET, "/api/v1/concurrency")
+    table.add_row("worker", snapshot.worker, "")
+    return table
+
+
+def progress_line(snapshot: Snapshot, events_per_s: float | None) -> str:
+    """The same figures on one line, for logs and non-terminal output."""
+    speed = "" if events_per_s is None else f" ({events_per_s:,.0f}/s)"
+    concurrency = NOT_YET if snapshot.concurrency is None else f"{snapshot.concurrency.users:,}"
+    return (
+        f"[{snapshot.elapsed_s:6.1f}s {snapshot.phase}] produced {_count(snapshot.produced)}{speed}"
+        f" | topics {_count(snapshot.event_topics)} routed {_count(snapshot.routed)}"
+        f" dlq {_count(snapshot.dlq)}"
+        f" | lake files {_count(snapshot.lake_files)} rows {_count(snapshot.lake_rows)}"
+        f" | concurrency {concurrency} | worker {snapshot.worker}"
+    )
+
+
+@dataclass
+class DemoSummary:
+    lane: str
+    final: Snapshot
+    truth_file: str
+    all_events_topic: str
+    event_topic_example: str
+    dlq_topic: str
+    lake_uri: str
+    worker_url: str
+    worker_log: str
+    verify: str
+    stack: str
+    query_table: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def summary_lines(summary: DemoSummary) -> list[str]:
+    """The closing summary: what ran, what came out and where it is."""
+    final = summary.final
+    lake_dir = f"{summary.lake_uri}/{summary.lane}/"
+    lines = [
+        "Highway demo summary",
+        f"  lane          {summary.lane}",
+        f"  produced      {_count(final.produced)} events into {summary.all_events_topic}"
+        f" (ground truth: {summary.truth_file})",
+        f"  routed        {_count(final.routed)} events into {_count(final.event_topics)} per-event topics"
+        f" ({summary.event_topic_example}), {_count(final.dlq)} into {summary.dlq_topic}",
+        f"  lake          {_count(final.lake_rows)} rows in {_count(final.lake_files)} Parquet files under"
+        f" {lake_dir}",
+        "  concurrency   "
+        + (
+            NOT_YET
+            if final.concurrency is None
+            else f"{final.concurrency.users:,} users {final.concurrency.window}"
+        ),
+        f"  verify        {summary.verify}",
+        f"  worker        stopped; log {summary.worker_log}",
+        f"  local stack   {summary.stack}",
+        "Next:",
+        f"  highway verify --truth {summary.truth_file}",
+    ]
+    if summary.query_table:
+        lines.append(
+            f'  highway query "select platform, count(*) from {summary.query_table} group by 1"'
+            "   (with the same HIGHWAY_* settings)"
+        )
+    lines += [
+        f"  {summary.worker_url}/metrics is what Prometheus scrapes (while a worker runs);",
+        "  `docker compose up` runs Prometheus and the provisioned Grafana dashboard (http://localhost:3000).",
+    ]
+    lines += [f"  note: {note}" for note in summary.notes]
+    return lines
