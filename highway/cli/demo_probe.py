@@ -1,0 +1,138 @@
+"""Read-only probes the demo polls for its progress view: Kafka offsets, lake files, worker HTTP.
+
+Every figure is measured from the outside (broker high watermarks, objects in the lake, the
+worker's own HTTP API), so the view shows what the pipeline really produced, whatever each stage
+reports about itself. A probe that cannot answer yet returns None ("not yet available"), never
+raises: the demo keeps running while capabilities come up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+
+import httpx
+import pyarrow.parquet as pq
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from pyarrow import fs
+
+from connectors.kafka_config import confluent_config
+from connectors.lake_fs import filesystem_for
+from highway.demo.view import ConcurrencyReading, Snapshot, latest_concurrency
+from highway.lake.layout import parse_data_file
+from highway.settings import Settings
+
+
+class PipelineProbe:
+    """Measures one lane of a running pipeline. Not thread-safe; call ``snapshot`` from one loop."""
+
+    def __init__(self, settings: Settings, lane: str, worker_url: str) -> None:
+        self.settings = settings
+        self.lane = lane
+        self.worker_url = worker_url.rstrip("/")
+        self._admin = AdminClient(confluent_config(settings, log_level=0))
+        self._filesystem, root = filesystem_for(settings)
+        self._lane_dir = f"{root}/{lane}"
+        self._rows_by_file: dict[str, int] = {}
+        self._http = httpx.Client(timeout=2.0)
+        self._event_counts: dict[str, int] = {}
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- Kafka ---------------------------------------------------------------------------------
+    def topic_counts(self) -> tuple[dict[str, int], list[str]]:
+        """Records written per topic of this lane (sum of partition high watermarks), event topics."""
+        settings = self.settings
+        metadata = self._admin.list_topics(timeout=5)
+        event_regex = re.compile(settings.event_topic_pattern(self.lane))
+        fixed = {
+            settings.all_events_topic(self.lane),
+            settings.common_topic(self.lane),
+            settings.dlq_topic(self.lane),
+        }
+        event_topics = sorted(name for name in metadata.topics if event_regex.fullmatch(name))
+        wanted = [name for name in metadata.topics if name in fixed or name in event_topics]
+        requests = {
+            TopicPartition(name, partition): OffsetSpec.latest()
+            for name in wanted
+            for partition in metadata.topics[name].partitions
+        }
+        counts = dict.fromkeys(wanted, 0)
+        if requests:
+            for tp, future in self._admin.list_offsets(requests, request_timeout=5).items():
+                counts[tp.topic] += max(future.result(timeout=10).offset, 0)
+        self._event_counts = {name: counts[name] for name in event_topics if name in counts}
+        return counts, event_topics
+
+    def largest_event_topic(self) -> str | None:
+        """The per-event topic with the most records at the last measurement."""
+        if not self._event_counts:
+            return None
+        return max(self._event_counts.items(), key=lambda item: (item[1], item[0]))[0]
+
+    # --- lake ----------------------------------------------------------------------------------
+    def lake_files(self) -> tuple[int, int]:
+        """(data files, rows) of this lane in the lake; rows are read once per file from its footer."""
+        selector = fs.FileSelector(self._lane_dir, allow_not_found=True, recursive=True)
+        paths = [
+            info.path
+            for info in self._filesystem.get_file_info(selector)
+            if info.type == fs.FileType.File and parse_data_file(info.path) is not None
+        ]
+        for path in paths:
+            if path not in self._rows_by_file:
+                with self._filesystem.open_input_file(path) as handle:
+                    self._rows_by_file[path] = pq.ParquetFile(handle).metadata.num_rows
+        return len(paths), sum(self._rows_by_file[path] for path in paths)
+
+    # --- worker HTTP ---------------------------------------------------------------------------
+    def worker_healthy(self) -> bool:
+        try:
+            return self._http.get(f"{self.worker_url}/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def concurrency(self) -> ConcurrencyReading | None:
+        """The latest concurrency the worker's ``/api/v1/concurrency`` serves, None when it has none."""
+        try:
+            response = self._http.get(f"{self.worker_url}/api/v1/concurrency", params={"lane": self.lane})
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            return latest_concurrency(response.json())
+        except ValueError:
+            return None
+
+    # --- all of it -----------------------------------------------------------------------------
+    def snapshot(self, started: float, phase: str, target: int, worker_state: str) -> Snapshot:
+        counts: dict[str, int] | None = None
+        event_topics: list[str] = []
+        with contextlib.suppress(KafkaException):
+            counts, event_topics = self.topic_counts()
+        lake: tuple[int, int] | None = None
+        with contextlib.suppress(OSError):
+            lake = self.lake_files()
+        settings = self.settings
+
+        def count(topic: str) -> int | None:
+            return None if counts is None else counts.get(topic)
+
+        return Snapshot(
+            elapsed_s=time.monotonic() - started,
+            phase=phase,
+            target=target,
+            produced=count(settings.all_events_topic(self.lane)),
+            event_topics=None if counts is None else len(event_topics),
+            routed=None if counts is None else sum(counts[name] for name in event_topics),
+            common=count(settings.common_topic(self.lane)),
+            dlq=count(settings.dlq_topic(self.lane)),
+            lake_files=None if lake is None else lake[0],
+            lake_rows=None if lake is None else lake[1],
+            concurrency=self.concurrency(),
+            worker=worker_state,
+        )
