@@ -1,11 +1,208 @@
-"""The routing agent family."""
+"""The router: each lane's all-events topic → per-event topics, the common projection and the DLQ.
+
+Delivery guarantee: **at-least-once, nothing lost.** One faust agent per lane (concurrency 1, see
+faust issue #606) takes batches with ``noack_take`` — faust marks nothing as done by itself — and
+for each batch:
+
+1. classifies every record (``highway.routing.classify``: routed + projection, or dead letter);
+2. creates the per-event topics of newly admitted event types (idempotent when workers race);
+3. produces every derived record on one idempotent acks=all producer and waits until Kafka has
+   acknowledged each one (``connectors.router_producer``), re-sending failures;
+4. only then acks the batch's input events, which lets faust commit their offsets.
+
+A crash anywhere before step 4 leaves the offsets uncommitted, so the batch is consumed again after
+a restart: its records may be duplicated downstream, never lost. If delivery keeps failing the
+agent raises and its ``CrashingSupervisor`` stops the worker (faust would otherwise restart the
+agent past the un-acked batch, stalling commits). Input can never cause that: every bad record
+becomes a dead letter, including records Kafka refuses for good.
+"""
 
 from __future__ import annotations
 
-import faust
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
 
+import faust
+import mode
+from faust.types import EventT
+from prometheus_client import Counter
+
+from connectors.kafka_admin import KafkaAdmin
+from connectors.router_producer import BulkProducer
+from highway.errors import TerminalError, TransientError
+from highway.routing.classify import BatchClassifier, ClassifiedBatch, OutRecord, SourceRecord
+from highway.routing.gate import NewTypeGate
 from highway.settings import Settings
+from schemas.wire import codec_for
+
+log = logging.getLogger(__name__)
+
+TOPIC_CREATE_FAILED = "topic_create_failed"
+PRODUCE_REFUSED = "produce_refused"
+DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 65_536
+SLOW_BATCH_S = 0.5
+
+EVENTS_TOTAL = Counter("highway_router_events_total", "Input events routed or dead-lettered", ["lane"])
+DLQ_TOTAL = Counter("highway_router_dlq_total", "Events sent to the dead-letter topic", ["lane", "reason"])
+NEW_TOPICS_TOTAL = Counter("highway_router_new_topics_total", "Per-event topics created", ["lane"])
+
+
+@dataclass
+class BatchStats:
+    events: int
+    routed: int
+    dead: int
+    new_topics: int
+
+
+class LaneRouter:
+    """Routes batches of one lane (blocking I/O; the agent runs :meth:`route` in a thread)."""
+
+    def __init__(self, settings: Settings, lane: str, admin: KafkaAdmin, producer: BulkProducer) -> None:
+        self.settings = settings
+        self.lane = lane
+        self.admin = admin
+        self.producer = producer
+        known = admin.list_topics(settings.event_topic_pattern(lane))
+        self.gate = NewTypeGate(
+            settings.router_new_types_per_minute,
+            settings.router_max_event_types,
+            settings.router_event_name_allow,
+            known_topics=known,
+        )
+        codec = codec_for(settings, settings.all_events_topic(lane))
+        self.classifier = BatchClassifier(settings, lane, self.gate, codec.decode)
+
+    def route(self, batch: Sequence[SourceRecord]) -> BatchStats:
+        """Classify, create new topics, deliver everything; returns only when all is acknowledged."""
+        started = time.monotonic()
+        out = self.classifier.classify(batch, int(time.time() * 1000))
+        classified = time.monotonic()
+        created = self._create_topics(out) if out.new_topics else 0
+        ready = time.monotonic()
+        records = out.records()
+        refused = self.producer.deliver(records)
+        done = time.monotonic()
+        if done - started > SLOW_BATCH_S:
+            log.info(
+                "lane %s: slow batch of %d events: classify %.3fs, create %d topics %.3fs, deliver %.3fs",
+                self.lane,
+                len(batch),
+                classified - started,
+                created,
+                ready - classified,
+                done - ready,
+            )
+        if refused:
+            self._dead_letter_refused(out, [(records[r.index], r.error) for r in refused])
+        lane = self.lane
+        EVENTS_TOTAL.labels(lane).inc(len(batch))
+        for reason, count in out.reasons.items():
+            DLQ_TOTAL.labels(lane, reason).inc(count)
+        if created:
+            NEW_TOPICS_TOTAL.labels(lane).inc(created)
+        return BatchStats(len(batch), len(out.routed), len(out.dead), created)
+
+    def _create_topics(self, out: ClassifiedBatch) -> int:
+        try:
+            return len(self.admin.ensure_topics(out.new_topics))
+        except TransientError:
+            log.warning("creating %d topics together failed; trying one by one", len(out.new_topics))
+        failed: dict[str, str] = {}
+        created = 0
+        for topic in sorted(out.new_topics):
+            try:
+                created += len(self.admin.ensure_topics([topic]))
+            except TransientError as exc:
+                failed[topic] = str(exc)
+        if failed:
+            # If the broker itself is away this raises too, and the batch is retried after a restart;
+            # if it answers, these names are refused for good (e.g. a metric-name collision).
+            self.admin.list_topics()
+            for topic in failed:
+                self.gate.forget(topic)
+            doomed = [(record, failed[record.topic]) for record in out.routed if record.topic in failed]
+            self._move_to_dlq(out, doomed, TOPIC_CREATE_FAILED)
+        return created
+
+    def _dead_letter_refused(self, out: ClassifiedBatch, refused: list[tuple[OutRecord, str]]) -> None:
+        if any(record.topic == self.classifier.dlq_topic for record, _ in refused):
+            raise TerminalError(f"the dead-letter topic {self.classifier.dlq_topic!r} refused records")
+        letters = self._move_to_dlq(out, refused, PRODUCE_REFUSED)
+        still = self.producer.deliver(letters)
+        if still:
+            raise TerminalError(f"the dead-letter topic refused {len(still)} records: {still[0].error}")
+
+    def _move_to_dlq(
+        self, out: ClassifiedBatch, failures: list[tuple[OutRecord, str]], reason: str
+    ) -> list[OutRecord]:
+        """Replace the routed+projection records of the failures' sources by dead letters."""
+        sources: dict[int, tuple[SourceRecord, str]] = {}
+        for record, error in failures:
+            sources.setdefault(id(record.source), (record.source, error))
+        out.routed = [r for r in out.routed if id(r.source) not in sources]
+        out.projections = [r for r in out.projections if id(r.source) not in sources]
+        letters = [self.classifier.dead_letter(source, reason, error) for source, error in sources.values()]
+        out.dead.extend(letters)
+        out.reasons[reason] += len(letters)
+        return letters
+
+
+def _source(event: EventT) -> SourceRecord:
+    message = event.message
+    value = message.value if isinstance(message.value, bytes) else b""
+    key = message.key if isinstance(message.key, bytes) else None
+    timestamp = int(message.timestamp * 1000) if message.timestamp else None
+    return SourceRecord(key, value, message.partition, message.offset, timestamp)
+
+
+def ensure_lane_topics(settings: Settings, admin: KafkaAdmin, lane: str) -> None:
+    """The lane's input, common and dead-letter topics (the DLQ takes large originals)."""
+    admin.ensure_topics([settings.all_events_topic(lane), settings.common_topic(lane)])
+    admin.ensure_topics([settings.dlq_topic(lane)], config={"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)})
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    """Declare this family's agents, timers and pages on app (filled in by its work item)."""
+    """One routing agent per lane; creates the lanes' fixed topics first (blocking, at start-up)."""
+    admin = KafkaAdmin(settings)
+    producer = BulkProducer(settings, **{"message.timeout.ms": 60_000})
+    for lane in settings.lanes:
+        ensure_lane_topics(settings, admin, lane)
+        _register_lane(app, settings, lane, admin, producer)
+
+
+def _register_lane(
+    app: faust.App, settings: Settings, lane: str, admin: KafkaAdmin, producer: BulkProducer
+) -> None:
+    source = app.topic(
+        settings.all_events_topic(lane),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    async def route(stream: faust.StreamT[bytes]) -> None:
+        """At-least-once: a batch's offsets become committable only after Kafka acked all its output."""
+        router = await asyncio.to_thread(LaneRouter, settings, lane, admin, producer)
+        log.info("router for lane %s: %d known event topics", lane, len(router.gate.known))
+        batches = cast(faust.Stream[bytes], stream).noack_take(
+            settings.router_batch_size, within=settings.router_batch_wait_s
+        )
+        async for taken in batches:
+            events = cast(Sequence[EventT], taken)  # noack_take yields events, though typed as values
+            batch = [_source(event) for event in events]
+            await asyncio.to_thread(router.route, batch)
+            for event in events:
+                await stream.ack(event)
+
+    app.agent(
+        source,
+        name=f"highway.router.{lane}",
+        concurrency=1,
+        supervisor_strategy=mode.CrashingSupervisor,
+    )(route)
