@@ -90,6 +90,9 @@ def render_log4j2_config(log_file: Path) -> str:
     return "\n".join(
         [
             "status = warn",
+            # Kafka's own shutdown hook logs the controlled shutdown; Log4j's hook would stop
+            # logging first and lose those lines.
+            "shutdownHook = disable",
             "appender.file.type = RollingFile",
             "appender.file.name = file",
             f"appender.file.fileName = {log_file}",

@@ -53,7 +53,12 @@ def port_answers(port: int, host: str = "127.0.0.1", timeout_s: float = 0.5) -> 
 
 
 def process_cmdline(pid: int) -> str:
-    """The command line of a live (non-zombie) process, or '' when there is none."""
+    """The command line of a live (non-zombie) process, or '' when there is none.
+
+    Right after exec the kernel fills in the new command line a moment after the exec is reported
+    to the parent, so a just-spawned child may briefly show ''; callers that spawned it trust their
+    Popen handle instead.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         # The state letter follows the parenthesised command name, which may itself hold spaces.

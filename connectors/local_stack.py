@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from rich.console import Console
 
 from connectors.local_kafka import KafkaBroker, broker_answers
+from connectors.local_kafka_jars import cached_jars, default_cache_root
 from connectors.local_process import read_state
 from connectors.local_s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, ensure_bucket
 from highway.errors import InfrastructureError
@@ -287,8 +288,12 @@ def _choose_kafka(
     if _explicit(settings, "kafka_bootstrap", own_bootstrap):
         return ExternalKafka(settings.kafka_bootstrap)
     backend = settings.dev_kafka_backend
-    has_jvm_tools = shutil.which("java") is not None and shutil.which("mvn") is not None
-    if backend == "maven" or (backend == "auto" and has_jvm_tools):
+    # mvn is only needed until the jars are cached; java always.
+    can_run_jars = shutil.which("java") is not None and (
+        shutil.which("mvn") is not None
+        or cached_jars(settings.dev_cache_dir or default_cache_root(), settings.dev_kafka_version) is not None
+    )
+    if backend == "maven" or (backend == "auto" and can_run_jars):
         return kafka_broker(settings, state_dir, console, tie_to_parent)
     if allow_docker and docker_available():
         return DockerKafka()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from botocore.exceptions import EndpointConnectionError
 from confluent_kafka import Consumer, Producer
@@ -19,7 +21,7 @@ from connectors.local_process import owned_pid_alive, process_cmdline
 from connectors.local_s3 import s3_client
 from connectors.local_stack import LocalStack
 from tests.conftest import MakeSettings
-from tests.support import wait_until
+from tests.support import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -172,3 +174,19 @@ def test_make_settings_gives_each_call_its_own_lane_bucket_and_port(
     buckets = {bucket["Name"] for bucket in s3_client(local_stack.s3_endpoint).list_buckets()["Buckets"]}
     for settings in (first, second):
         assert settings.lake_uri.removeprefix("s3://").split("/", 1)[0] in buckets
+
+
+def test_worker_answers_health_and_stops_cleanly_on_sigterm(make_settings: MakeSettings) -> None:
+    settings = make_settings()
+    worker = WorkerProcess(settings).start()
+    try:
+        worker.wait_healthy(90)
+        health = httpx.get(f"{worker.base_url}/health", timeout=5).json()
+        assert health == {"status": "ok", "roles": ["router", "lake", "realtime"]}
+        assert worker.proc is not None
+        os.killpg(worker.proc.pid, signal.SIGTERM)
+        assert worker.proc.wait(60) == 0
+    finally:
+        worker.kill()
+    log = next((settings.state_dir / "logs").glob("worker-*.log")).read_text()
+    assert "Traceback" not in log, log[-3000:]

@@ -1,0 +1,143 @@
+"""Pure parts of the local stack: export lines, settings it produces, process plumbing."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.local_process import (
+    free_ports,
+    owned_pid_alive,
+    port_answers,
+    port_is_free,
+    process_cmdline,
+    read_state,
+    terminate,
+    write_state,
+)
+from connectors.local_stack import (
+    ExternalKafka,
+    ExternalS3,
+    LocalStack,
+    render_exports,
+    stack_status,
+    stop_stack,
+)
+from highway.cli.worker import parse_roles
+from highway.errors import InfrastructureError
+from highway.settings import Settings
+from tests.support import wait_until
+
+
+class _FakeKafka:
+    """Only a bootstrap string: enough for LocalStack's pure properties."""
+
+    bootstrap = "127.0.0.1:40001"
+    restartable = True
+
+    def start(self) -> Any:
+        return self
+
+    def stop(self) -> None:
+        raise AssertionError("not used")
+
+    def is_running(self) -> bool:
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+def _stack() -> LocalStack:
+    return LocalStack(kafka=_FakeKafka(), s3=ExternalS3("http://127.0.0.1:40002"), bucket="highway")
+
+
+def test_exports_are_shell_quoted_export_lines() -> None:
+    text = render_exports({"A": "plain", "B": "with space", "C": "it's"})
+    lines = text.splitlines()
+    assert lines[0] == "export A=plain"
+    assert all(line.startswith("export ") for line in lines)
+    assert [shlex.split(line)[1] for line in lines] == ["A=plain", "B=with space", "C=it's"]
+    assert text.endswith("\n")
+
+
+def test_stack_env_points_highway_and_aws_clients_at_the_stack() -> None:
+    env = _stack().env()
+    assert env["HIGHWAY_KAFKA_BOOTSTRAP"] == "127.0.0.1:40001"
+    assert env["HIGHWAY_S3_ENDPOINT_URL"] == "http://127.0.0.1:40002"
+    assert env["HIGHWAY_LAKE_URI"] == "s3://highway/lake"
+    assert env["AWS_ACCESS_KEY_ID"] == env["HIGHWAY_S3_ACCESS_KEY_ID"] == "testing"
+    assert env["AWS_SECRET_ACCESS_KEY"] == env["HIGHWAY_S3_SECRET_ACCESS_KEY"] == "testing"
+    highway_fields = {key.removeprefix("HIGHWAY_").lower() for key in env if key.startswith("HIGHWAY_")}
+    assert highway_fields <= set(Settings.model_fields)
+
+
+def test_stack_settings_overrides_build_valid_settings() -> None:
+    settings = Settings(**_stack().settings_overrides())
+    assert settings.kafka_bootstrap == "127.0.0.1:40001"
+    assert settings.lake_uri == "s3://highway/lake"
+    assert settings.s3_access_key_id is not None
+    assert settings.s3_access_key_id.get_secret_value() == "testing"
+
+
+def test_external_services_refuse_to_be_stopped() -> None:
+    with pytest.raises(InfrastructureError, match="external"):
+        ExternalKafka("127.0.0.1:1").stop()
+    with pytest.raises(InfrastructureError, match="external"):
+        ExternalS3("http://127.0.0.1:1").stop()
+    assert not ExternalKafka("127.0.0.1:1").restartable
+
+
+def test_free_ports_are_distinct_and_bindable() -> None:
+    ports = free_ports(3)
+    assert len(set(ports)) == 3
+    assert all(port_is_free(port) for port in ports)
+    assert not any(port_answers(port, timeout_s=0.2) for port in ports)
+
+
+def test_state_files_round_trip_and_tolerate_garbage(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "state.json"
+    assert read_state(path) == {}
+    write_state(path, {"pid": 12, "port": 34})
+    assert read_state(path) == {"pid": 12, "port": 34}
+    path.write_text("{not json")
+    assert read_state(path) == {}
+
+
+def test_pid_ownership_needs_the_marker_and_terminate_ends_the_group(tmp_path: Path) -> None:
+    marker = str(tmp_path / "marker-for-this-test")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", marker], start_new_session=True
+    )
+    try:
+        # Linux fills in /proc/<pid>/cmdline a moment after exec: Popen may return before that.
+        wait_until(lambda: marker in process_cmdline(proc.pid), 5, 0.01, "the child's command line")
+        assert owned_pid_alive(proc.pid, marker)
+        assert not owned_pid_alive(proc.pid, marker + "-other")
+        assert not owned_pid_alive(os.getpid(), marker)
+        terminate(proc.pid + 10_000_000, marker)  # not ours: ignored, no error
+        terminate(proc.pid, marker, grace_s=5)
+        assert proc.wait(5) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not owned_pid_alive(proc.pid, marker)
+
+
+def test_worker_roles_parse_in_order_without_duplicates() -> None:
+    assert parse_roles("router, lake,router") == ["router", "lake"]
+    assert parse_roles("") == []
+
+
+def test_status_and_down_of_a_stack_that_never_ran(tmp_path: Path) -> None:
+    services = stack_status(tmp_path / "dev")
+    assert [service["service"] for service in services] == ["kafka", "s3"]
+    assert not any(service["running"] for service in services)
+    assert stop_stack(tmp_path / "dev") == []
+    assert stop_stack(tmp_path / "dev") == []
