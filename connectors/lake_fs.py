@@ -17,9 +17,14 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlparse
 
+import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from highway.errors import TransientError
+from highway.lake.encode import arrow_schema
+from highway.lake.layout import schema_key, table_prefix
+from highway.lake.schema import TableSchema
 from highway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,7 +122,7 @@ class LakeStore:
 
         return self._retry(f"get {key}", read)
 
-    def list(self, prefix: str) -> list[str]:
+    def list_keys(self, prefix: str) -> list[str]:
         """Keys of every object under ``prefix`` (recursive; empty when the prefix does not exist)."""
         base = self.path(prefix).rstrip("/")
 
@@ -135,3 +140,30 @@ class LakeStore:
                 self.fs.delete_file(self.path(key))
 
         self._retry(f"delete {key}", remove)
+
+    def read_columns(self, prefix: str, columns: list[str]) -> pa.Table:
+        """``columns`` of every Parquet file under ``prefix`` (an empty table when there are none)."""
+        paths = [self.path(key) for key in self.list_keys(prefix) if key.endswith(".parquet")]
+        if not paths:
+            return pa.table({name: pa.array([], pa.string()) for name in columns})
+        dataset = ds.dataset(paths, filesystem=self.fs, format="parquet")
+        return self._retry(f"read {prefix}", lambda: dataset.to_table(columns=columns))
+
+    def table_dataset(self, lane: str, table: str) -> ds.Dataset:
+        """One lake table as a pyarrow dataset, read with the table's current (widest) schema so
+        files written before a column widened are cast on read; ``dt``/``hour`` from the path."""
+        stored = self.get(schema_key(lane, table))
+        schema = arrow_schema(TableSchema.from_bytes(stored) if stored else TableSchema())
+        paths = [
+            self.path(k) for k in self.list_keys(f"{table_prefix(lane, table)}/") if k.endswith(".parquet")
+        ]
+        partitioning = ds.partitioning(pa.schema([("dt", pa.string()), ("hour", pa.string())]), flavor="hive")
+        full = schema.append(pa.field("dt", pa.string())).append(pa.field("hour", pa.string()))
+        return ds.dataset(
+            paths,
+            schema=full,
+            filesystem=self.fs,
+            format="parquet",
+            partitioning=partitioning,
+            partition_base_dir=self.path(table_prefix(lane, table)),
+        )

@@ -65,6 +65,11 @@ def load_overrides(directory: Path = EVENT_SCHEMAS_DIR) -> dict[str, TableSchema
     return overrides
 
 
+def lake_group_id(settings: Settings) -> str:
+    """The lake consumer group; distinct from every faust app group (which use their own protocol)."""
+    return f"{settings.app_id}.lake-sink"
+
+
 def topic_regex(settings: Settings) -> str:
     """librdkafka regex subscription matching every lane's per-event topics."""
     alternatives = [settings.event_topic_pattern(lane).replace("\\-", "-") for lane in settings.lanes]
@@ -136,7 +141,7 @@ class LakeSink:
             confluent_config(
                 self.settings,
                 **{
-                    "group.id": f"{self.settings.app_id}-lake",
+                    "group.id": lake_group_id(self.settings),
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "topic.metadata.refresh.interval.ms": int(self.settings.lake_topic_rescan_s * 1000),
@@ -215,7 +220,7 @@ class LakeSink:
             raw = self.store.get(manifest_key(lane, tp.topic, tp.partition))
             manifest = Manifest.from_bytes(raw) if raw else Manifest(tp.topic, tp.partition)
             if tp.topic not in listings:
-                listings[tp.topic] = self.store.list(table_prefix(lane, table) + "/")
+                listings[tp.topic] = self.store.list_keys(table_prefix(lane, table) + "/")
             for orphan in orphan_files(manifest, listings[tp.topic]):
                 log.info("lake: deleting orphan %s (above %s)", orphan, manifest.committed_offset)
                 self.store.delete(orphan)

@@ -1,0 +1,252 @@
+"""The lake on the real broker and moto's S3 server, through a real ``highway worker --role lake``.
+
+Events are produced straight to per-event topics (the router is not under test here). Every test
+ends by reconciling the lake's (event_name, event_id) pairs against what was produced: 0 missing,
+0 duplicates.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import httpx
+import orjson
+import pytest
+
+from connectors.kafka_admin import KafkaAdmin
+from connectors.lake_fs import LakeStore
+from connectors.local_stack import LocalStack
+from connectors.producer import EventProducer
+from highway.lake.layout import schema_key
+from highway.lake.reconcile import LakeReconciliation, reconcile
+from highway.routing.naming import topic_name_for
+from highway.settings import Settings
+from highway.sim import MatchDaySimulator, SimConfig
+from tests.conftest import MakeSettings
+from tests.support import WorkerProcess, wait_until
+
+pytestmark = pytest.mark.integration
+LAKE_SETTINGS: dict[str, Any] = {
+    "lake_flush_age_s": 1.0,
+    "lake_flush_rows": 2_000,
+    "lake_topic_rescan_s": 2.0,
+    "topic_partitions": 2,
+}
+
+
+@dataclass
+class Produced:
+    """What went into the per-event topics: event name → event ids."""
+
+    ids: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.ids.setdefault(event["event_name"], []).append(event["event_id"])
+
+    @property
+    def total(self) -> int:
+        return sum(len(ids) for ids in self.ids.values())
+
+
+def produce_events(settings: Settings, events: list[dict[str, Any]], produced: Produced) -> None:
+    lane = settings.lanes[0]
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_topic.setdefault(settings.event_topic(lane, topic_name_for(event["event_name"])), []).append(event)
+    KafkaAdmin(settings).ensure_topics(by_topic)
+    with EventProducer(settings) as producer:
+        for topic, batch in by_topic.items():
+            producer.produce_events(topic, batch)
+    produced.add(events)
+
+
+def simulated(settings: Settings, events: int, event_types: int, seed: int) -> Iterator[list[dict[str, Any]]]:
+    config = SimConfig(
+        start_ms=int(time.time() * 1000) - 3_600_000,
+        seed=seed,
+        users=2_000,
+        event_types=event_types,
+        events=events,
+        base_rate=2_000.0,
+        lane=settings.lanes[0],
+    )
+    yield from MatchDaySimulator(config).batches(2_000)
+
+
+def lake_report(settings: Settings, produced: Produced) -> LakeReconciliation:
+    table = LakeStore(settings).read_columns(f"{settings.lanes[0]}/", ["event_name", "event_id"])
+    pairs = zip(table.column("event_name").to_pylist(), table.column("event_id").to_pylist(), strict=True)
+    return reconcile(produced.ids, pairs)
+
+
+def wait_for_lake(settings: Settings, produced: Produced, timeout_s: float = 90.0) -> LakeReconciliation:
+    def complete() -> LakeReconciliation | None:
+        report = lake_report(settings, produced)
+        return report if report.found >= produced.total and report.missing == 0 else None
+
+    return wait_until(complete, timeout_s, 1.0, f"{produced.total} events in the lake")
+
+
+def lake_state(worker: WorkerProcess) -> dict[str, Any]:
+    state: dict[str, Any] = httpx.get(f"{worker.base_url}/lake", timeout=5).json()
+    return state
+
+
+class BackgroundTraffic:
+    """Produce simulator batches continuously (paced) until stopped."""
+
+    def __init__(self, settings: Settings, events: int, event_types: int, pause_s: float = 0.2) -> None:
+        self.settings = settings
+        self.produced = Produced()
+        self._batches = simulated(settings, events, event_types, seed=7)
+        self._pause_s = pause_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            for batch in self._batches:
+                produce_events(self.settings, batch, self.produced)
+                if self._stop.wait(self._pause_s):
+                    return
+        except BaseException as exc:
+            self.error = exc
+
+    def __enter__(self) -> BackgroundTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def finish(self) -> Produced:
+        self._thread.join(300)
+        assert self.error is None, self.error
+        return self.produced
+
+
+def test_simulated_traffic_over_200_types_lands_exactly_once_and_is_catalogued(
+    make_settings: MakeSettings,
+) -> None:
+    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "catalog": "glue"})
+    produced = Produced()
+    batches = list(simulated(settings, events=12_000, event_types=220, seed=11))
+    produce_events(settings, batches[0], produced)
+    with WorkerProcess(settings, roles="lake") as worker:
+        worker.wait_healthy()
+        for batch in batches[1:]:
+            produce_events(settings, batch, produced)
+        assert len(produced.ids) >= 200
+        report = wait_for_lake(settings, produced, timeout_s=120)
+        assert report.ok, report
+        assert report.found == produced.total
+        # A topic created while the worker runs is picked up without a restart.
+        late_name = "late_arrival_event"
+        late = [{**batches[0][0], "event_name": late_name, "event_id": "late-1", "properties": {"n": 1}}]
+        started = time.monotonic()
+        produce_events(settings, late, produced)
+        report = wait_for_lake(settings, produced, timeout_s=30)
+        assert report.ok, report
+        assert time.monotonic() - started < 30
+        assert lake_state(worker)["alive"]
+    glue = boto3.client(
+        "glue",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.aws_region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    tables = glue.get_paginator("get_tables").paginate(DatabaseName=settings.glue_database)
+    names = {t["Name"] for page in tables for t in page["TableList"]}
+    lane = settings.lanes[0]
+    assert {f"{lane}_{topic_name_for(name)}".lower() for name in produced.ids} <= names
+    one = f"{lane}_{late_name}"
+    table = glue.get_table(DatabaseName=settings.glue_database, Name=one)["Table"]
+    assert [k["Name"] for k in table["PartitionKeys"]] == ["dt", "hour"]
+    assert "ParquetHiveSerDe" in table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"]
+    assert glue.get_partitions(DatabaseName=settings.glue_database, TableName=one)["Partitions"]
+
+
+def test_schema_evolution_keeps_every_row(make_settings: MakeSettings) -> None:
+    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1})
+    name, now = "wallet_topup", int(time.time() * 1000)
+    produced = Produced()
+
+    def events(start: int, props: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "event_name": name,
+                "event_id": f"e{start + i}",
+                "user_id": "u",
+                "server_ts": now,
+                "properties": p,
+            }
+            for i, p in enumerate(props)
+        ]
+
+    with WorkerProcess(settings, roles="lake") as worker:
+        worker.wait_healthy()
+        steps = [
+            [{"amount": 1, "code": 7}] * 5,  # ints
+            [{"amount": 2, "code": 8, "coupon": "C1"}] * 5,  # a new field
+            [{"amount": 2.5, "code": 9}] * 5,  # int → float
+            [{"amount": 3, "code": "X9"}] * 5,  # a string in an int column
+        ]
+        for index, props in enumerate(steps):
+            produce_events(settings, events(index * 10, props), produced)
+            wait_for_lake(settings, produced, timeout_s=30)  # one flush per step
+        assert worker.alive()
+    report = lake_report(settings, produced)
+    assert report.ok, report
+    assert report.found == 20
+    store = LakeStore(settings)
+    stored = orjson.loads(store.get(schema_key(settings.lanes[0], name)) or b"{}")
+    assert stored["columns"] == {"p_amount": "double", "p_code": "string", "p_coupon": "string"}
+    assert {(c["column"], c["to"]) for c in stored["changes"]} == {
+        ("p_amount", "double"),
+        ("p_code", "string"),
+    }
+    table = store.table_dataset(settings.lanes[0], name).to_table()
+    assert table.num_rows == 20
+    amounts = sorted(table.column("p_amount").to_pylist())
+    assert amounts == [1.0] * 5 + [2.0] * 5 + [2.5] * 5 + [3.0] * 5
+    assert sorted(set(table.column("p_code").to_pylist())) == ["7", "8", "9", "X9"]
+    assert set(table.column("dt").to_pylist()) == {
+        datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y-%m-%d")
+    }
+
+
+def test_s3_outage_mid_stream_loses_and_duplicates_nothing(
+    make_settings: MakeSettings, local_stack: LocalStack
+) -> None:
+    if not local_stack.s3.restartable:
+        pytest.fail("the S3 outage test needs the local S3 server (HIGHWAY_S3_ENDPOINT_URL points elsewhere)")
+    settings = make_settings(**LAKE_SETTINGS)
+    outage_s = 30.0
+    with WorkerProcess(settings, roles="lake") as worker, BackgroundTraffic(settings, 8_000, 20) as traffic:
+        worker.wait_healthy()
+        wait_until(lambda: lake_state(worker)["rows"] > 0, 60, 0.5, "a first flush")
+        local_stack.s3.stop()
+        try:
+            down_until = time.monotonic() + outage_s
+            wait_until(lambda: time.monotonic() >= down_until and worker.alive(), outage_s + 5, 0.5, "outage")
+            assert lake_state(worker)["alive"], "the lake sink died during the outage"
+        finally:
+            local_stack.s3.start()
+        produced = traffic.finish()
+        report = wait_for_lake(settings, produced, timeout_s=120)
+        state = lake_state(worker)
+        assert worker.alive()
+        assert state["alive"]
+        assert state["s3_retries"] > 0, "the outage was not felt"
+    assert report.ok, report
+    assert report.found == produced.total
