@@ -195,7 +195,7 @@ def test_schema_evolution_keeps_every_row(make_settings: MakeSettings) -> None:
 
     with WorkerProcess(settings, roles="lake") as worker:
         worker.wait_healthy()
-        steps = [
+        steps: list[list[dict[str, Any]]] = [
             [{"amount": 1, "code": 7}] * 5,  # ints
             [{"amount": 2, "code": 8, "coupon": "C1"}] * 5,  # a new field
             [{"amount": 2.5, "code": 9}] * 5,  # int → float
