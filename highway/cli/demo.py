@@ -91,10 +91,15 @@ def _demo_settings(base: Settings, stack: LocalStack, lane: str, flush_age_s: fl
     overrides = stack.settings_overrides()
     if "lake_uri" in base.model_fields_set:  # the user chose where the lake goes
         overrides.pop("lake_uri")
+    # Short windows so that concurrency windows close (on event time) while the demo runs.
+    windows = {"window_s": 10, "sliding_window_s": 60, "allowed_lateness_s": 5}
+    if base.model_fields_set & set(windows):
+        windows = {}
     port = base.http_port if port_is_free(base.http_port) else free_ports(1)[0]
     return with_overrides(
         base,
         **overrides,
+        **windows,
         lanes=[lane],
         app_id=f"{base.app_id}-{lane}",
         lake_flush_age_s=flush_age_s,
@@ -179,22 +184,14 @@ class Progress:
 
 
 def _producer_args(
-    lane: str, events: int, rate_per_s: float, seed: int, users: int | None, truth: Path
+    lane: str, events: int, rate_per_s: float, seed: int, truth: Path, optional: dict[str, int | None]
 ) -> list[str]:
-    args = [
-        "produce",
-        "--lane",
-        lane,
-        "--events",
-        str(events),
-        "--rate",
-        f"{rate_per_s:.3f}",
-        "--seed",
-        str(seed),
-    ]
-    if users is not None:
-        args += ["--users", str(users)]
-    return [*args, "--truth", str(truth)]
+    args = ["produce", "--lane", lane, "--events", str(events), "--rate", f"{rate_per_s:.3f}"]
+    args += ["--seed", str(seed), "--truth", str(truth)]
+    for flag, value in optional.items():
+        if value is not None:
+            args += [flag, str(value)]
+    return args
 
 
 def _has_command(ctx: typer.Context, name: str) -> bool:
@@ -202,9 +199,9 @@ def _has_command(ctx: typer.Context, name: str) -> bool:
     return isinstance(root, click.Group) and name in root.commands
 
 
-def _run_verify(env: dict[str, str], truth: Path, log: Path) -> tuple[int, str]:
+def _run_verify(env: dict[str, str], truth: Path, log: Path, wait_s: float) -> tuple[int, str]:
     result = subprocess.run(
-        [sys.executable, "-m", CLI_MARKER, "verify", "--truth", str(truth)],
+        [sys.executable, "-m", CLI_MARKER, "verify", "--truth", str(truth), "--wait", f"{wait_s:g}"],
         env=env,
         capture_output=True,
         text=True,
@@ -227,6 +224,9 @@ def demo(
         ),
     ] = None,
     users: Annotated[int | None, typer.Option(min=1, help="simulated users (simulator default)")] = None,
+    event_types: Annotated[
+        int | None, typer.Option("--event-types", min=1, help="distinct event names (simulator default)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="simulator seed")] = 11,
     lane: Annotated[str | None, typer.Option(help="lane to use (default: a fresh demo-<time> lane)")] = None,
     flush_age: Annotated[float, typer.Option(min=0.5, help="lake flush age (s) during the demo")] = 5.0,
@@ -274,7 +274,9 @@ def demo(
             produce_rate = rate_per_s or base_rate_for(events, duration)
             simulator = Child.start(
                 "simulator",
-                _producer_args(lane, events, produce_rate, seed, users, truth),
+                _producer_args(
+                    lane, events, produce_rate, seed, truth, {"--users": users, "--event-types": event_types}
+                ),
                 env,
                 run_dir / "simulator.log",
             )
@@ -294,7 +296,7 @@ def demo(
                 notes.append(f"the lake had not caught up (stopped waiting after {final.elapsed_s:.0f}s)")
             if _has_command(ctx, "verify"):
                 console.print("Verifying against the simulator's ground truth…")
-                code, output = _run_verify(env, truth, run_dir / "verify.log")
+                code, output = _run_verify(env, truth, run_dir / "verify.log", min(60.0, settle_timeout))
                 console.print(output.rstrip(), highlight=False, markup=False)
                 verdict = "PASS" if code == 0 else f"FAIL (exit {code})"
                 verify_text = f"{verdict}; report {run_dir / 'verify.log'}"

@@ -6,15 +6,13 @@ that capability has not answered yet and is shown as "not yet available".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.table import Table
 
 NOT_YET = "not yet available"
-_VALUE_KEYS = ("concurrency", "distinct_users", "active_users", "users", "value", "count")
-_TIME_KEYS = ("window_start", "window_end", "start", "end", "ts", "time", "timestamp", "window")
 
 
 @dataclass(frozen=True)
@@ -62,34 +60,32 @@ def rate(previous: Snapshot | None, current: Snapshot) -> float | None:
     return (current.produced - previous.produced) / elapsed if elapsed > 0 else None
 
 
-def _records(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _records(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _records(item)
+def _window_label(start_ms: Any) -> str:
+    if isinstance(start_ms, int | float) and not isinstance(start_ms, bool):
+        return datetime.fromtimestamp(start_ms / 1000, tz=UTC).strftime("window %H:%M:%S UTC")
+    return f"window {start_ms}"
 
 
 def latest_concurrency(payload: Any) -> ConcurrencyReading | None:
-    """The most recent overall figure in a concurrency API answer (``None`` when it holds none).
+    """The newest overall figure in a ``/api/v1/concurrency`` answer, preferring complete windows.
 
-    Tolerant of shape: it looks for records with a numeric users value and takes the one with the
-    greatest time key; records that carry dimension labels are used only when no overall one exists.
+    The answer's ``rows`` are ``{"window_start": ms, "complete": bool, "value": users}``; a window is
+    complete once every partition has published it, so its figure is final and exact.
     """
-    best: tuple[bool, str, int] | None = None
-    for record in _records(payload):
-        value = next((record[key] for key in _VALUE_KEYS if isinstance(record.get(key), int)), None)
-        if value is None or isinstance(value, bool):
-            continue
-        when = next((str(record[key]) for key in _TIME_KEYS if key in record), "")
-        labels = record.get("labels") or record.get("dimensions") or record.get("by")
-        overall = not labels or labels in ("overall", "all")
-        candidate = (overall, when, value)
-        if best is None or candidate[:2] >= best[:2]:
-            best = candidate
-    return None if best is None else ConcurrencyReading(users=best[2], window=best[1])
+    rows = payload.get("rows") if isinstance(payload, dict) else None
+    if not isinstance(rows, list):
+        return None
+    valid = [
+        row
+        for row in rows
+        if isinstance(row, dict) and isinstance(row.get("value"), int) and "window_start" in row
+    ]
+    if not valid:
+        return None
+    complete = [row for row in valid if row.get("complete")]
+    newest = max(complete or valid, key=lambda row: row["window_start"])
+    suffix = "" if complete else " (still open)"
+    return ConcurrencyReading(users=newest["value"], window=_window_label(newest["window_start"]) + suffix)
 
 
 def _count(value: int | None, unit: str = "") -> str:

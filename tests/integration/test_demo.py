@@ -37,6 +37,8 @@ def test_demo_runs_the_pipeline_and_reports_what_it_produced(
         str(EVENTS),
         "--duration",
         "5",
+        "--event-types",
+        "20",
         "--lane",
         lane,
         "--settle-timeout",

@@ -81,26 +81,23 @@ def test_rate_between_snapshots() -> None:
     assert rate(EMPTY, second) is None
 
 
-def test_latest_concurrency_prefers_the_newest_overall_window() -> None:
+def test_latest_concurrency_prefers_the_newest_complete_window() -> None:
+    minute = 60_000
     payload = {
         "lane": "demo",
-        "series": [
-            {"labels": {"platform": "ios"}, "points": [{"window_start": "2026-01-01T00:02:00Z", "users": 9}]},
-            {
-                "labels": {},
-                "points": [
-                    {"window_start": "2026-01-01T00:01:00Z", "users": 120},
-                    {"window_start": "2026-01-01T00:02:00Z", "users": 130},
-                ],
-            },
+        "window": "1m",
+        "rows": [
+            {"window_start": 1 * minute, "complete": True, "value": 120},
+            {"window_start": 2 * minute, "complete": True, "value": 130},
+            {"window_start": 3 * minute, "complete": False, "value": 40},
         ],
     }
-    assert latest_concurrency(payload) == ConcurrencyReading(130, "2026-01-01T00:02:00Z")
-    assert latest_concurrency([{"window_start": 1, "value": 5}, {"window_start": 2, "value": 7}]) == (
-        ConcurrencyReading(7, "2")
-    )
-    assert latest_concurrency({"series": []}) is None
-    assert latest_concurrency({"ok": True}) is None
+    assert latest_concurrency(payload) == ConcurrencyReading(130, "window 00:02:00 UTC")
+    payload["rows"] = payload["rows"][2:]
+    assert latest_concurrency(payload) == ConcurrencyReading(40, "window 00:03:00 UTC (still open)")
+    assert latest_concurrency({"rows": []}) is None
+    assert latest_concurrency({"error": "unknown lane"}) is None
+    assert latest_concurrency([1, 2]) is None
 
 
 def test_summary_names_counts_and_places() -> None:
