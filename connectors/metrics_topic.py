@@ -133,10 +133,13 @@ class ConcurrencyView:
 
     def wait_caught_up(self, timeout_s: float = 30.0) -> None:
         """Block until every record written before this call has been read."""
-        targets: dict[tuple[str, int], int] = {}
-        for tp in self._consumer.assignment():
-            _, high = self._consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
-            targets[(tp.topic, tp.partition)] = high
+        # A separate client: asking the consuming one for watermarks blocks behind its consume().
+        admin = KafkaAdmin(self._settings, timeout_s=timeout_s)
+        targets = {
+            (topic, partition): high
+            for topic in self._topics
+            for partition, high in admin.end_offsets(topic).items()
+        }
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._lock:

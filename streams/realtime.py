@@ -1,11 +1,354 @@
-"""The realtime agent family."""
+"""The realtime agent family: exact event-time concurrency, event counts and active-user lookup.
+
+One agent per lane reads ``<lane>.events.common`` (keyed by user id, so a user lives in one
+partition) in batches and keeps a :class:`~highway.realtime.windows.PartitionWindows` per owned
+partition. When a window closes its per-partition partial is published to the compacted
+``<lane>.metrics.concurrency`` topic; the HTTP API sums the partials of all partitions, so any
+worker answers for the whole cluster.
+
+Delivery and recovery: input is at-least-once (faust acks a batch after it is applied; offsets
+below a partition's position are skipped). Every partial carries a checkpoint (first offset of
+the oldest window still held, the watermark state there, and how far windows were published).
+When a partition is assigned and its first message arrives at offset ``O`` (faust's committed
+offset), the worker restores the latest checkpoint of that partition from the concurrency topic
+and re-reads ``[resume_offset, O)`` with a plain consumer before going on. The state is a pure
+function of the partition's event sequence, so the rebuilt windows equal the lost ones and
+re-published partials overwrite equal records. A partition revoked and re-assigned to the same
+worker keeps its state when faust resumes at or before its position. Counters
+(``highway_events_total``, ``highway_late_events_total``) are at-least-once across crashes.
+"""
 
 from __future__ import annotations
 
-import faust
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
+import faust
+import orjson
+from faust.types import TP, EventT, StreamT
+from faust.web import Request, Response, View
+from prometheus_client import REGISTRY, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from connectors.metrics_topic import (
+    ConcurrencyPublisher,
+    ConcurrencyView,
+    ensure_concurrency_topics,
+    read_offsets,
+)
+from highway.realtime.cardinality import StableLabels
+from highway.realtime.exposition import LaneSnapshot, RealtimeCollector
+from highway.realtime.ids import user_key
+from highway.realtime.partials import (
+    Measure,
+    flatten,
+    latest_checkpoint,
+    merge,
+    partial_key,
+    to_record,
+    window_label,
+)
+from highway.realtime.windows import ClosedWindow, ParsedEvent, PartitionWindows, WindowSpec
 from highway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX = 5000
+BATCH_WITHIN_S = 0.05
+
+EVENTS = Counter("highway_events", "Events applied by the realtime stage", ["lane", "event_name"])
+LATE = Counter("highway_late_events", "Events later than the allowed lateness (not in any window)", ["lane"])
+BAD = Counter("highway_realtime_bad_events", "Common-topic messages that could not be parsed", ["lane"])
+
+
+def parse(
+    messages: Iterable[tuple[int, bytes | None]], dimensions: Sequence[str]
+) -> tuple[list[ParsedEvent], int]:
+    """(offset, JSON value) → events; returns the events and how many could not be parsed."""
+    parsed: list[ParsedEvent] = []
+    bad = 0
+    for offset, value in messages:
+        try:
+            doc = orjson.loads(value or b"")
+            user = str(doc["user_id"])
+            platform = str(doc.get("platform") or "unknown")
+            values = tuple(str(doc.get(dim) or "unknown") for dim in dimensions)
+            parsed.append(ParsedEvent(offset, int(doc["server_ts"]), user_key(user), platform, values))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            bad += 1
+    return parsed, bad
+
+
+class Realtime:
+    """The realtime state of one worker process (all lanes, owned partitions only)."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.spec = WindowSpec(
+            window_ms=settings.window_s * 1000,
+            slide_windows=settings.sliding_window_s // settings.window_s,
+            lateness_ms=settings.allowed_lateness_s * 1000,
+            dimensions=tuple(settings.dimensions),
+        )
+        self.lane_of = {settings.common_topic(lane): lane for lane in settings.lanes}
+        self.states: dict[TP, PartitionWindows] = {}
+        self.parked: dict[TP, PartitionWindows] = {}
+        self.labels = {lane: StableLabels(settings.event_name_top_n) for lane in settings.lanes}
+        self.publisher: ConcurrencyPublisher | None = None
+        self.view: ConcurrencyView | None = None
+        self.ready = asyncio.Event()
+        self.partitions: dict[str, int] = {}
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        settings = self.settings
+        await asyncio.to_thread(ensure_concurrency_topics, settings)
+        self.publisher = ConcurrencyPublisher(settings)
+        self.view = ConcurrencyView(settings, keep_ms=settings.history_hours * 3600 * 1000)
+        await asyncio.to_thread(self.view.start)
+        self.ready.set()
+
+    async def stop(self) -> None:
+        if self.publisher is not None:
+            await asyncio.to_thread(self.publisher.flush)
+        if self.view is not None:
+            await asyncio.to_thread(self.view.stop)
+
+    async def on_revoked(self, revoked: Iterable[TP]) -> None:
+        for tp in revoked:
+            state = self.states.pop(tp, None)
+            if state is not None:
+                self.parked[tp] = state
+        if self.publisher is not None:
+            await asyncio.to_thread(self.publisher.flush)
+
+    def on_assigned(self, assigned: Iterable[TP]) -> None:
+        for tp in set(self.parked) - set(assigned):
+            del self.parked[tp]
+
+    # --- processing -----------------------------------------------------------------------------
+    async def process(self, events: Sequence[EventT]) -> None:
+        by_tp: dict[TP, list[tuple[int, bytes | None]]] = defaultdict(list)
+        for event in events:
+            by_tp[event.message.tp].append((event.message.offset, event.message.value))
+        assignment = self.app.consumer.assignment()
+        for tp, messages in by_tp.items():
+            if tp not in assignment:
+                continue  # in flight when the partition was revoked; its new owner handles it
+            lane = self.lane_of[tp.topic]
+            state = await self._state(tp, lane, messages[0][0])
+            parsed, bad = parse(messages, self.spec.dimensions)
+            if bad:
+                BAD.labels(lane).inc(bad)
+            late_before = state.late_events
+            closed = state.apply(parsed)
+            self._publish(lane, closed)
+            if state.late_events > late_before:
+                LATE.labels(lane).inc(state.late_events - late_before)
+            self._count(lane, parsed)
+
+    def _count(self, lane: str, parsed: Sequence[ParsedEvent]) -> None:
+        if "event_name" not in self.spec.dimensions:
+            EVENTS.labels(lane, "all").inc(len(parsed))
+            return
+        index = self.spec.dimensions.index("event_name")
+        counts: dict[str, int] = defaultdict(int)
+        labels = self.labels[lane]
+        for event in parsed:
+            counts[labels.label(event.values[index])] += 1
+        for name, n in counts.items():
+            EVENTS.labels(lane, name).inc(n)
+
+    def _publish(self, lane: str, closed: Sequence[ClosedWindow]) -> None:
+        if not closed or self.publisher is None:
+            return
+        partitions = self.partitions.get(lane, self.settings.topic_partitions)
+        s = self.settings
+        self.publisher.publish(
+            lane,
+            [
+                (
+                    partial_key(lane, w.start_ms, w.partition),
+                    to_record(lane, w, partitions, s.window_s, s.sliding_window_s),
+                )
+                for w in closed
+            ],
+        )
+
+    async def _state(self, tp: TP, lane: str, first_offset: int) -> PartitionWindows:
+        state = self.states.get(tp)
+        if state is not None:
+            return state
+        parked = self.parked.pop(tp, None)
+        if parked is not None and first_offset <= parked.next_offset:
+            self.states[tp] = parked
+            return parked
+        await self.ready.wait()
+        count = self.app.consumer.topic_partitions(tp.topic) or 0
+        self.partitions[lane] = max(self.partitions.get(lane, 0), count)
+        state = await asyncio.to_thread(self._restore, tp, lane, first_offset)
+        self.states[tp] = state
+        return state
+
+    def _restore(self, tp: TP, lane: str, first_offset: int) -> PartitionWindows:
+        """Rebuild a partition's windows: latest checkpoint, then re-read up to ``first_offset``."""
+        assert self.view is not None
+        started = time.monotonic()
+        self.view.wait_caught_up()
+        checkpoint = latest_checkpoint(self.view.records(lane), tp.partition)
+        state = PartitionWindows(self.spec, tp.partition, checkpoint)
+        start = checkpoint.resume_offset if checkpoint is not None else 0
+        replayed = 0
+        for batch in read_offsets(self.settings, tp.topic, tp.partition, start, first_offset):
+            parsed, _ = parse(((m.offset() or 0, m.value()) for m in batch), self.spec.dimensions)
+            replayed += len(batch)
+            self._publish(lane, state.apply(parsed))
+        log.info(
+            "realtime %s[%d]: restored from checkpoint %s, re-read %d messages from %d to %d in %.2fs",
+            tp.topic,
+            tp.partition,
+            checkpoint,
+            replayed,
+            start,
+            first_offset,
+            time.monotonic() - started,
+        )
+        return state
+
+    # --- reading ---------------------------------------------------------------------------------
+    def snapshots(self) -> list[LaneSnapshot]:
+        out = []
+        for lane in self.settings.lanes:
+            states = [s for tp, s in self.states.items() if self.lane_of[tp.topic] == lane]
+            lag = {}
+            for tp, s in self.states.items():
+                if self.lane_of[tp.topic] == lane:
+                    high = self.app.consumer.highwater(tp)
+                    lag[tp.partition] = max(0, (high or 0) - s.next_offset)
+            records = self.view.records(lane) if self.view is not None else []
+            out.append(LaneSnapshot(lane, states, records, lag))
+        return out
+
+    def lookup(self, lane: str, user_id: str) -> dict[str, Any]:
+        key = user_key(user_id)
+        owned = sorted(tp.partition for tp in self.states if self.lane_of[tp.topic] == lane)
+        for tp, state in self.states.items():
+            if self.lane_of[tp.topic] != lane:
+                continue
+            seen = state.last_seen(key)
+            if seen is not None:
+                ts, platform = seen
+                horizon = state.max_ts - self.settings.sliding_window_s * 1000
+                return {
+                    "user_id": user_id,
+                    "lane": lane,
+                    "owned_here": True,
+                    "partition": tp.partition,
+                    "active": ts >= horizon,
+                    "last_seen_ms": ts,
+                    "platform": platform,
+                }
+        return {
+            "user_id": user_id,
+            "lane": lane,
+            "owned_here": False,
+            "active": None,
+            "partitions_owned_here": owned,
+            "detail": "not seen within the sliding window on the partitions this worker owns; "
+            "ask the worker that owns the user's partition",
+        }
+
+
+def _time_ms(value: str | None, default: int) -> int:
+    if not value:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+    return int(number if number > 1e11 else number * 1000)
+
+
+def query(rt: Realtime, params: Mapping[str, str], measure_for: Mapping[str, Measure]) -> dict[str, Any]:
+    """Answer ``/api/v1/concurrency`` and ``/api/v1/counts`` from the published partials."""
+    settings = rt.settings
+    lane = params.get("lane") or settings.lanes[0]
+    window = params.get("window") or window_label(settings.window_s)
+    if lane not in settings.lanes or window not in measure_for:
+        raise ValueError(f"unknown lane {lane!r} or window {window!r}; windows: {sorted(measure_for)}")
+    by = params.get("by") or None
+    now = int(time.time() * 1000)
+    to_ms = _time_ms(params.get("to"), now + 1)
+    from_ms = _time_ms(params.get("from"), to_ms - settings.history_hours * 3600 * 1000)
+    records = rt.view.records(lane) if rt.view is not None else []
+    rows = merge(records, measure_for[window], from_ms, to_ms)
+    return {"lane": lane, "window": window, "by": by, "windows": rows, "rows": flatten(rows, by)}
 
 
 def register(app: faust.App, settings: Settings) -> None:
-    """Declare this family's agents, timers and pages on app (filled in by its work item)."""
+    """Declare the realtime agents, lifecycle hooks and HTTP pages on ``app``."""
+    rt = Realtime(app, settings)
+    REGISTRY.register(
+        RealtimeCollector(
+            rt.snapshots, settings.window_s, settings.sliding_window_s, settings.event_name_top_n
+        )
+    )
+    users_measures: dict[str, Measure] = {
+        window_label(settings.window_s): "users",
+        window_label(settings.sliding_window_s): "users_sliding",
+    }
+    count_measures: dict[str, Measure] = {window_label(settings.window_s): "events"}
+
+    for lane in settings.lanes:
+        topic = app.topic(settings.common_topic(lane), key_serializer="raw", value_serializer="raw")
+
+        async def consume(stream: StreamT[Any]) -> None:
+            assert isinstance(stream, faust.Stream)
+            async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_S):
+                await rt.process(events)
+
+        app.agent(topic, name=f"highway.realtime.{lane}")(consume)
+
+    @app.task
+    async def start_realtime() -> None:
+        await rt.start()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # faust's stub rejects async receivers
+    async def revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        await rt.on_revoked(args[0] if args else kwargs.get("revoked", ()))
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        rt.on_assigned(args[0] if args else kwargs.get("assigned", ()))
+
+    @app.page("/metrics")
+    async def metrics(web: View, request: Request) -> Response:
+        body = await asyncio.to_thread(generate_latest, REGISTRY)
+        return web.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/api/v1/concurrency")
+    async def concurrency(web: View, request: Request) -> Response:
+        try:
+            return web.json(query(rt, request.query, users_measures))
+        except ValueError as exc:
+            return web.json({"error": str(exc)}, status=400)
+
+    @app.page("/api/v1/counts")
+    async def counts(web: View, request: Request) -> Response:
+        try:
+            return web.json(query(rt, request.query, count_measures))
+        except ValueError as exc:
+            return web.json({"error": str(exc)}, status=400)
+
+    @app.page("/api/v1/users/{user_id}")
+    async def user(web: View, request: Request, user_id: str) -> Response:
+        lane = request.query.get("lane") or settings.lanes[0]
+        if lane not in settings.lanes:
+            return web.json({"error": f"unknown lane {lane!r}"}, status=400)
+        return web.json(rt.lookup(lane, user_id))

@@ -216,9 +216,13 @@ class PartitionWindows:
         return Checkpoint(self.next_offset, self.max_ts, self.closed_until, self.next_offset)
 
     def _closed_window(self, start: int, checkpoint: Checkpoint) -> ClosedWindow:
+        users, sliding, events = self.window_counts(start)
+        return ClosedWindow(self.partition, start, users, sliding, events, checkpoint)
+
+    def window_counts(self, start: int) -> tuple[Counts, Counts, Counts]:
+        """(distinct users, distinct users of the sliding view ending with it, events) of a held window."""
         spec = self.spec
-        empty = _Window(start, 0, NO_TIME)
-        window = self.windows.get(start, empty)
+        window = self.windows.get(start) or _Window(start, 0, NO_TIME)
         members = [
             self.windows[s]
             for s in range(start - (spec.slide_windows - 1) * spec.window_ms, start + 1, spec.window_ms)
@@ -236,24 +240,13 @@ class PartitionWindows:
             "all": window.events,
             "by": {dim: dict(counter) for dim, counter in window.events_by.items()},
         }
-        return ClosedWindow(
-            partition=self.partition,
-            start_ms=start,
-            users=_bitmap_counts(window.users, window.users_by),
-            users_sliding=_bitmap_counts(sliding_all, sliding_by),
-            events=events,
-            checkpoint=checkpoint,
+        return (
+            _bitmap_counts(window.users, window.users_by),
+            _bitmap_counts(sliding_all, sliding_by),
+            events,
         )
 
     # --- reading -----------------------------------------------------------------------------
-    def open_counts(self, start: int) -> tuple[Counts, Counts] | None:
-        """(distinct users, events) of a window still open on this partition, or None."""
-        window = self.windows.get(start)
-        if window is None or start + self.spec.window_ms <= self.closed_until:
-            return None
-        events: Counts = {"all": window.events, "by": {d: dict(c) for d, c in window.events_by.items()}}
-        return _bitmap_counts(window.users, window.users_by), events
-
     def last_seen(self, user: int) -> tuple[int, str] | None:
         """(last event time ms, platform) of a user active within the sliding horizon."""
         packed = self._active.get(user)
