@@ -1,0 +1,256 @@
+"""The router on the real broker, run as `highway worker --role router` subprocesses.
+
+Simulator traffic lands per type (checked with `highway verify`'s checks); a new type gets its topic
+within 5 s; hostile input is routed or dead-lettered count for count; kill -9 loses nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from connectors.kafka_admin import KafkaAdmin
+from connectors.kafka_config import confluent_config
+from connectors.producer import EventProducer
+from highway.cli.produce import produce_simulated_traffic
+from highway.routing.naming import event_topic_for
+from highway.settings import Settings
+from highway.sim import SimConfig, load_truth
+from highway.verify.framework import CheckResult, VerifyContext, registered_checks, run_checks
+from highway.verify.topics import read_topics
+from streams.app import group_id
+from tests.conftest import MakeSettings
+from tests.support import WorkerProcess, wait_until
+
+pytestmark = pytest.mark.integration
+
+TOPIC_CHECKS = ["input", "per-event-topics", "common", "dlq"]
+UNUSUAL_NAMES = ["équipe_créée", "支付_成功", "Contest.Join", "emoji_🎉", "wallet add cash"]
+
+
+def _produce(settings: Settings, events: int, event_types: int, truth: Path, seed: int = 7) -> None:
+    lane = settings.lanes[0]
+    start_ms = int(time.time() * 1000) - 3_600_000
+    config = SimConfig(start_ms=start_ms, seed=seed, users=2_000, events=events, event_types=event_types)
+    produce_simulated_traffic(settings, config, lane, truth_path=truth)
+
+
+def _committed_all(settings: Settings) -> bool:
+    """The router's consumer group has committed every input offset (all output acknowledged)."""
+    topic = settings.all_events_topic(settings.lanes[0])
+    ends = KafkaAdmin(settings).end_offsets(topic)
+    consumer = Consumer(confluent_config(settings, **{"group.id": group_id(settings, ["router"])}))
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+    except KafkaException:  # e.g. the group coordinator is still loading: ask again
+        return False
+    finally:
+        consumer.close()
+    return all(tp.offset >= ends[tp.partition] for tp in committed)
+
+
+def _count(settings: Settings, topic: str) -> int:
+    return sum(KafkaAdmin(settings).end_offsets(topic).values())
+
+
+def _verify(settings: Settings, truth: Path) -> dict[str, CheckResult]:
+    context = VerifyContext(settings, load_truth(truth), settings.lanes[0])
+    return {result.name: result for result in run_checks(context, registered_checks(TOPIC_CHECKS))}
+
+
+def _event(name: str, index: int) -> dict[str, object]:
+    now = int(time.time() * 1000)
+    return {
+        "event_name": name,
+        "event_id": f"00000000-0000-4000-8000-{index:012d}",
+        "user_id": f"u{index % 97}",
+        "session_id": "s",
+        "lane": "x",
+        "platform": "web",
+        "app_version": "1.0.0",
+        "device_id": "d",
+        "client_ts": now,
+        "server_ts": now,
+        "properties": {"i": index},
+    }
+
+
+def test_simulator_types_land_in_their_topics_and_a_new_type_within_5s(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    lane = settings.lanes[0]
+    truth = tmp_path / "truth.json"
+    _produce(settings, events=20_000, event_types=250, truth=truth)
+    assert len(load_truth(truth).counts) >= 200
+
+    with WorkerProcess(settings, roles="router") as worker:
+        worker.wait_healthy()
+        wait_until(lambda: _committed_all(settings), 180, 0.5, "router committed all input")
+        results = _verify(settings, truth)
+        for name in TOPIC_CHECKS:
+            assert results[name].passed, results[name]
+            assert results[name].present, results[name]
+        assert results["per-event-topics"].actual == 20_000
+
+        # A never-seen type mid-stream: its topic exists, holding the event, within 5 s.
+        new_name = f"brand_new_type_{lane}"
+        new_topic = event_topic_for(settings, lane, new_name)
+        with EventProducer(settings) as producer:
+            producer.produce_events(settings.all_events_topic(lane), [_event(new_name, 1)])
+            producer.flush()
+        sent = time.monotonic()
+        wait_until(
+            lambda: new_topic in KafkaAdmin(settings).list_topics() and _count(settings, new_topic), 10
+        )
+        assert time.monotonic() - sent < 5.0
+        assert worker.alive()
+
+
+def _hostile_corpus(lane: str) -> list[tuple[bytes, str]]:
+    """(value, expected outcome): a reason code, or "routed"."""
+    good = orjson.dumps(_event("contest_join", 0))
+    corpus: list[tuple[bytes, str]] = [
+        (b'{"event_name": "x", ', "malformed_json"),
+        (b"not json at all 1", "malformed_json"),
+        (b"", "malformed_json"),
+        (b'{"event_name": "caf\xe9"}', "malformed_json"),  # invalid UTF-8
+        (b"\xff\xfe\xfd", "malformed_json"),
+        (b"[1, 2, 3]", "not_an_object"),
+        (b'"just a string"', "not_an_object"),
+        (b"42", "not_an_object"),
+        (b"null", "not_an_object"),
+        (good, "routed"),
+        (good.replace(b'"contest_join"', b'"../../x"'), "invalid_event_name"),
+        (good.replace(b'"contest_join"', b'"..%2f"'), "invalid_event_name"),
+        (good.replace(b'"contest_join"', b'"' + b"n" * 300 + b'"'), "invalid_event_name"),
+        (good.replace(b'"contest_join"', b'""'), "invalid_event_name"),
+        (good.replace(b'"contest_join"', b'"tab\\there"'), "invalid_event_name"),
+        (good.replace(b'"contest_join"', b'"nul\\u0000byte"'), "invalid_event_name"),
+        (good.replace(b'"contest_join"', b'"rtl\\u202eoverride"'), "invalid_event_name"),
+        (good.replace(b'"contest_join"', b'".hidden"'), "invalid_event_name"),
+        (good.replace(b'"contest_join"', b"123"), "bad_type"),
+        (good.replace(b'"server_ts":', b'"server_time":'), "missing_field"),
+        (good.replace(b'"user_id":', b'"userid":'), "missing_field"),
+        (good.replace(b'"properties":{"i":0}', b'"properties":{"nested":{"a":1}}'), "bad_type"),
+        (orjson.dumps({**_event("contest_join", 1), "client_ts": "yesterday"}), "bad_type"),
+        (orjson.dumps({**_event("contest_join", 2), "event_id": "not-a-uuid"}), "bad_type"),
+        (orjson.dumps({**_event("big_event", 3), "properties": {"pad": "x" * 2_000_000}}), "oversize"),
+    ]
+    for index, name in enumerate(
+        ["équipe_créée", "支付_成功", "Contest.Join", "emoji_🎉", "wallet add cash"]
+    ):
+        corpus.append((orjson.dumps(_event(name, 10 + index)), "routed"))
+    return corpus
+
+
+def _headers(message: Message) -> dict[str, bytes]:
+    found: Any = message.headers() or []
+    return {str(key): value if isinstance(value, bytes) else b"" for key, value in found}
+
+
+def _dlq_outcomes(settings: Settings) -> dict[bytes, list[str]]:
+    dlq = settings.dlq_topic(settings.lanes[0])
+    outcomes: dict[bytes, list[str]] = {}
+    for message in read_topics(settings, [dlq]).get(dlq, []):
+        headers = _headers(message)
+        assert headers["source_topic"] == settings.all_events_topic(settings.lanes[0]).encode()
+        assert int(headers["source_offset"]) >= 0
+        assert headers["detail"]
+        outcomes.setdefault(message.value() or b"", []).append(headers["reason"].decode())
+    return outcomes
+
+
+def test_hostile_input_is_routed_or_dead_lettered_count_for_count(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    cap = 100
+    settings = make_settings(router_max_event_types=cap)
+    lane = settings.lanes[0]
+    source = settings.all_events_topic(lane)
+    corpus = _hostile_corpus(lane)
+    routed_names = {
+        "contest_join",
+        "équipe_créée",
+        "支付_成功",
+        "Contest.Join",
+        "emoji_🎉",
+        "wallet add cash",
+    }
+
+    with WorkerProcess(settings, roles="router") as worker:
+        worker.wait_healthy()
+        with EventProducer(settings) as producer:
+            for index, (value, _) in enumerate(corpus):
+                producer.produce_raw(source, value, f"k{index}".encode())
+            producer.flush()
+        wait_until(lambda: _committed_all(settings), 60, 0.3, "hostile corpus routed")
+
+        dead = _dlq_outcomes(settings)
+        expected_dead = Counter(reason for _, reason in corpus if reason != "routed")
+        assert Counter(reason for reasons in dead.values() for reason in reasons) == expected_dead
+        for value, expected in corpus:
+            if expected == "routed":
+                assert value not in dead
+            else:
+                assert dead[value] == [expected], value[:80]
+        for name in routed_names:
+            topic = event_topic_for(settings, lane, name)
+            messages = read_topics(settings, [topic])[topic]
+            assert len(messages) == 1, name
+            assert _headers(messages[0])["event_name"] == name.encode()
+
+        # 10 000 distinct names in a burst: the lane's type cap admits what is left of it, the rest
+        # is dead-lettered with event_type_quota, and nothing is lost. (The per-minute rate is the
+        # same gate on a clock; its unit test drives the clock.)
+        burst = [orjson.dumps(_event(f"burst_{i}", 100 + i)) for i in range(10_000)]
+        with EventProducer(settings) as producer:
+            for index, value in enumerate(burst):
+                producer.produce_raw(source, value, f"b{index}".encode())
+            producer.flush()
+        wait_until(lambda: _committed_all(settings), 120, 0.5, "burst routed")
+        dead = _dlq_outcomes(settings)
+        quota_dead = sum(1 for v in burst if dead.get(v) == ["event_type_quota"])
+        burst_topics = KafkaAdmin(settings).list_topics(settings.event_topic_pattern(lane))
+        burst_topics = [t for t in burst_topics if ".event.burst_" in t]
+        assert len(burst_topics) == cap - len(routed_names)
+        assert sum(_count(settings, t) for t in burst_topics) == len(burst_topics)
+        assert quota_dead + len(burst_topics) == len(burst)
+        assert worker.alive()
+
+
+def test_kill_9_mid_stream_loses_nothing(make_settings: MakeSettings, tmp_path: Path) -> None:
+    settings = make_settings(router_batch_size=1000)
+    lane = settings.lanes[0]
+    truth = tmp_path / "truth.json"
+    total = 20_000
+    _produce(settings, events=total, event_types=200, truth=truth, seed=11)
+
+    worker = WorkerProcess(settings, roles="router").start()
+    try:
+        worker.wait_healthy()
+        common = settings.common_topic(lane)
+        progress = wait_until(
+            lambda: _count(settings, common) >= total // 4 and _count(settings, common), 120
+        )
+        worker.kill()
+        assert progress < total, "the router finished before the kill; nothing was tested"
+        worker.start()
+        worker.wait_healthy()
+        wait_until(lambda: _committed_all(settings), 180, 0.5, "router committed all input after restart")
+    finally:
+        worker.stop()
+
+    results = _verify(settings, truth)
+    for name in ("per-event-topics", "common"):
+        assert results[name].present
+        assert results[name].missing == 0, results[name]
+    assert results["dlq"].passed, results["dlq"]
+    duplicates = results["per-event-topics"].duplicates
+    print(f"\nkill -9 after {progress} of {total}: 0 lost, {duplicates} duplicates in per-event topics")
