@@ -51,6 +51,7 @@ class EventProducer:
         self.produced = 0
         self.failed = 0
         self.failures: list[DeliveryFailure] = []
+        self._closed = False
 
     @property
     def in_flight(self) -> int:
@@ -116,13 +117,21 @@ class EventProducer:
                 where = f"; first: topic {first.topic!r} partition {first.partition}: {first.error}"
             raise TransientError(f"{self.failed} of {self.produced} message(s) were not delivered{where}")
 
+    def close(self) -> None:
+        """Release the client (its threads and connections); queued messages get a short flush."""
+        if not self._closed:
+            self._closed = True
+            self._producer.flush(5.0)
+            self._producer.close()
+
     def __enter__(self) -> EventProducer:
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc_type is None:
-            self.flush()
-        else:
-            self._producer.flush(5.0)
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self.close()
