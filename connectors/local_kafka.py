@@ -48,6 +48,7 @@ from highway.errors import InfrastructureError
 MAIN_CLASS = "kafka.Kafka"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_HEAP = "768m"
+_BIND_ATTEMPTS = 3
 
 
 def render_server_properties(
@@ -156,6 +157,7 @@ class KafkaBroker:
         self.overrides = dict(overrides or {})
         self.console = console or Console(stderr=True)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
         state = read_state(self.state_file)
         self.port: int | None = state.get("port")
         self.controller_port: int | None = state.get("controller_port")
@@ -208,45 +210,18 @@ class KafkaBroker:
         java = require_tool("java", "run the Kafka broker")
         jars = resolve_jars(self.cache_root, self.kafka_version, self.console)
         self._choose_ports()
-        assert self.port is not None
-        assert self.controller_port is not None
-        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(
-            render_server_properties(self.port, self.controller_port, self.data_dir, self.overrides)
-        )
-        log4j = self.state_dir / "log4j2.properties"
-        log4j.write_text(render_log4j2_config(self.log_file))
-        classpath = f"{jars}/*"
-        if not (self.data_dir / "meta.properties").exists():
-            self._format(java, classpath, log4j)
-        command = [
-            java,
-            f"-Xmx{self.heap}",
-            "-Xms128m",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-XX:+ExitOnOutOfMemoryError",
-            "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={log4j}",
-            f"-Dkafka.logs.dir={self.log_file.parent}",
-            "-cp",
-            classpath,
-            MAIN_CLASS,
-            str(self.properties_file),
-        ]
-        started = time.monotonic()
-        with self.stdout_file.open("ab") as out:
-            self._proc = subprocess.Popen(
-                command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=child_preexec(self.tie_to_parent),
-            )
-        self.pid = self._proc.pid
-        self._save(started_at=time.time())
-        self._wait_ready(timeout_s)
+        for attempt in range(1, _BIND_ATTEMPTS + 1):
+            started = time.monotonic()
+            self._launch(java, f"{jars}/*")
+            try:
+                self._wait_ready(timeout_s)
+                break
+            except InfrastructureError:
+                # Another process may bind a port between our check and the broker's bind.
+                if attempt == _BIND_ATTEMPTS or self.is_running() or not self._bind_failed():
+                    raise
+                self.console.print(f"port {self.port} or {self.controller_port} was taken; trying others")
+                self.port, self.controller_port = free_ports(2)
         self._save(started_at=time.time(), start_seconds=round(time.monotonic() - started, 2))
         return self
 
@@ -277,6 +252,54 @@ class KafkaBroker:
         }
 
     # --- internals -------------------------------------------------------------------------
+    def _launch(self, java: str, classpath: str) -> None:
+        assert self.port is not None
+        assert self.controller_port is not None
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.properties_file.write_text(
+            render_server_properties(self.port, self.controller_port, self.data_dir, self.overrides)
+        )
+        log4j = self.state_dir / "log4j2.properties"
+        log4j.write_text(render_log4j2_config(self.log_file))
+        if not (self.data_dir / "meta.properties").exists():
+            self._format(java, classpath, log4j)
+        command = [
+            java,
+            f"-Xmx{self.heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={self.log_file.parent}",
+            "-cp",
+            classpath,
+            MAIN_CLASS,
+            str(self.properties_file),
+        ]
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        with self.stdout_file.open("ab") as out:
+            self._proc = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=child_preexec(self.tie_to_parent),
+            )
+        self.pid = self._proc.pid
+        self._save(started_at=time.time())
+
+    def _bind_failed(self) -> bool:
+        """Did the attempt just made die on a port someone else holds? (reads only its own log)"""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(self._log_offset)
+                return b"Address already in use" in log.read()
+        except FileNotFoundError:
+            return False
+
     def _choose_ports(self) -> None:
         # Keep the recorded ports (a restart must look like the same broker); pick new ones only
         # when another process took them while the broker was down.

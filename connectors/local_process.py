@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import time
@@ -18,16 +19,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# Ports are drawn below Linux's ephemeral range (32768-60999 by default): a port picked there could
+# be taken by some client's outgoing connection before the service binds it.
+_PORT_RANGE = (20000, 32000)
+
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports that were free a moment ago (all held open together while picked)."""
+    """``count`` distinct ports, each bindable a moment ago (held open together while picked)."""
     sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for _ in range(count * 1000):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((host, 0))
+            try:
+                sock.bind((host, random.randrange(*_PORT_RANGE)))
+            except OSError:
+                sock.close()
+                continue
             sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
+            if len(sockets) == count:
+                return [held.getsockname()[1] for held in sockets]
+        raise OSError(f"no {count} free ports in {_PORT_RANGE} on {host}")
     finally:
         for sock in sockets:
             sock.close()
