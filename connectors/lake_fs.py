@@ -14,12 +14,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import boto3
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from highway.errors import TransientError
 from highway.lake.encode import arrow_schema
@@ -57,6 +60,24 @@ def filesystem_for(settings: Settings, uri: str | None = None) -> tuple[pafs.Fil
     return fs, f"{parsed.netloc}{parsed.path}".rstrip("/")
 
 
+def s3_client(settings: Settings) -> Any:
+    key = settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None
+    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.aws_region,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        config=Config(
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=15,
+            max_pool_connections=32,
+        ),
+    )
+
+
 class LakeStore:
     """Object access under the lake root, with retry-until-stopped for transient errors."""
 
@@ -69,12 +90,19 @@ class LakeStore:
         self.fs, self.root = filesystem_for(settings)
         self.uri = settings.lake_uri
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
+        # Object calls go through boto3 (one request each, clear error codes); pyarrow's
+        # filesystem serves dataset reads.
+        self._s3 = None if self._local else s3_client(settings)
+        self._bucket, _, self._prefix = self.root.partition("/")
         self._should_stop = should_stop
         self._max_backoff_s = max_backoff_s
         self.retries = 0
 
     def path(self, key: str) -> str:
         return f"{self.root}/{key}"
+
+    def _object(self, key: str) -> str:
+        return f"{self._prefix}/{key}" if self._prefix else key
 
     def url(self, key: str) -> str:
         return f"{self.uri}/{key}"
@@ -84,7 +112,7 @@ class LakeStore:
         while True:
             try:
                 return call()
-            except (OSError, TransientError) as exc:
+            except (OSError, TransientError, BotoCoreError, ClientError) as exc:
                 if isinstance(exc, FileNotFoundError):
                     raise
                 if self._should_stop():
@@ -98,15 +126,14 @@ class LakeStore:
         path = self.path(key)
 
         def write() -> None:
-            if self._local:
-                self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-                temporary = f"{path}.tmp-{os.getpid()}"
-                with self.fs.open_output_stream(temporary) as out:
-                    out.write(data)
-                self.fs.move(temporary, path)
-            else:
-                with self.fs.open_output_stream(path) as out:
-                    out.write(data)
+            if self._s3 is not None:
+                self._s3.put_object(Bucket=self._bucket, Key=self._object(key), Body=data)
+                return
+            self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            temporary = f"{path}.tmp-{os.getpid()}"
+            with self.fs.open_output_stream(temporary) as out:
+                out.write(data)
+            self.fs.move(temporary, path)
 
         self._retry(f"put {key}", write)
 
@@ -114,6 +141,14 @@ class LakeStore:
         """The object's bytes, or None when it does not exist."""
 
         def read() -> bytes | None:
+            if self._s3 is not None:
+                try:
+                    body = self._s3.get_object(Bucket=self._bucket, Key=self._object(key))["Body"]
+                    return bytes(body.read())
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                        return None
+                    raise
             try:
                 with self.fs.open_input_stream(self.path(key)) as stream:
                     return bytes(stream.read())
@@ -127,6 +162,12 @@ class LakeStore:
         base = self.path(prefix).rstrip("/")
 
         def listing() -> list[str]:
+            if self._s3 is not None:
+                start = len(self._prefix) + 1 if self._prefix else 0
+                pages = self._s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=self._bucket, Prefix=self._object(prefix)
+                )
+                return sorted(item["Key"][start:] for page in pages for item in page.get("Contents", []))
             selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
             infos = self.fs.get_file_info(selector)
             start = len(self.root) + 1
@@ -136,6 +177,9 @@ class LakeStore:
 
     def delete(self, key: str) -> None:
         def remove() -> None:
+            if self._s3 is not None:
+                self._s3.delete_object(Bucket=self._bucket, Key=self._object(key))
+                return
             with contextlib.suppress(FileNotFoundError):
                 self.fs.delete_file(self.path(key))
 

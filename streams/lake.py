@@ -214,17 +214,19 @@ class LakeSink:
         raise ValueError(f"topic {topic!r} is not a per-event topic of lanes {self.settings.lanes}")
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        listings: dict[str, list[str]] = {}
-        for tp in partitions:
+        def recover(tp: TopicPartition) -> Manifest:
             lane, table = self._resolve(tp.topic)
             raw = self.store.get(manifest_key(lane, tp.topic, tp.partition))
             manifest = Manifest.from_bytes(raw) if raw else Manifest(tp.topic, tp.partition)
-            if tp.topic not in listings:
-                listings[tp.topic] = self.store.list_keys(table_prefix(lane, table) + "/")
-            for orphan in orphan_files(manifest, listings[tp.topic]):
-                log.info("lake: deleting orphan %s (above %s)", orphan, manifest.committed_offset)
+            listing = self.store.list_keys(table_prefix(lane, table) + "/")
+            for orphan in orphan_files(manifest, listing):
+                log.info("lake: deleting orphan %s (above offset %s)", orphan, manifest.committed_offset)
                 self.store.delete(orphan)
                 self.stats.orphans_deleted += 1
+            return manifest
+
+        # The S3 round trips of many partitions overlap; a rebalance over hundreds of topics is quick.
+        for tp, manifest in zip(partitions, self._pool.map(recover, partitions), strict=True):
             self.manifests[(tp.topic, tp.partition)] = manifest
             self.buffers.pop((tp.topic, tp.partition), None)
             tp.offset = manifest.next_offset if manifest.committed_offset >= 0 else OFFSET_BEGINNING
@@ -257,6 +259,9 @@ class LakeSink:
         Every write retries until it succeeds (or the worker stops); the buffers are emptied only
         at the end, so a failure anywhere leaves them for the next attempt or for replay.
         """
+        buffers = [b for b in buffers if b.rows and (b.topic, b.partition) in self.manifests]
+        tables = {self._resolve(b.topic) for b in buffers}
+        list(self._pool.map(lambda key: self._table_schema(*key), tables - set(self.schemas)))
         work: list[_Flushing] = []
         for buffer in buffers:
             tp = (buffer.topic, buffer.partition)
@@ -284,11 +289,13 @@ class LakeSink:
 
         list(self._pool.map(write_file, files))
         # 2. table schemas that changed
-        for lane, table in {(item.lane, item.table) for item in work}:
-            encoded = self.schemas[(lane, table)].to_bytes(table)
-            if self.stored_schemas.get((lane, table)) != encoded:
-                self.store.put(schema_key(lane, table), encoded)
-                self.stored_schemas[(lane, table)] = encoded
+        def write_schema(key: tuple[str, str]) -> None:
+            encoded = self.schemas[key].to_bytes(key[1])
+            if self.stored_schemas.get(key) != encoded:
+                self.store.put(schema_key(*key), encoded)
+                self.stored_schemas[key] = encoded
+
+        list(self._pool.map(write_schema, tables))
         # 3. manifests — only now do the files count as in the lake
         advanced = {
             id(item): item.manifest.advanced(
