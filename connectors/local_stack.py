@@ -67,11 +67,12 @@ class ExternalKafka:
 
     restartable = False
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, timeout_s: float = 10.0) -> None:
         self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
 
     def start(self) -> ExternalKafka:
-        if not broker_answers(self.bootstrap, timeout_s=10.0):
+        if not broker_answers(self.bootstrap, timeout_s=self.timeout_s):
             raise InfrastructureError(
                 f"HIGHWAY_KAFKA_BOOTSTRAP={self.bootstrap} does not answer; start that broker or unset the "
                 "variable to use the local one"
@@ -120,7 +121,10 @@ class DockerKafka:
     restartable = False
 
     def __init__(self) -> None:
-        from testcontainers.kafka import KafkaContainer
+        try:
+            from testcontainers.community.kafka import KafkaContainer
+        except ImportError:  # testcontainers < 4.10 kept it at the top level
+            from testcontainers.kafka import KafkaContainer
 
         self._container = KafkaContainer()
         self.bootstrap = ""

@@ -17,10 +17,11 @@ from confluent_kafka import Consumer, Producer
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.local_kafka import broker_answers
-from connectors.local_process import owned_pid_alive, process_cmdline
+from connectors.local_process import free_ports, owned_pid_alive, process_cmdline
 from connectors.local_s3 import s3_client
-from connectors.local_stack import LocalStack
-from tests.conftest import MakeSettings
+from connectors.local_stack import ExternalKafka, LocalStack, start_stack
+from highway.errors import InfrastructureError
+from tests.conftest import MakeSettings, isolated_settings
 from tests.support import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -190,3 +191,20 @@ def test_worker_answers_health_and_stops_cleanly_on_sigterm(make_settings: MakeS
         worker.kill()
     log = next((settings.state_dir / "logs").glob("worker-*.log")).read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_an_explicitly_configured_broker_is_used_and_never_stopped(
+    local_stack: LocalStack, tmp_path: Path
+) -> None:
+    settings = isolated_settings(kafka_bootstrap=local_stack.bootstrap)
+    stack = start_stack(settings, tmp_path / "stack")
+    try:
+        assert isinstance(stack.kafka, ExternalKafka)
+        assert stack.bootstrap == local_stack.bootstrap
+        assert stack.s3_endpoint != local_stack.s3_endpoint  # S3 was not configured: a local one
+        assert not (tmp_path / "stack" / "kafka").exists()
+    finally:
+        stack.close()
+    assert broker_answers(local_stack.bootstrap)
+    with pytest.raises(InfrastructureError, match="does not answer"):
+        ExternalKafka(f"127.0.0.1:{free_ports(1)[0]}", timeout_s=1.0).start()
