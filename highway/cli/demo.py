@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Annotated
 
-import click
 import typer
 from rich.live import Live
 
@@ -195,8 +194,9 @@ def _producer_args(
 
 
 def _has_command(ctx: typer.Context, name: str) -> bool:
-    root = ctx.find_root().command
-    return isinstance(root, click.Group) and name in root.commands
+    # typer vendors its own click, so look for the command table rather than a click class.
+    commands = getattr(ctx.find_root().command, "commands", {})
+    return name in commands
 
 
 def _run_verify(env: dict[str, str], truth: Path, log: Path, wait_s: float) -> tuple[int, str]:
