@@ -1,19 +1,23 @@
-"""Bulk producing with delivery tracking: many records out, then wait until Kafka acked every one.
+"""Bulk producing with delivery tracking: many records out, then know when Kafka acked every one.
 
-:meth:`BulkProducer.deliver` enqueues a whole batch on one idempotent, acks=all confluent-kafka
-producer, polls until every delivery report has arrived, and re-sends the records whose delivery
-failed with a retriable error (a new attempt, so a re-sent record may be a duplicate — fine for
-at-least-once). Records that Kafka refuses for good (too large, invalid timestamp, …) are returned
-to the caller to dead-letter. If retriable failures persist past ``attempts`` it raises
-``TransientError``: the caller must not commit the batch. It blocks; async callers run it in a
-thread (the producer is thread-safe).
+One idempotent, acks=all confluent-kafka producer per :class:`BulkProducer`, served by its own poll
+thread. :meth:`BulkProducer.send` enqueues a batch and returns a :class:`PendingDelivery` that
+completes once every record has a delivery report, so a caller can enqueue the next batch while
+earlier ones are in flight (records enqueued in order keep their per-partition order).
+:meth:`BulkProducer.deliver` / :meth:`BulkProducer.deliver_async` wait and re-send records whose
+delivery failed with a retriable error (a new attempt: a re-sent record may be a duplicate, which
+at-least-once allows). Records Kafka refuses for good (too large, invalid timestamp, …) are returned
+to the caller to dead-letter. When retriable failures persist past ``attempts`` they raise
+``TransientError``: the caller must not commit the batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, cast
@@ -44,53 +48,96 @@ class Refused:
     error: str
 
 
-class BulkProducer:
-    """One idempotent acks=all producer; ``deliver`` returns only when every record is settled."""
+class PendingDelivery:
+    """Delivery state of one ``send``: complete when every record is acknowledged or failed."""
 
-    def __init__(self, settings: Settings, attempts: int = 5, backoff_s: float = 0.5, **config: object):
-        self._producer = Producer(producer_config(settings, **{"delivery.report.only.error": True, **config}))
-        self.attempts = attempts
-        self.backoff_s = backoff_s
+    def __init__(self, count: int) -> None:
+        self.remaining = count
+        self.failed: list[tuple[int, str]] = []
+        self.refused: list[Refused] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []
+        if count == 0:
+            self._done.set()
 
-    def deliver(self, records: Sequence[Producible]) -> list[Refused]:
-        """Produce ``records``; return those refused for good; raise TransientError if retries run out."""
-        pending = list(range(len(records)))
-        refused: list[Refused] = []
-        for attempt in range(1, self.attempts + 1):
-            failed = self._send(records, pending, refused)
-            if not failed:
-                return refused
-            pending = [index for index, _ in failed]
-            log.warning(
-                "delivery attempt %d: %d records failed (first: %s to %s); retrying",
-                attempt,
-                len(failed),
-                failed[0][1],
-                records[failed[0][0]].topic,
-            )
-            time.sleep(self.backoff_s * attempt)
-        raise TransientError(f"{len(pending)} records still undelivered after {self.attempts} attempts")
-
-    def _send(
-        self, records: Sequence[Producible], indexes: list[int], refused: list[Refused]
-    ) -> list[tuple[int, str]]:
-        """One attempt for ``indexes``; returns retriable failures, appends permanent ones to ``refused``."""
-        producer = self._producer
-        failed: list[tuple[int, str]] = []
-
-        # delivery.report.only.error: this runs for failed records only.
-        def settle(index: int, err: KafkaError | None, _msg: Message | None) -> None:
+    def settle(self, index: int, err: KafkaError | None, _msg: Message | None = None) -> None:
+        """Delivery report of record ``index`` (called on the poll thread)."""
+        with self._lock:
             if err is not None:
                 if err.retriable() or err.code() in _RETRY_CODES:
-                    failed.append((index, str(err)))
+                    self.failed.append((index, str(err)))
                 else:
-                    refused.append(Refused(index, str(err)))
+                    self.refused.append(Refused(index, str(err)))
+            self.remaining -= 1
+            finished = self.remaining == 0
+            if finished:
+                self._done.set()
+                callbacks, self._callbacks = self._callbacks, []
+        if finished:
+            for callback in callbacks:
+                callback()
 
-        for index in indexes:
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        return self._done.wait(timeout_s)
+
+    async def wait_async(self) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def resolve() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(resolve)
+
+        self.add_done_callback(wake)
+        await done
+
+
+class BulkProducer:
+    """One idempotent acks=all producer with a poll thread; safe to use from several threads."""
+
+    def __init__(self, settings: Settings, attempts: int = 5, backoff_s: float = 0.5, **config: object):
+        self._producer = Producer(producer_config(settings, **config))
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def _ensure_poller(self) -> None:
+        if self._poller is None:
+            with self._start_lock:
+                if self._poller is None:
+                    self._poller = threading.Thread(
+                        target=self._poll_loop, name="bulk-producer-poll", daemon=True
+                    )
+                    self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def send(self, records: Sequence[Producible], indexes: Sequence[int] | None = None) -> PendingDelivery:
+        """Enqueue ``records`` (or those at ``indexes``); the result completes when all are settled."""
+        self._ensure_poller()
+        chosen = range(len(records)) if indexes is None else indexes
+        pending = PendingDelivery(len(chosen))
+        produce, settle = self._producer.produce, pending.settle
+        for index in chosen:
             record = records[index]
             while True:
                 try:
-                    producer.produce(
+                    produce(
                         record.topic,
                         record.value,
                         record.key,
@@ -100,21 +147,68 @@ class BulkProducer:
                     )
                     break
                 except BufferError:
-                    producer.poll(0.05)  # local queue full: serve delivery reports, then retry
+                    time.sleep(0.005)  # local queue full: the poll thread drains it
                 except KafkaException as exc:  # refused before sending, e.g. larger than message.max.bytes
                     error = exc.args[0]
-                    if isinstance(error, KafkaError) and error.retriable():
-                        failed.append((index, str(error)))
-                    else:
-                        refused.append(Refused(index, str(error)))
+                    settle(index, error if isinstance(error, KafkaError) else KafkaError(KafkaError._FAIL))
                     break
-        # Only this thread produces on this producer, so an empty queue means every record is settled.
-        while producer.flush(1.0) > 0:
-            pass
-        return failed
+        return pending
+
+    def deliver(self, records: Sequence[Producible]) -> list[Refused]:
+        """Send and wait; re-send retriable failures; return records refused for good."""
+        pending = self.send(records)
+        refused: list[Refused] = []
+        for attempt in range(1, self.attempts + 1):
+            pending.wait()
+            refused.extend(pending.refused)
+            if not pending.failed:
+                return refused
+            self._log_retry(records, pending, attempt)
+            time.sleep(self.backoff_s * attempt)
+            pending = self.send(records, [index for index, _ in pending.failed])
+        pending.wait()
+        return self._give_up(pending, refused)
+
+    async def deliver_async(self, records: Sequence[Producible], pending: PendingDelivery) -> list[Refused]:
+        """Like :meth:`deliver`, for a batch already sent (``pending``), without blocking the loop."""
+        refused: list[Refused] = []
+        for attempt in range(1, self.attempts + 1):
+            await pending.wait_async()
+            refused.extend(pending.refused)
+            if not pending.failed:
+                return refused
+            self._log_retry(records, pending, attempt)
+            await asyncio.sleep(self.backoff_s * attempt)
+            pending = await asyncio.to_thread(self.send, records, [index for index, _ in pending.failed])
+        await pending.wait_async()
+        return self._give_up(pending, refused)
+
+    def _give_up(self, pending: PendingDelivery, refused: list[Refused]) -> list[Refused]:
+        refused.extend(pending.refused)
+        if pending.failed:
+            index, error = pending.failed[0]
+            raise TransientError(
+                f"{len(pending.failed)} records undelivered after {self.attempts} attempts "
+                f"(first: record {index}: {error})"
+            )
+        return refused
+
+    @staticmethod
+    def _log_retry(records: Sequence[Producible], pending: PendingDelivery, attempt: int) -> None:
+        index, error = pending.failed[0]
+        log.warning(
+            "delivery attempt %d: %d records failed (first: %s to %s); retrying",
+            attempt,
+            len(pending.failed),
+            error,
+            records[index].topic,
+        )
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout_s)
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout_s)
 
 
 # Errors librdkafka does not flag retriable but that heal on their own: a topic created a moment

@@ -32,7 +32,7 @@ from faust.types import EventT
 from prometheus_client import Counter
 
 from connectors.kafka_admin import KafkaAdmin
-from connectors.router_producer import BulkProducer
+from connectors.router_producer import BulkProducer, PendingDelivery
 from highway.errors import TerminalError, TransientError
 from highway.routing.classify import BatchClassifier, ClassifiedBatch, OutRecord, SourceRecord
 from highway.routing.gate import NewTypeGate
@@ -45,10 +45,20 @@ TOPIC_CREATE_FAILED = "topic_create_failed"
 PRODUCE_REFUSED = "produce_refused"
 DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 65_536
 SLOW_BATCH_S = 0.5
+MAX_BATCHES_IN_FLIGHT = 4
 
 EVENTS_TOTAL = Counter("highway_router_events_total", "Input events routed or dead-lettered", ["lane"])
 DLQ_TOTAL = Counter("highway_router_dlq_total", "Events sent to the dead-letter topic", ["lane", "reason"])
 NEW_TOPICS_TOTAL = Counter("highway_router_new_topics_total", "Per-event topics created", ["lane"])
+
+
+@dataclass
+class PreparedBatch:
+    events: int
+    out: ClassifiedBatch
+    records: list[OutRecord]
+    pending: PendingDelivery
+    created: int
 
 
 @dataclass
@@ -77,35 +87,32 @@ class LaneRouter:
         codec = codec_for(settings, settings.all_events_topic(lane))
         self.classifier = BatchClassifier(settings, lane, self.gate, codec.decode)
 
-    def route(self, batch: Sequence[SourceRecord]) -> BatchStats:
-        """Classify, create new topics, deliver everything; returns only when all is acknowledged."""
+    def prepare(self, batch: Sequence[SourceRecord]) -> PreparedBatch:
+        """Classify, create new topics and enqueue every derived record (blocking; run in a thread)."""
         started = time.monotonic()
         out = self.classifier.classify(batch, int(time.time() * 1000))
-        classified = time.monotonic()
         created = self._create_topics(out) if out.new_topics else 0
-        ready = time.monotonic()
         records = out.records()
-        refused = self.producer.deliver(records)
-        done = time.monotonic()
-        if done - started > SLOW_BATCH_S:
-            log.info(
-                "lane %s: slow batch of %d events: classify %.3fs, create %d topics %.3fs, deliver %.3fs",
-                self.lane,
-                len(batch),
-                classified - started,
-                created,
-                ready - classified,
-                done - ready,
-            )
+        pending = self.producer.send(records)
+        elapsed = time.monotonic() - started
+        if elapsed > SLOW_BATCH_S:
+            log.info("lane %s: %d events took %.3fs to classify and enqueue", self.lane, len(batch), elapsed)
+        return PreparedBatch(len(batch), out, records, pending, created)
+
+    async def settle(self, prepared: PreparedBatch) -> BatchStats:
+        """Wait until Kafka acknowledged every record of ``prepared``; dead-letter refused ones."""
+        out = prepared.out
+        refused = await self.producer.deliver_async(prepared.records, prepared.pending)
         if refused:
-            self._dead_letter_refused(out, [(records[r.index], r.error) for r in refused])
+            failures = [(prepared.records[r.index], r.error) for r in refused]
+            await asyncio.to_thread(self._dead_letter_refused, out, failures)
         lane = self.lane
-        EVENTS_TOTAL.labels(lane).inc(len(batch))
+        EVENTS_TOTAL.labels(lane).inc(prepared.events)
         for reason, count in out.reasons.items():
             DLQ_TOTAL.labels(lane, reason).inc(count)
-        if created:
-            NEW_TOPICS_TOTAL.labels(lane).inc(created)
-        return BatchStats(len(batch), len(out.routed), len(out.dead), created)
+        if prepared.created:
+            NEW_TOPICS_TOTAL.labels(lane).inc(prepared.created)
+        return BatchStats(prepared.events, len(out.routed), len(out.dead), prepared.created)
 
     def _create_topics(self, out: ClassifiedBatch) -> int:
         try:
@@ -169,7 +176,7 @@ def ensure_lane_topics(settings: Settings, admin: KafkaAdmin, lane: str) -> None
 def register(app: faust.App, settings: Settings) -> None:
     """One routing agent per lane; creates the lanes' fixed topics first (blocking, at start-up)."""
     admin = KafkaAdmin(settings)
-    producer = BulkProducer(settings, **{"message.timeout.ms": 60_000})
+    producer = BulkProducer(settings, **{"message.timeout.ms": 60_000, "linger.ms": 5})
     for lane in settings.lanes:
         ensure_lane_topics(settings, admin, lane)
         _register_lane(app, settings, lane, admin, producer)
@@ -187,18 +194,34 @@ def _register_lane(
     )
 
     async def route(stream: faust.StreamT[bytes]) -> None:
-        """At-least-once: a batch's offsets become committable only after Kafka acked all its output."""
+        """At-least-once: a batch's offsets become committable only after Kafka acked all its output.
+
+        Batches are prepared (classified, enqueued) one after another, in input order; up to
+        ``MAX_BATCHES_IN_FLIGHT`` wait for their acknowledgements at once, and are acked in order.
+        """
         router = await asyncio.to_thread(LaneRouter, settings, lane, admin, producer)
         log.info("router for lane %s: %d known event topics", lane, len(router.gate.known))
-        batches = cast(faust.Stream[bytes], stream).noack_take(
-            settings.router_batch_size, within=settings.router_batch_wait_s
+        in_flight: asyncio.Queue[tuple[Sequence[EventT], asyncio.Future[BatchStats]]] = asyncio.Queue(
+            MAX_BATCHES_IN_FLIGHT
         )
-        async for taken in batches:
-            events = cast(Sequence[EventT], taken)  # noack_take yields events, though typed as values
-            batch = [_source(event) for event in events]
-            await asyncio.to_thread(router.route, batch)
-            for event in events:
-                await stream.ack(event)
+
+        async def take_and_prepare() -> None:
+            batches = cast(faust.Stream[bytes], stream).noack_take(
+                settings.router_batch_size, within=settings.router_batch_wait_s
+            )
+            async for taken in batches:
+                events = cast(Sequence[EventT], taken)  # noack_take yields events, though typed as values
+                prepared = await asyncio.to_thread(router.prepare, [_source(event) for event in events])
+                await in_flight.put((events, asyncio.ensure_future(router.settle(prepared))))
+
+        async def ack_in_order() -> None:
+            while True:
+                events, settled = await in_flight.get()
+                await settled  # raises when delivery keeps failing: then nothing more is acked
+                for event in events:
+                    await stream.ack(event)
+
+        await asyncio.gather(take_and_prepare(), ack_in_order())
 
     app.agent(
         source,
