@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Annotated
@@ -202,13 +202,59 @@ def _has_command(ctx: typer.Context, name: str) -> bool:
 def _run_verify(env: dict[str, str], truth: Path, log: Path, wait_s: float) -> tuple[int, str]:
     result = subprocess.run(
         [sys.executable, "-m", CLI_MARKER, "verify", "--truth", str(truth), "--wait", f"{wait_s:g}"],
-        env=env,
+        env={**env, "COLUMNS": "160"},  # its table is captured, not shown on a terminal: keep it wide
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=600 + wait_s,
     )
     log.write_text(result.stdout + result.stderr)
     return result.returncode, result.stdout + result.stderr
+
+
+@dataclass
+class DemoRun:
+    """The demo's stages after the worker is up; what they found is kept for the summary."""
+
+    settings: Settings
+    env: dict[str, str]
+    run_dir: Path
+    truth: Path
+    progress: Progress
+    simulator: Child | None = None
+    notes: list[str] = field(default_factory=list)
+    verify_text: str = "not run"
+    exit_code: int = 0
+
+    def stages(self, simulator_args: list[str], settle_timeout: float, verify: bool) -> None:
+        progress, worker = self.progress, self.progress.worker
+        progress.run_until("starting worker", lambda s: s.worker == "healthy", 120.0)
+        if progress.last is None or progress.last.worker != "healthy":
+            raise HighwayError(f"the worker did not answer /health within 120s; see {worker.log}")
+        sim = self.simulator = Child.start(
+            "simulator", simulator_args, self.env, self.run_dir / "simulator.log"
+        )
+        progress.run_until("producing", lambda _: sim.proc.poll() is not None, None)
+        if sim.proc.returncode != 0:
+            raise HighwayError(
+                f"the simulator failed (exit {sim.proc.returncode}); see {sim.log}:\n{tail(sim.log)}"
+            )
+        # A lake file appears within flush age + topic rescan of its first event; allow a few.
+        stall_s = max(20.0, 3 * (self.settings.lake_flush_age_s + self.settings.lake_topic_rescan_s))
+        final = progress.run_until("routing", lambda s: s.router_done, settle_timeout, stall_s)
+        if not final.router_done:
+            self.notes.append(f"the router had not caught up (stopped waiting after {final.elapsed_s:.0f}s)")
+        final = progress.run_until("writing the lake", lambda s: s.lake_done, settle_timeout, stall_s)
+        if not final.lake_done:
+            self.notes.append(f"the lake had not caught up (stopped waiting after {final.elapsed_s:.0f}s)")
+        if not verify:
+            self.verify_text = "not available (this build has no `highway verify`)"
+            return
+        console.print("Verifying against the simulator's ground truth…")
+        log = self.run_dir / "verify.log"
+        code, output = _run_verify(self.env, self.truth, log, min(60.0, settle_timeout))
+        console.print(output.rstrip(), highlight=False, markup=False)
+        self.verify_text = f"{'PASS' if code == 0 else f'FAIL (exit {code})'}; report {log}"
+        self.exit_code = 0 if code == 0 else 1
 
 
 def demo(
@@ -231,8 +277,13 @@ def demo(
     lane: Annotated[str | None, typer.Option(help="lane to use (default: a fresh demo-<time> lane)")] = None,
     flush_age: Annotated[float, typer.Option(min=0.5, help="lake flush age (s) during the demo")] = 5.0,
     settle_timeout: Annotated[
-        float, typer.Option(min=0, help="seconds to wait for the router and lake to catch up")
-    ] = 120.0,
+        float,
+        typer.Option(
+            min=0,
+            help="longest wait (s) for the router and for the lake to catch up; a stage whose figures "
+            "stop moving for ~20 s is not waited for",
+        ),
+    ] = 600.0,
     keep_running: Annotated[
         bool, typer.Option("--keep-running", help="keep the worker and the view running until Ctrl-C")
     ] = False,
@@ -253,74 +304,46 @@ def demo(
     env = child_environment(settings, os.environ)
     truth = run_dir / "truth.json"
     worker_url = _worker_url(settings)
-    KafkaAdmin(settings).ensure_topics(
-        [settings.all_events_topic(lane), settings.common_topic(lane), settings.dlq_topic(lane)]
-    )
+    try:
+        KafkaAdmin(settings).ensure_topics(
+            [settings.all_events_topic(lane), settings.common_topic(lane), settings.dlq_topic(lane)]
+        )
+    except HighwayError as exc:
+        raise fail(exc) from exc
     worker = Child.start("worker", ["worker"], env, run_dir / "worker.log")
     probe = PipelineProbe(settings, lane, worker_url)
-    notes: list[str] = []
-    verify_text = "not run"
-    exit_code = 0
-    simulator: Child | None = None
     progress = Progress(probe, lane, events, worker)
+    run = DemoRun(settings, env, run_dir, truth, progress)
+    simulator_args = _producer_args(
+        lane,
+        events,
+        rate_per_s or base_rate_for(events, duration),
+        seed,
+        truth,
+        {"--users": users, "--event-types": event_types},
+    )
     final_snapshot: Snapshot | None = None
     try:
         with progress:
-            progress.run_until("starting worker", lambda s: s.worker == "healthy", 120.0)
-            if progress.last is None or progress.last.worker != "healthy":
-                raise HighwayError(
-                    f"the worker did not answer {worker_url}/health within 120s; see {worker.log}"
-                )
-            produce_rate = rate_per_s or base_rate_for(events, duration)
-            simulator = Child.start(
-                "simulator",
-                _producer_args(
-                    lane, events, produce_rate, seed, truth, {"--users": users, "--event-types": event_types}
-                ),
-                env,
-                run_dir / "simulator.log",
-            )
-            sim = simulator
-            progress.run_until("producing", lambda _: sim.proc.poll() is not None, None)
-            if sim.proc.returncode != 0:
-                raise HighwayError(
-                    f"the simulator failed (exit {sim.proc.returncode}); see {sim.log}:\n{tail(sim.log)}"
-                )
-            # A lake file appears within flush age + topic rescan of its first event; allow a few.
-            stall_s = max(20.0, 3 * (settings.lake_flush_age_s + settings.lake_topic_rescan_s))
-            final = progress.run_until("routing", lambda s: s.router_done, settle_timeout, stall_s)
-            if not final.router_done:
-                notes.append(f"the router had not caught up (stopped waiting after {final.elapsed_s:.0f}s)")
-            final = progress.run_until("writing the lake", lambda s: s.lake_done, settle_timeout, stall_s)
-            if not final.lake_done:
-                notes.append(f"the lake had not caught up (stopped waiting after {final.elapsed_s:.0f}s)")
-            if _has_command(ctx, "verify"):
-                console.print("Verifying against the simulator's ground truth…")
-                code, output = _run_verify(env, truth, run_dir / "verify.log", min(60.0, settle_timeout))
-                console.print(output.rstrip(), highlight=False, markup=False)
-                verdict = "PASS" if code == 0 else f"FAIL (exit {code})"
-                verify_text = f"{verdict}; report {run_dir / 'verify.log'}"
-                exit_code = 0 if code == 0 else 1
-            else:
-                verify_text = "not available (this build has no `highway verify`)"
+            run.stages(simulator_args, settle_timeout, verify=_has_command(ctx, "verify"))
             if keep_running:
                 console.print("Running until Ctrl-C…")
                 with contextlib.suppress(KeyboardInterrupt):
                     progress.run_until("running (Ctrl-C stops)", lambda _: False, None)
     except KeyboardInterrupt:
-        notes.append("interrupted")
-        exit_code = 130
+        run.notes.append("interrupted")
+        run.exit_code = 130
     except HighwayError as exc:
         console.print(f"[red]error:[/red] {exc}")
-        exit_code = 1
+        run.exit_code = 1
     finally:
-        if simulator is not None:
-            simulator.stop()
+        if run.simulator is not None:
+            run.simulator.stop()
+        if run.exit_code != 130:  # measured while the worker still serves its concurrency API
+            final_snapshot = probe.snapshot(progress.started, "done", events, worker.state())
         worker_code = worker.stop()
         if worker_code not in (0, None, -15):
-            notes.append(f"the worker exited with {worker_code} on SIGTERM; see {worker.log}")
-        if exit_code != 130:
-            final_snapshot = probe.snapshot(progress.started, "done", events, "stopped")
+            run.notes.append(f"the worker exited with {worker_code} on SIGTERM; see {worker.log}")
         probe.close()
         stack_text = _finish_stack(stack, down)
 
@@ -337,13 +360,13 @@ def demo(
             lake_uri=settings.lake_uri,
             worker_url=worker_url,
             worker_log=str(worker.log),
-            verify=verify_text,
+            verify=run.verify_text,
             stack=stack_text,
             query_table=table_name(biggest, settings.topic_per_event, lane) if biggest else None,
-            notes=notes,
+            notes=run.notes,
         )
         typer.echo("\n".join(summary_lines(summary)))
-    raise typer.Exit(exit_code)
+    raise typer.Exit(run.exit_code)
 
 
 def _finish_stack(stack: LocalStack, down: bool) -> str:
