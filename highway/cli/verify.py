@@ -22,9 +22,13 @@ from highway.verify import CheckResult, VerifyContext, overall_passed, registere
 
 
 def verify_once(
-    settings: Settings, truth: Truth, lane: str, only: list[str] | None = None
+    settings: Settings,
+    truth: Truth,
+    lane: str,
+    only: list[str] | None = None,
+    allow_duplicates: bool = False,
 ) -> list[CheckResult]:
-    context = VerifyContext(settings=settings, truth=truth, lane=lane)
+    context = VerifyContext(settings=settings, truth=truth, lane=lane, allow_duplicates=allow_duplicates)
     return run_checks(context, registered_checks(only))
 
 
@@ -62,6 +66,9 @@ def verify(
     only: Annotated[str | None, typer.Option(help="comma-separated check names")] = None,
     wait: Annotated[float, typer.Option(help="retry failing checks for up to this many seconds")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON on stdout")] = False,
+    allow_duplicates: Annotated[
+        bool, typer.Option(help="at-least-once pipeline: report duplicates without failing")
+    ] = False,
 ) -> None:
     """Reconcile per-event topics, DLQ, common topic (and lake/concurrency when present) with the truth."""
     settings = state(ctx).settings()
@@ -74,7 +81,7 @@ def verify(
     deadline = time.monotonic() + wait
     try:
         while True:
-            results = verify_once(settings, loaded, lane or loaded.lane, names)
+            results = verify_once(settings, loaded, lane or loaded.lane, names, allow_duplicates)
             if overall_passed(results) or time.monotonic() >= deadline:
                 break
             time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))

@@ -51,12 +51,20 @@ class CheckResult:
 
 @dataclass
 class VerifyContext:
-    """What every check gets: settings, the truth, the lane, and a cache checks may share."""
+    """What every check gets: settings, the truth, the lane, and a cache checks may share.
+
+    ``allow_duplicates``: the pipeline is at-least-once, so duplicates are reported but do not fail.
+    """
 
     settings: Settings
     truth: Truth
     lane: str
+    allow_duplicates: bool = False
     cache: dict[str, Any] = field(default_factory=dict)
+
+    def ids_pass(self, missing: int, duplicates: int) -> bool:
+        """The usual verdict for an id reconciliation under this run's duplicate policy."""
+        return missing == 0 and (duplicates == 0 or self.allow_duplicates)
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per key per verify run (e.g. topic contents several checks read)."""

@@ -151,7 +151,7 @@ def _id_check(name: str, topic: str, context: VerifyContext) -> CheckResult:
         detail += f"; {undecodable} undecodable message(s)"
     return CheckResult(
         name=name,
-        passed=outcome.missing == 0 and outcome.duplicates == 0 and undecodable == 0,
+        passed=context.ids_pass(outcome.missing, outcome.duplicates) and undecodable == 0,
         expected=context.truth.events,
         actual=len(messages),
         missing=outcome.missing,
@@ -212,7 +212,7 @@ class PerEventTopicsCheck:
         return [
             CheckResult(
                 name=self.name,
-                passed=missing == 0 and duplicates == 0 and misrouted == 0 and undecodable == 0,
+                passed=context.ids_pass(missing, duplicates) and misrouted == 0 and undecodable == 0,
                 expected=truth.events,
                 actual=actual,
                 missing=missing,
