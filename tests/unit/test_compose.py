@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
@@ -286,3 +288,18 @@ def test_dashboard_uses_only_provisioned_datasources(services: dict[str, dict[st
     referenced = datasource_uids(dashboard)
     assert referenced, "the dashboard names no datasource uid"
     assert referenced <= uids, referenced - uids
+
+
+def test_promtool_accepts_the_prometheus_config(services: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:  # .ci/run installs Debian's prometheus package, which ships promtool
+        pytest.skip("promtool is not installed (the structural checks above still ran)")
+    _, config = prometheus_config(services)
+    # Rule files are container paths; point them at the repository files promtool can read.
+    config["rule_files"] = [str(in_repo(services["prometheus"], rule)) for rule in config["rule_files"]]
+    checked = tmp_path / "prometheus.yml"
+    checked.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [promtool, "check", "config", str(checked)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
