@@ -1,0 +1,174 @@
+"""Shared benchmark pieces: pre-loading simulator events, and the raw confluent-kafka baseline.
+
+:func:`passthrough_rate` is the ceiling every stage is compared with: one confluent-kafka consumer
+reading a topic in batches and one idempotent acks=all producer writing every record unchanged to
+another topic, in one Python thread — no parsing, no framework. It is timed from the first record
+consumed until the last one is acknowledged.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Producer
+
+from connectors.kafka_admin import KafkaAdmin
+from connectors.kafka_config import confluent_config, producer_config
+from highway.cli.produce import ProduceSummary, produce_simulated_traffic
+from highway.envvars import child_environment
+from highway.errors import TransientError
+from highway.settings import Settings
+from highway.sim import SimConfig
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """How many events went through in how many seconds."""
+
+    name: str
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def preload_events(
+    settings: Settings,
+    lane: str,
+    n_events: int,
+    event_types: int = 250,
+    seed: int = 1,
+    truth_path: Path | None = None,
+) -> ProduceSummary:
+    """Put ``n_events`` simulator events into the lane's all-events topic (timestamps in the past)."""
+    span_ms = max(60_000, n_events // 2)  # the simulator clock runs ≤ ~2 events/ms even in a surge
+    config = SimConfig(
+        start_ms=int(time.time() * 1000) - span_ms - 3_600_000,
+        seed=seed,
+        users=min(50_000, max(100, n_events // 10)),
+        events=n_events,
+        event_types=event_types,
+        lane=lane,
+    )
+    return produce_simulated_traffic(settings, config, lane, truth_path=truth_path)
+
+
+def passthrough_rate(
+    settings: Settings,
+    source_topic: str,
+    n_events: int,
+    target_topic: str | None = None,
+    timeout_s: float = 600,
+) -> BaselineResult:
+    """Raw confluent-kafka consume → produce of ``n_events`` records of ``source_topic`` (from the start)."""
+    target = target_topic or f"{source_topic}.passthrough-{uuid.uuid4().hex[:6]}"
+    KafkaAdmin(settings).ensure_topics([target])
+    consumer = Consumer(
+        confluent_config(
+            settings,
+            **{
+                "group.id": f"highway-bench-passthrough-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.max.bytes": 52_428_800,
+            },
+        )
+    )
+    producer = Producer(producer_config(settings, **{"delivery.report.only.error": True}))
+    failures: list[str] = []
+
+    def on_error(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    consumer.subscribe([source_topic])
+    seen = 0
+    started: float | None = None
+    deadline = time.monotonic() + timeout_s
+    try:
+        while seen < n_events:
+            if time.monotonic() > deadline:
+                raise TransientError(f"passthrough read only {seen} of {n_events} events of {source_topic}")
+            for message in consumer.consume(num_messages=10_000, timeout=0.5):
+                if message.error() is not None:
+                    continue
+                if started is None:
+                    started = time.monotonic()
+                while True:
+                    try:
+                        producer.produce(
+                            target,
+                            message.value(),
+                            message.key(),
+                            on_delivery=on_error,
+                            timestamp=message.timestamp()[1],
+                        )
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                seen += 1
+            producer.poll(0)
+        while producer.flush(1.0):
+            pass
+    finally:
+        consumer.close()
+    if failures:
+        raise TransientError(f"passthrough: {len(failures)} deliveries failed, first: {failures[0]}")
+    assert started is not None
+    return BaselineResult("passthrough (confluent-kafka)", seen, time.monotonic() - started)
+
+
+def time_output(
+    name: str, count: Callable[[], int], n_events: int, alive: Callable[[], bool], timeout_s: float = 900
+) -> BaselineResult:
+    """Time a stage from outside: from its first output record until ``count()`` reaches ``n_events``."""
+    deadline = time.monotonic() + timeout_s
+    started: float | None = None
+    done = 0
+    while time.monotonic() < deadline:
+        done = count()
+        now = time.monotonic()
+        if started is None and done > 0:
+            started = now
+        if done >= n_events and started is not None:
+            return BaselineResult(name, done, now - started)
+        if not alive():
+            raise TransientError(f"{name}: the process exited after {done} of {n_events} events")
+        time.sleep(0.05)
+    raise TransientError(f"{name}: {done} of {n_events} events within {timeout_s:.0f}s")
+
+
+def output_counter(settings: Settings, topic: str) -> Callable[[], int]:
+    """Records ever written to ``topic`` (sum of high watermarks; 0 before it exists)."""
+    admin = KafkaAdmin(settings)
+
+    def count() -> int:
+        try:
+            return sum(admin.end_offsets(topic).values())
+        except TransientError:
+            return 0
+
+    return count
+
+
+def spawn(settings: Settings, args: list[str], log_file: Path) -> subprocess.Popen[bytes]:
+    """A Python subprocess (``python -m …``) configured with exactly ``settings``."""
+    env = child_environment(settings, os.environ)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
