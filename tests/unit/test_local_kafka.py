@@ -6,13 +6,17 @@ import base64
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+from rich.console import Console
+
 from connectors.local_kafka import (
     MAX_MESSAGE_BYTES,
     random_cluster_id,
     render_log4j2_config,
     render_server_properties,
 )
-from connectors.local_kafka_jars import LOG4J_VERSION, cached_jars, jars_dir, render_pom
+from connectors.local_kafka_jars import LOG4J_VERSION, cached_jars, jars_dir, render_pom, resolve_jars
+from highway.errors import InfrastructureError
 
 _NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
@@ -82,3 +86,12 @@ def test_jar_cache_counts_only_completed_resolutions(tmp_path: Path) -> None:
     assert cached_jars(tmp_path, "4.1.1") is None
     (target / ".complete").write_text("4.1.1\n")
     assert cached_jars(tmp_path, "4.1.1") == target
+
+
+def test_missing_maven_is_a_clear_error_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(InfrastructureError, match=r"`mvn` is not on PATH.*HIGHWAY_KAFKA_BOOTSTRAP"):
+        resolve_jars(tmp_path / "cache", "4.1.1", Console(stderr=True, quiet=True))
+    assert not (tmp_path / "cache").exists()
