@@ -362,7 +362,11 @@ def demo(
             worker_log=str(worker.log),
             verify=run.verify_text,
             stack=stack_text,
-            query_table=table_name(biggest, settings.topic_per_event, lane) if biggest else None,
+            query_table=(
+                table_name(biggest, settings.topic_per_event, lane)
+                if biggest and _has_command(ctx, "query")
+                else None
+            ),
             notes=run.notes,
         )
         typer.echo("\n".join(summary_lines(summary)))
