@@ -16,16 +16,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config, producer_config
-from highway.cli.produce import ProduceSummary, produce_simulated_traffic
 from highway.envvars import child_environment
 from highway.errors import TransientError
 from highway.settings import Settings
 from highway.sim import SimConfig
+
+if TYPE_CHECKING:
+    from highway.cli.produce import ProduceSummary
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ def preload_events(
     truth_path: Path | None = None,
 ) -> ProduceSummary:
     """Put ``n_events`` simulator events into the lane's all-events topic (timestamps in the past)."""
+    # Imported here: highway.cli imports the bench modules, which import this one.
+    from highway.cli.produce import produce_simulated_traffic
+
     span_ms = max(60_000, n_events // 2)  # the simulator clock runs ≤ ~2 events/ms even in a surge
     config = SimConfig(
         start_ms=int(time.time() * 1000) - span_ms - 3_600_000,
