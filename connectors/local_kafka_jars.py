@@ -73,7 +73,7 @@ def resolve_jars(
     require_tool("java", "run the Kafka broker")
     version_dir = root / f"kafka-{kafka_version}"
     version_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(version_dir / ".lock"):
+    with locked(version_dir / ".lock"):
         found = cached_jars(root, kafka_version)  # another process may have finished meanwhile
         if found is not None:
             return found
@@ -122,7 +122,9 @@ def _run_maven(mvn: str, version_dir: Path, kafka_version: str, console: Console
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

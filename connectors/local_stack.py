@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from rich.console import Console
 
 from connectors.local_kafka import KafkaBroker, broker_answers
-from connectors.local_kafka_jars import cached_jars, default_cache_root
+from connectors.local_kafka_jars import cached_jars, default_cache_root, locked
 from connectors.local_process import read_state
 from connectors.local_s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, ensure_bucket
 from highway.errors import InfrastructureError
@@ -244,10 +244,12 @@ def start_stack(
     staying detached (``highway dev up``).
     """
     console = console or Console(stderr=True)
-    kafka = _choose_kafka(settings, state_dir, console, allow_docker, tie_to_parent)
-    kafka.start()
-    s3 = _choose_s3(settings, state_dir, tie_to_parent)
-    s3.start()
+    # Two `dev up` at once must not start two brokers on one data dir.
+    with locked(state_dir / ".lock"):
+        kafka = _choose_kafka(settings, state_dir, console, allow_docker, tie_to_parent)
+        kafka.start()
+        s3 = _choose_s3(settings, state_dir, tie_to_parent)
+        s3.start()
     key = settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else ACCESS_KEY_ID
     secret = (
         settings.s3_secret_access_key.get_secret_value()
@@ -262,6 +264,13 @@ def start_stack(
 
 def stop_stack(state_dir: Path) -> list[str]:
     """Stop the services recorded in ``state_dir`` (idempotent); return what was running."""
+    if not state_dir.exists():
+        return []
+    with locked(state_dir / ".lock"):
+        return _stop_recorded(state_dir)
+
+
+def _stop_recorded(state_dir: Path) -> list[str]:
     stopped: list[str] = []
     broker = KafkaBroker(state_dir / "kafka")
     if broker.is_running():
