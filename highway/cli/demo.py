@@ -362,6 +362,7 @@ def demo(
             worker_log=str(worker.log),
             verify=run.verify_text,
             stack=stack_text,
+            stack_running=not down,
             query_table=(
                 table_name(biggest, settings.topic_per_event, lane)
                 if biggest and _has_command(ctx, "query")

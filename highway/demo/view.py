@@ -146,6 +146,7 @@ class DemoSummary:
     verify: str
     stack: str
     query_table: str | None = None
+    stack_running: bool = True
     notes: list[str] = field(default_factory=list)
 
 
@@ -171,7 +172,9 @@ def summary_lines(summary: DemoSummary) -> list[str]:
         f"  verify        {summary.verify}",
         f"  worker        stopped; log {summary.worker_log}",
         f"  local stack   {summary.stack}",
-        "Next:",
+        "Next:"
+        if summary.stack_running
+        else "Next (after `highway dev up`; the local S3 API kept objects in memory only):",
         f"  highway verify --truth {summary.truth_file}",
     ]
     if summary.query_table:

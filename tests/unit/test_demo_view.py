@@ -130,3 +130,24 @@ def test_pacing_spreads_events_over_the_duration_despite_the_surge() -> None:
         assert base < events / duration  # the surge adds traffic on top of the base rate
         assert events_sent_within(events, base, duration) == events
         assert events_sent_within(events, base, duration - 2) < events
+
+
+def test_summary_after_down_says_the_stack_must_come_back() -> None:
+    summary = DemoSummary(
+        lane="demo-1",
+        final=EMPTY,
+        truth_file="/tmp/truth.json",
+        all_events_topic="demo-1.events.all",
+        event_topic_example="demo-1.event.<name>",
+        dlq_topic="demo-1.events.dlq",
+        lake_uri="s3://highway/lake",
+        worker_url="http://127.0.0.1:6066",
+        worker_log="/tmp/worker.log",
+        verify="not run",
+        stack="stopped (--down)",
+        stack_running=False,
+    )
+    text = "\n".join(summary_lines(summary))
+    assert "Next (after `highway dev up`" in text
+    assert f"produced      {NOT_YET}" in text
+    assert "highway query" not in text
