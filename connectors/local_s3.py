@@ -192,22 +192,25 @@ class _FrontDoor:
         self.moto_port = moto_port
         self.server: asyncio.AbstractServer | None = None
         self.writers: set[asyncio.StreamWriter] = set()
+        self._switching = asyncio.Lock()  # signals may arrive back to back
 
     async def open(self) -> None:
-        if self.server is None:
-            self.server = await asyncio.start_server(
-                self._serve, "127.0.0.1", self.public_port, reuse_address=True
-            )
-            print(f"serving on 127.0.0.1:{self.public_port}", flush=True)
+        async with self._switching:
+            if self.server is None:
+                self.server = await asyncio.start_server(
+                    self._serve, "127.0.0.1", self.public_port, reuse_address=True
+                )
+                print(f"serving on 127.0.0.1:{self.public_port}", flush=True)
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        for writer in list(self.writers):
-            writer.transport.abort()
-        self.writers.clear()
-        print("outage: public port closed", flush=True)
+        async with self._switching:
+            if self.server is not None:
+                self.server.close()
+                self.server = None
+            for writer in list(self.writers):
+                writer.transport.abort()
+            self.writers.clear()
+            print("outage: public port closed", flush=True)
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
@@ -241,13 +244,15 @@ async def _run(public_port: int, state_file: Path) -> None:
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     door = _FrontDoor(public_port, moto.get_host_and_port()[1])
-    await door.open()
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
+    # Handlers first: a caller may send SIGUSR1 as soon as the port answers, and its default
+    # action would end the process.
     loop.add_signal_handler(signal.SIGUSR1, lambda: asyncio.ensure_future(door.close()))
     loop.add_signal_handler(signal.SIGUSR2, lambda: asyncio.ensure_future(door.open()))
     loop.add_signal_handler(signal.SIGTERM, done.set)
     loop.add_signal_handler(signal.SIGINT, done.set)
+    await door.open()
     await done.wait()
     await door.close()
     moto.stop()
