@@ -17,7 +17,7 @@ from highway.envvars import settings_env
 from highway.errors import TransientError
 from highway.settings import Settings
 from highway.sim import MatchDaySimulator, SimConfig, load_truth
-from highway.verify.topics import count_messages, event_id_counts, read_topics
+from highway.verify.kafka_read import count_messages, event_id_counts, read_topics
 from schemas.envelope import parse_json_event
 from schemas.wire import codec_for
 from tests.conftest import MakeSettings
