@@ -98,7 +98,10 @@ def progress_table(snapshot: Snapshot, events_per_s: float | None, lane: str) ->
     table.add_column("stage")
     table.add_column("progress", justify="right")
     table.add_column("detail")
-    speed = "" if events_per_s is None else f"{events_per_s:,.0f} events/s"
+    if snapshot.produced is not None and snapshot.produced >= snapshot.target:
+        speed = "done"
+    else:
+        speed = "" if events_per_s is None else f"{events_per_s:,.0f} events/s"
     table.add_row("simulator", f"{_count(snapshot.produced)} / {snapshot.target:,}", speed)
     if snapshot.event_topics:
         routed = f"{_count(snapshot.routed)} routed"

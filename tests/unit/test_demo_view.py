@@ -63,6 +63,7 @@ def test_present_capabilities_show_their_figures() -> None:
     )
     text = rendered(snapshot)
     assert "3,000 / 3,000" in text
+    assert "done" in text
     assert "42 per-event topics, 10 dead letters" in text
     assert "2,990 rows" in text
     assert "812 users" in text
