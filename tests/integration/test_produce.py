@@ -13,6 +13,7 @@ import pytest
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.producer import EventProducer
+from highway.cli.produce import produce_simulated_traffic
 from highway.envvars import settings_env
 from highway.errors import TransientError
 from highway.settings import Settings
@@ -138,3 +139,17 @@ def test_highway_produce_writes_truth_and_verify_reconciles(
     assert '"name":"input","passed":false' in failed.stdout
     assert '"duplicates":1' in failed.stdout
     assert '"name":"dlq","passed":false,"expected":0,"actual":1' in failed.stdout
+
+
+def test_paced_produce_follows_the_simulated_clock(make_settings: MakeSettings) -> None:
+    settings = make_settings()
+    lane = settings.lanes[0]
+    config = SimConfig(
+        start_ms=START_MS, users=200, events=None, duration_s=3, base_rate=1_000, surge_factor=1, lane=lane
+    )
+    summary = produce_simulated_traffic(settings, config, lane, rate=1_000)
+    assert (summary.events, summary.delivered, summary.failed) == (3_000, 3_000, 0)
+    assert summary.simulated_seconds == 3
+    # The last second's first batch is due 2 s after the start; sending faster would break pacing.
+    assert summary.seconds >= 1.9
+    assert count_messages(settings, summary.topic) == 3_000

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 
 from highway.sim import MatchDaySimulator, SimConfig, TruthBuilder, catalogue, load_truth, property_specs
+from highway.sim.simulator import uuid4_text
 from highway.sim.truth import parse_window_key, window_key
 from schemas.envelope import validate_event
 
@@ -139,3 +142,10 @@ def test_clock_is_exact_for_window_tests() -> None:
 def test_window_keys_are_utc_iso() -> None:
     assert window_key(START_MS + 60_000) == "2026-01-01T00:01:00Z"
     assert parse_window_key("2026-01-01T00:01:00Z") == START_MS + 60_000
+
+
+def test_event_ids_are_the_seeded_uuid4_text() -> None:
+    rng = random.Random(11)
+    for _ in range(2_000):
+        bits = rng.getrandbits(128)
+        assert uuid4_text(bits) == str(uuid.UUID(int=bits, version=4))
