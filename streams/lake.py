@@ -120,9 +120,12 @@ class LakeSink:
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io")
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
+        self._to_commit: list[TopicPartition] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        if self._thread is not None:
+            return
         self._thread = threading.Thread(target=self.run, name="lake-sink", daemon=True)
         self._thread.start()
 
@@ -155,6 +158,7 @@ class LakeSink:
         )
         self._consumer = consumer
         consumer.subscribe([topic_regex(self.settings)], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("lake sink consuming %s into %s", topic_regex(self.settings), self.settings.lake_uri)
         try:
             while not self._stop.is_set():
                 try:
@@ -171,6 +175,9 @@ class LakeSink:
 
     def _poll_once(self, consumer: Consumer) -> None:
         messages = consumer.consume(num_messages=5000, timeout=0.2)
+        if self._to_commit:
+            self._commit(self._to_commit)
+            self._to_commit = []
         now = time.monotonic()
         for message in messages:
             self._buffer(message, now)
@@ -231,6 +238,11 @@ class LakeSink:
             self.buffers.pop((tp.topic, tp.partition), None)
             tp.offset = manifest.next_offset if manifest.committed_offset >= 0 else OFFSET_BEGINNING
         consumer.assign(partitions)
+        # Bring the group's committed offsets up to the manifests (a crash between manifest and
+        # commit leaves them behind); done from the poll loop, outside the rebalance callback.
+        self._to_commit = [
+            TopicPartition(tp.topic, tp.partition, tp.offset) for tp in partitions if tp.offset >= 0
+        ]
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Unflushed rows are dropped: the next owner replays them from the manifest.
@@ -288,6 +300,7 @@ class LakeSink:
             self.store.put(plan.key, parquet_bytes(build_table(plan.rows, schema), compression))
 
         list(self._pool.map(write_file, files))
+
         # 2. table schemas that changed
         def write_schema(key: tuple[str, str]) -> None:
             encoded = self.schemas[key].to_bytes(key[1])
@@ -363,17 +376,30 @@ class LakeSink:
         }
 
 
+class LakeService(mode.Service):
+    """Owns the sink's thread: started and stopped with the app."""
+
+    def __init__(self, sink: LakeSink, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sink = sink
+
+    async def on_start(self) -> None:
+        self.sink.start()
+
+    async def on_stop(self) -> None:
+        await self.loop.run_in_executor(None, self.sink.stop)
+
+
 def register(app: faust.App, settings: Settings) -> None:
-    """Run the lake sink as a service of the app, and expose its state at ``/lake``."""
+    """Run the lake sink with the app and expose its state at ``/lake``.
+
+    The service is a direct dependency of the app (started with its web server), not an
+    ``@app.service`` (started only once faust's own consumer group has settled): the sink does not
+    use faust's consumer, and after a kill -9 faust waits out the dead member's session first,
+    which would only delay the lake.
+    """
     sink = LakeSink(settings)
-
-    @app.service
-    class LakeService(mode.Service):
-        async def on_start(self) -> None:
-            sink.start()
-
-        async def on_stop(self) -> None:
-            await self.loop.run_in_executor(None, sink.stop)
+    app.add_dependency(LakeService(sink, beacon=app.beacon))
 
     @app.page("/lake")
     async def lake_state(web: View, request: Request) -> Response:
