@@ -115,7 +115,9 @@ def _parse_start(value: str | None) -> int:
 
 def produce(
     ctx: typer.Context,
-    events: Annotated[int | None, typer.Option("--events", "-n", help="events to send")] = None,
+    events: Annotated[
+        int | None, typer.Option("--events", "-n", help="events to send (100,000 unless --duration)")
+    ] = None,
     rate: Annotated[float, typer.Option(help="events/s before the surge; 0 = as fast as possible")] = 0.0,
     duration: Annotated[float | None, typer.Option(help="simulated seconds to run")] = None,
     users: Annotated[int, typer.Option(help="distinct users")] = 50_000,

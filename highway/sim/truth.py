@@ -129,6 +129,7 @@ class TruthBuilder:
 
     def write(self, path: Path) -> None:
         """Write atomically (temp file + rename); gzip when the name ends in ``.gz``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(self.to_bytes(compress=path.name.endswith(".gz")))
         tmp.replace(path)
