@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config, producer_config
@@ -154,16 +154,17 @@ def time_output(
 
 
 def output_counter(settings: Settings, topic: str) -> Callable[[], int]:
-    """Records ever written to ``topic`` (sum of high watermarks; 0 before it exists)."""
+    """Records written to ``topic`` from now on (sum of high watermarks; 0 before it exists)."""
     admin = KafkaAdmin(settings)
 
-    def count() -> int:
+    def total() -> int:
         try:
             return sum(admin.end_offsets(topic).values())
-        except TransientError:
+        except (TransientError, KafkaException):
             return 0
 
-    return count
+    already = total()
+    return lambda: total() - already
 
 
 def spawn(settings: Settings, args: list[str], log_file: Path) -> subprocess.Popen[bytes]:

@@ -85,6 +85,10 @@ class PendingDelivery:
                 return
         callback()
 
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
     def wait(self, timeout_s: float | None = None) -> bool:
         return self._done.wait(timeout_s)
 
@@ -156,7 +160,10 @@ class BulkProducer:
 
     def deliver(self, records: Sequence[Producible]) -> list[Refused]:
         """Send and wait; re-send retriable failures; return records refused for good."""
-        pending = self.send(records)
+        return self.complete(records, self.send(records))
+
+    def complete(self, records: Sequence[Producible], pending: PendingDelivery) -> list[Refused]:
+        """Wait for a batch already sent (``pending``), re-sending retriable failures (blocking)."""
         refused: list[Refused] = []
         for attempt in range(1, self.attempts + 1):
             pending.wait()

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     router_new_types_per_minute: int = Field(1000, ge=1, description="per lane")
     router_max_event_types: int = Field(5000, ge=1, description="per lane, total")
     router_event_name_allow: str | None = Field(None, description="regex an event name must fullmatch")
+    router_consumer: Literal["confluent", "faust"] = Field(
+        "confluent", description="router input: confluent-kafka consumer thread, or a faust agent"
+    )
 
     # --- Lake ------------------------------------------------------------------------------
     lake_uri: str = Field("file://./.highway/lake", description="s3://bucket/prefix or file:///path")
@@ -96,6 +99,9 @@ class Settings(BaseSettings):
     )
     event_name_top_n: int = Field(50, ge=1, description="event_name label cardinality cap")
     history_hours: int = Field(6, ge=1, description="closed windows kept for the HTTP API")
+    realtime_consumer: Literal["confluent", "faust"] = Field(
+        "confluent", description="realtime input: confluent-kafka consumer thread, or a faust agent per lane"
+    )
 
     # --- HTTP and local dev ------------------------------------------------------------------
     http_host: str = "127.0.0.1"

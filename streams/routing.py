@@ -21,23 +21,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
 import faust
 import mode
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from faust.types import EventT
 from prometheus_client import Counter
 
 from connectors.kafka_admin import KafkaAdmin
-from connectors.router_producer import BulkProducer, PendingDelivery
+from connectors.kafka_config import confluent_config
+from connectors.router_producer import BulkProducer, PendingDelivery, Refused
 from highway.errors import TerminalError, TransientError
 from highway.routing.classify import BatchClassifier, ClassifiedBatch, OutRecord, SourceRecord
 from highway.routing.gate import NewTypeGate
 from highway.settings import Settings
 from schemas.wire import codec_for
+from streams.app import group_id
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +106,19 @@ class LaneRouter:
 
     async def settle(self, prepared: PreparedBatch) -> BatchStats:
         """Wait until Kafka acknowledged every record of ``prepared``; dead-letter refused ones."""
-        out = prepared.out
         refused = await self.producer.deliver_async(prepared.records, prepared.pending)
         if refused:
+            return await asyncio.to_thread(self._finish, prepared, refused)
+        return self._finish(prepared, refused)
+
+    def settle_blocking(self, prepared: PreparedBatch) -> BatchStats:
+        return self._finish(prepared, self.producer.complete(prepared.records, prepared.pending))
+
+    def _finish(self, prepared: PreparedBatch, refused: list[Refused]) -> BatchStats:
+        out = prepared.out
+        if refused:
             failures = [(prepared.records[r.index], r.error) for r in refused]
-            await asyncio.to_thread(self._dead_letter_refused, out, failures)
+            self._dead_letter_refused(out, failures)
         lane = self.lane
         EVENTS_TOTAL.labels(lane).inc(prepared.events)
         for reason, count in out.reasons.items():
@@ -173,13 +186,148 @@ def ensure_lane_topics(settings: Settings, admin: KafkaAdmin, lane: str) -> None
     admin.ensure_topics([settings.dlq_topic(lane)], config={"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)})
 
 
+def input_group_id(settings: Settings, roles: Sequence[str]) -> str:
+    """The consumer group whose committed offsets say how far the router has routed."""
+    if settings.router_consumer == "faust":
+        return group_id(settings, roles)
+    return f"{settings.app_id}-router-input"  # not faust's group: a different group protocol
+
+
+class ConsumerLoop:
+    """The router's confluent-kafka engine for one lane: a consumer thread with explicit commits.
+
+    Same batches, same :class:`LaneRouter`, same guarantee as the faust agent — at-least-once: a
+    batch's offsets are committed only after Kafka acknowledged every record derived from it
+    (oldest batch first; on a revoke, in-flight batches are finished and committed before the
+    partitions go). It skips faust's per-event stream machinery, which bounds the agent's rate.
+    A fatal error (delivery failing past its retries) stops the thread uncommitted and is
+    re-raised by :func:`register`'s service, which stops the worker.
+    """
+
+    def __init__(self, settings: Settings, lane: str, admin: KafkaAdmin, producer: BulkProducer) -> None:
+        self.settings = settings
+        self.lane = lane
+        self.admin = admin
+        self.producer = producer
+        self.source = settings.all_events_topic(lane)
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"router-{self.lane}", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            log.exception("router for lane %s stopped without committing its in-flight batches", self.lane)
+            self.error = exc
+
+    def _loop(self) -> None:
+        settings = self.settings
+        router = LaneRouter(settings, self.lane, self.admin, self.producer)
+        consumer = Consumer(
+            confluent_config(
+                settings,
+                **{
+                    "group.id": input_group_id(settings, ["router"]),
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.max.bytes": 52_428_800,
+                    "session.timeout.ms": 10_000,
+                    "heartbeat.interval.ms": 1_000,
+                },
+            )
+        )
+        in_flight: deque[tuple[dict[int, int], PreparedBatch]] = deque()
+
+        def settle_oldest() -> None:
+            next_offsets, prepared = in_flight.popleft()
+            router.settle_blocking(prepared)
+            parts = [TopicPartition(self.source, p, offset) for p, offset in next_offsets.items()]
+            try:
+                consumer.commit(offsets=parts, asynchronous=False)
+            except KafkaException as exc:  # e.g. mid-rebalance: the batch will be routed again
+                log.warning("lane %s: commit failed (%s); those events may be routed twice", self.lane, exc)
+
+        def drain(*_: object) -> None:
+            while in_flight:
+                settle_oldest()
+
+        consumer.subscribe([self.source], on_revoke=drain)
+        try:
+            while not self._stop.is_set():
+                messages = consumer.consume(settings.router_batch_size, timeout=settings.router_batch_wait_s)
+                batch: list[SourceRecord] = []
+                next_offsets: dict[int, int] = {}
+                for message in messages:
+                    if message.error() is not None:
+                        log.warning("lane %s: consumer error %s", self.lane, message.error())
+                        continue
+                    partition, offset = message.partition() or 0, message.offset() or 0
+                    kind, timestamp = message.timestamp()
+                    batch.append(
+                        SourceRecord(
+                            message.key(),
+                            message.value() or b"",
+                            partition,
+                            offset,
+                            timestamp if kind else None,
+                        )
+                    )
+                    next_offsets[partition] = offset + 1
+                if batch:
+                    in_flight.append((next_offsets, router.prepare(batch)))
+                while in_flight and (in_flight[0][1].pending.done or len(in_flight) >= MAX_BATCHES_IN_FLIGHT):
+                    settle_oldest()
+            drain()
+        finally:
+            consumer.close()
+
+
 def register(app: faust.App, settings: Settings) -> None:
-    """One routing agent per lane; creates the lanes' fixed topics first (blocking, at start-up)."""
+    """Routing for every lane; creates the lanes' fixed topics first (blocking, at start-up).
+
+    ``settings.router_consumer`` picks the engine: a faust agent per lane (``faust``), or a
+    confluent-kafka consumer thread per lane run by a faust service (``confluent``).
+    """
     admin = KafkaAdmin(settings)
     producer = BulkProducer(settings, **{"message.timeout.ms": 60_000, "linger.ms": 5})
     for lane in settings.lanes:
         ensure_lane_topics(settings, admin, lane)
-        _register_lane(app, settings, lane, admin, producer)
+    if settings.router_consumer == "faust":
+        for lane in settings.lanes:
+            _register_lane(app, settings, lane, admin, producer)
+        return
+    loops = [ConsumerLoop(settings, lane, admin, producer) for lane in settings.lanes]
+
+    @app.service
+    class RouterService(mode.Service):
+        async def on_start(self) -> None:
+            for loop in loops:
+                loop.start()
+
+        async def on_stop(self) -> None:
+            for loop in loops:
+                await asyncio.to_thread(loop.stop)
+
+        @mode.Service.task
+        async def _watch(self) -> None:
+            while not self.should_stop:
+                for loop in loops:
+                    if loop.error is not None:
+                        raise TerminalError(
+                            f"router for lane {loop.lane} failed: {loop.error}"
+                        ) from loop.error
+                await self.sleep(0.5)
 
 
 def _register_lane(

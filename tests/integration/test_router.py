@@ -24,7 +24,7 @@ from highway.settings import Settings
 from highway.sim import SimConfig, load_truth
 from highway.verify.framework import CheckResult, VerifyContext, registered_checks, run_checks
 from highway.verify.topics import read_topics
-from streams.app import group_id
+from streams.routing import input_group_id
 from tests.conftest import MakeSettings
 from tests.support import WorkerProcess, wait_until
 
@@ -45,7 +45,7 @@ def _committed_all(settings: Settings) -> bool:
     """The router's consumer group has committed every input offset (all output acknowledged)."""
     topic = settings.all_events_topic(settings.lanes[0])
     ends = KafkaAdmin(settings).end_offsets(topic)
-    consumer = Consumer(confluent_config(settings, **{"group.id": group_id(settings, ["router"])}))
+    consumer = Consumer(confluent_config(settings, **{"group.id": input_group_id(settings, ["router"])}))
     try:
         committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
     except KafkaException:  # e.g. the group coordinator is still loading: ask again
@@ -56,7 +56,10 @@ def _committed_all(settings: Settings) -> bool:
 
 
 def _count(settings: Settings, topic: str) -> int:
-    return sum(KafkaAdmin(settings).end_offsets(topic).values())
+    try:
+        return sum(KafkaAdmin(settings).end_offsets(topic).values())
+    except KafkaException:  # a topic created a moment ago may have no leader yet
+        return 0
 
 
 def _verify(settings: Settings, truth: Path) -> dict[str, CheckResult]:
