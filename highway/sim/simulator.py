@@ -234,21 +234,24 @@ class MatchDaySimulator:
         self._resize_sessions(target, second_ms)
         names = rng.choices(self.names, cum_weights=self._cum_weights, k=count)
         offsets = sorted([int(rng.random() * 1000) for _ in range(count)])
-        end_probability = 1.0 / config.mean_session_events
-        lane, props, active = config.lane, self._props, self._active
-        random_, getrandbits, latencies = rng.random, rng.getrandbits, self._latencies
+        # One 192-bit draw per event: 128 bits make the event_id, the low 64 pick the session slot
+        # (32 bits), the latency (12), a skewed device clock (8: 1 in 256) and the session end (12).
+        end_below = int(4096 / config.mean_session_events)
+        lane, props, active, latencies = config.lane, self._props, self._active, self._latencies
+        random_, getrandbits = rng.random, rng.getrandbits
         batch: list[dict[str, Any]] = []
         for name, offset in zip(names, offsets, strict=True):
             server_ts = second_ms + offset
-            slot = int(random_() * len(active))
+            bits = getrandbits(192)
+            slot = ((bits & 0xFFFFFFFF) * len(active)) >> 32
             user, session_id = active[slot]
-            latency = latencies[int(random_() * 4096)]
-            if random_() < 0.005:  # a device whose clock is minutes off
+            latency = latencies[(bits >> 32) & 4095]
+            if not (bits >> 44) & 0xFF:  # a device whose clock is minutes off
                 latency += int((random_() - 0.3) * 600_000)
             batch.append(
                 {
                     "event_name": name,
-                    "event_id": uuid4_text(getrandbits(128)),
+                    "event_id": uuid4_text(bits >> 64),
                     "user_id": user.user_id,
                     "session_id": session_id,
                     "lane": lane,
@@ -260,7 +263,7 @@ class MatchDaySimulator:
                     "properties": {key: make() for key, make in props[name]},
                 }
             )
-            if random_() < end_probability:
+            if (bits >> 52) & 0xFFF < end_below:
                 self._close_session(slot, server_ts)
                 if not self._open_session(server_ts) and not active:
                     self._resize_sessions(1, server_ts)
