@@ -41,7 +41,7 @@ def _truth_ids(context: VerifyContext) -> set[str]:
     return ids
 
 
-def _id_check(name: str, topic: str, context: VerifyContext) -> CheckResult:
+def _id_check(name: str, topic: str, context: VerifyContext, undecodable_fails: bool = True) -> CheckResult:
     summary = _ids_cached(context, [topic]).get(topic)
     if summary is None:
         return CheckResult.not_present(name, f"topic {topic} does not exist yet")
@@ -56,7 +56,8 @@ def _id_check(name: str, topic: str, context: VerifyContext) -> CheckResult:
         detail += f"; {undecodable} undecodable message(s)"
     return CheckResult(
         name=name,
-        passed=context.ids_pass(outcome.missing, outcome.duplicates) and undecodable == 0,
+        passed=context.ids_pass(outcome.missing, outcome.duplicates)
+        and not (undecodable and undecodable_fails),
         expected=context.truth.events,
         actual=summary.messages,
         missing=outcome.missing,
@@ -67,12 +68,17 @@ def _id_check(name: str, topic: str, context: VerifyContext) -> CheckResult:
 
 @register_check
 class InputTopicCheck:
-    """The all-events topic holds every produced event exactly once."""
+    """The all-events topic holds every produced event exactly once.
+
+    Undecodable messages there are reported but do not fail: hostile-input tests put them there on
+    purpose, and the router's handling of them is judged by the other checks.
+    """
 
     name = "input"
 
     def run(self, context: VerifyContext) -> list[CheckResult]:
-        return [_id_check(self.name, context.settings.all_events_topic(context.lane), context)]
+        topic = context.settings.all_events_topic(context.lane)
+        return [_id_check(self.name, topic, context, undecodable_fails=False)]
 
 
 @register_check

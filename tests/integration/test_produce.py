@@ -18,6 +18,7 @@ from highway.envvars import settings_env
 from highway.errors import TransientError
 from highway.settings import Settings
 from highway.sim import MatchDaySimulator, SimConfig, load_truth
+from highway.verify import VerifyContext, registered_checks, run_checks
 from highway.verify.kafka_read import count_messages, event_id_counts, read_topics
 from schemas.envelope import parse_json_event
 from schemas.wire import codec_for
@@ -126,6 +127,13 @@ def test_highway_produce_writes_truth_and_verify_reconciles(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert '"name":"input","passed":true' in verified.stdout
     assert "not present" in verified.stderr  # no router ran: per-event topics, common, DLQ are absent
+
+    # Hostile bytes in the input are reported, not failed (the router's DLQ handling is judged elsewhere).
+    with EventProducer(settings) as producer:
+        producer.produce_raw(topic, b"\xff not an event", None)
+    (input_result,) = run_checks(VerifyContext(settings, truth, lane), registered_checks(["input"]))
+    assert (input_result.status, input_result.actual) == ("pass", 20_001)
+    assert "1 undecodable" in input_result.detail
 
     # A duplicate and a dead letter make verify fail, and it says how many.
     first = read_topics(settings, [topic])[topic][0]
