@@ -149,3 +149,34 @@ def test_event_ids_are_the_seeded_uuid4_text() -> None:
     for _ in range(2_000):
         bits = rng.getrandbits(128)
         assert uuid4_text(bits) == str(uuid.UUID(int=bits, version=4))
+
+
+def test_sessions_end_and_users_come_back_after_a_gap() -> None:
+    config = SimConfig(
+        start_ms=START_MS,
+        users=300,
+        events=None,
+        duration_s=900,
+        base_rate=40,
+        surge_factor=1,
+        mean_gap_s=60,
+        mean_session_events=10,
+    )
+    events, _ = _run(config)
+    spans: dict[str, list[int]] = {}
+    for event in events:
+        span = spans.setdefault(event["session_id"], [event["server_ts"], event["server_ts"]])
+        span[1] = event["server_ts"]
+    by_user: dict[str, list[list[int]]] = {}
+    for session_id, span in spans.items():
+        by_user.setdefault(session_id.split("-")[0], []).append(span)
+    gaps = sorted(
+        later[0] - earlier[1]
+        for sessions in by_user.values()
+        for earlier, later in zip(sorted(sessions), sorted(sessions)[1:], strict=False)
+    )
+    assert len(gaps) > 500  # users have many sessions
+    assert all(gap >= 0 for gap in gaps)  # one session at a time per user
+    assert gaps[len(gaps) // 2] >= 30_000  # median gap: exponential(60 s) median is 41.6 s, plus re-entry
+    mean_events = len(events) / len(spans)
+    assert 5 <= mean_events <= 15
