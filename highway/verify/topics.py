@@ -23,7 +23,10 @@ from confluent_kafka import Message
 
 from highway.routing.naming import topic_name_for
 from highway.verify.framework import CheckResult, VerifyContext, reconcile, register_check
-from highway.verify.kafka_read import TopicIds, read_topics, topic_event_ids
+from highway.verify.kafka_read import TopicIds, count_messages, event_id_counts, read_topics, topic_event_ids
+
+# The readers lived here first; tests elsewhere import them from this module.
+__all__ = ["count_messages", "event_id_counts", "read_topics", "topic_event_ids"]
 
 
 def _ids_cached(context: VerifyContext, topics: list[str]) -> dict[str, TopicIds]:
