@@ -22,7 +22,7 @@ creating the file is enough)::
             return [CheckResult("lake", passed, expected, actual, missing, duplicates, detail)]
 
 ``highway.verify.framework.reconcile(expected_ids, Counter(found_ids))`` gives missing, duplicate and
-unexpected counts. Checks run in registration order: topics first, then plug-ins.
+unexpected counts. Checks run in PLUGIN_MODULES order (topics, lake, concurrency), then any other.
 """
 
 from highway.verify.framework import (

@@ -103,14 +103,21 @@ def load_plugins() -> None:
 
 
 def registered_checks(only: Iterable[str] | None = None) -> list[Check]:
-    """Instances of the registered checks (all, or the named ones), in registration order."""
+    """Instances of the registered checks (all, or the named ones), topic checks first."""
     load_plugins()
     wanted = None if only is None else list(only)
     if wanted is not None:
         unknown = sorted(set(wanted) - set(_REGISTRY))
         if unknown:
             raise ValueError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(_REGISTRY)}")
-    return [factory() for name, factory in _REGISTRY.items() if wanted is None or name in wanted]
+    chosen = [factory for name, factory in _REGISTRY.items() if wanted is None or name in wanted]
+    return [factory() for factory in sorted(chosen, key=_plugin_rank)]
+
+
+def _plugin_rank(factory: Callable[[], Check]) -> int:
+    """Checks run in PLUGIN_MODULES order (whatever was imported first), then in registration order."""
+    module = getattr(factory, "__module__", "")
+    return PLUGIN_MODULES.index(module) if module in PLUGIN_MODULES else len(PLUGIN_MODULES)
 
 
 def run_checks(context: VerifyContext, checks: Iterable[Check]) -> list[CheckResult]:
