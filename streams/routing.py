@@ -1,20 +1,29 @@
 """The router: each lane's all-events topic → per-event topics, the common projection and the DLQ.
 
-Delivery guarantee: **at-least-once, nothing lost.** One faust agent per lane (concurrency 1, see
-faust issue #606) takes batches with ``noack_take`` — faust marks nothing as done by itself — and
-for each batch:
+Delivery guarantee: **at-least-once, nothing lost.** Per lane, batches of input records are:
 
-1. classifies every record (``highway.routing.classify``: routed + projection, or dead letter);
-2. creates the per-event topics of newly admitted event types (idempotent when workers race);
-3. produces every derived record on one idempotent acks=all producer and waits until Kafka has
-   acknowledged each one (``connectors.router_producer``), re-sending failures;
-4. only then acks the batch's input events, which lets faust commit their offsets.
+1. classified (``highway.routing.classify``: routed + projection, or one dead letter each);
+2. the per-event topics of newly admitted event types are created (idempotent when workers race);
+3. every derived record is enqueued, in input order, on one idempotent acks=all producer
+   (``connectors.router_producer``); up to ``MAX_BATCHES_IN_FLIGHT`` batches await their acks;
+4. when Kafka has acknowledged every record of the oldest batch (failures re-sent), and only then,
+   that batch's input offsets become committable.
 
 A crash anywhere before step 4 leaves the offsets uncommitted, so the batch is consumed again after
-a restart: its records may be duplicated downstream, never lost. If delivery keeps failing the
-agent raises and its ``CrashingSupervisor`` stops the worker (faust would otherwise restart the
-agent past the un-acked batch, stalling commits). Input can never cause that: every bad record
-becomes a dead letter, including records Kafka refuses for good.
+a restart: its records may be duplicated downstream, never lost. Input can never stop the router:
+every bad record becomes a dead letter, including records Kafka refuses for good. If delivery
+keeps failing, the worker stops without committing.
+
+Two engines feed this (``settings.router_consumer``):
+
+* ``confluent`` (default): :class:`ConsumerLoop`, a confluent-kafka consumer thread per lane run by
+  a faust service; it commits offsets explicitly after step 4. Its rate is bounded by produce acks,
+  not by per-event Python overhead.
+* ``faust``: a faust agent per lane (concurrency 1, see faust issue #606) taking batches with
+  ``noack_take`` (faust marks nothing done by itself) and acking events after step 4, so faust
+  commits them. Its ``CrashingSupervisor`` stops the worker on a delivery failure (faust would
+  otherwise restart the agent past the un-acked batch, stalling commits). faust's per-event stream
+  machinery (tasks per event in the aiokafka consumer path) bounds its rate (see ``bench/route.py``).
 """
 
 from __future__ import annotations
@@ -75,7 +84,7 @@ class BatchStats:
 
 
 class LaneRouter:
-    """Routes batches of one lane (blocking I/O; the agent runs :meth:`route` in a thread)."""
+    """Routes batches of one lane: :meth:`prepare` (blocking, in order), then ``settle*`` per batch."""
 
     def __init__(self, settings: Settings, lane: str, admin: KafkaAdmin, producer: BulkProducer) -> None:
         self.settings = settings
