@@ -1,27 +1,31 @@
-"""The realtime agent family: exact event-time concurrency, event counts and active-user lookup.
+"""The realtime family: exact event-time concurrency, event counts and active-user lookup.
 
-One agent per lane reads ``<lane>.events.common`` (keyed by user id, so a user lives in one
-partition) in batches and keeps a :class:`~highway.realtime.windows.PartitionWindows` per owned
-partition. When a window closes its per-partition partial is published to the compacted
-``<lane>.metrics.concurrency`` topic; the HTTP API sums the partials of all partitions, so any
-worker answers for the whole cluster.
+Each lane's ``<lane>.events.common`` (keyed by user id, so a user lives in one partition) is read in
+batches into a :class:`~highway.realtime.windows.PartitionWindows` per owned partition. When a
+window closes its per-partition partial is published to the compacted ``<lane>.metrics.concurrency``
+topic; the HTTP API sums the partials of all partitions, so any worker answers for the whole cluster.
 
-Delivery and recovery: input is at-least-once (faust acks a batch after it is applied; offsets
-below a partition's position are skipped). Every partial carries a checkpoint (first offset of
-the oldest window still held, the watermark state there, and how far windows were published).
-When a partition is assigned and its first message arrives at offset ``O`` (faust's committed
-offset), the worker restores the latest checkpoint of that partition from the concurrency topic
-and re-reads ``[resume_offset, O)`` with a plain consumer before going on. The state is a pure
-function of the partition's event sequence, so the rebuilt windows equal the lost ones and
-re-published partials overwrite equal records. A partition revoked and re-assigned to the same
-worker keeps its state when faust resumes at or before its position. Counters
-(``highway_events_total``, ``highway_late_events_total``) are at-least-once across crashes.
+Two engines feed the same :class:`Realtime` state (``settings.realtime_consumer``):
+
+* ``confluent`` (default, ``streams.realtime_loop``): one confluent-kafka consumer thread that
+  starts every assigned partition at its newest checkpoint's ``resume_offset``;
+* ``faust``: an agent per lane. Input is at-least-once (faust acks a batch after it is applied;
+  offsets below a partition's position are skipped). When a partition's first message arrives at
+  offset ``O`` (faust's committed offset), the worker restores the newest checkpoint and re-reads
+  ``[resume_offset, O)`` with a plain consumer before going on.
+
+Every partial carries a checkpoint (first offset of the oldest window still held, the watermark
+state there, and how far windows were published). The state is a pure function of the partition's
+event sequence, so rebuilt windows equal the lost ones and re-published partials overwrite equal
+records. Counters (``highway_events_total``, ``highway_late_events_total``) are at-least-once
+across crashes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,11 +33,14 @@ from datetime import datetime
 from typing import Any
 
 import faust
+import mode
 import orjson
 from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, View
 from prometheus_client import REGISTRY, Counter, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from connectors.metrics_topic import (
     ConcurrencyPublisher,
@@ -41,6 +48,7 @@ from connectors.metrics_topic import (
     ensure_concurrency_topics,
     read_offsets,
 )
+from highway.errors import TerminalError
 from highway.realtime.cardinality import StableLabels
 from highway.realtime.exposition import LaneSnapshot, RealtimeCollector
 from highway.realtime.ids import user_key
@@ -104,6 +112,9 @@ class Realtime:
         self.view: ConcurrencyView | None = None
         self.ready = asyncio.Event()
         self.partitions: dict[str, int] = {}
+        self.high: dict[TP, int] = {}
+        # The HTTP handlers and /metrics read the state while an engine applies batches to it.
+        self.lock = threading.RLock()
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,15 +154,30 @@ class Realtime:
                 continue  # in flight when the partition was revoked; its new owner handles it
             lane = self.lane_of[tp.topic]
             state = await self._state(tp, lane, messages[0][0])
-            parsed, bad = parse(messages, self.spec.dimensions)
-            if bad:
-                BAD.labels(lane).inc(bad)
+            self.high[tp] = self.app.consumer.highwater(tp) or 0
+            self.apply(lane, state, messages)
+
+    def apply(self, lane: str, state: PartitionWindows, messages: Sequence[tuple[int, bytes | None]]) -> None:
+        """Parse and apply one partition's messages, publish what closed, count (any engine)."""
+        parsed, bad = parse(messages, self.spec.dimensions)
+        if bad:
+            BAD.labels(lane).inc(bad)
+        with self.lock:
             late_before = state.late_events
             closed = state.apply(parsed)
-            self._publish(lane, closed)
-            if state.late_events > late_before:
-                LATE.labels(lane).inc(state.late_events - late_before)
-            self._count(lane, parsed)
+            late = state.late_events - late_before
+        self._publish(lane, closed)
+        if late:
+            LATE.labels(lane).inc(late)
+        self._count(lane, parsed)
+
+    def restore(self, tp: TP, lane: str) -> PartitionWindows:
+        """A partition's state at its newest checkpoint (blocking; reads the concurrency topic)."""
+        assert self.view is not None
+        self.view.wait_caught_up()
+        checkpoint = latest_checkpoint(self.view.records(lane), tp.partition)
+        log.info("realtime %s[%d]: restoring from checkpoint %s", tp.topic, tp.partition, checkpoint)
+        return PartitionWindows(self.spec, tp.partition, checkpoint)
 
     def _count(self, lane: str, parsed: Sequence[ParsedEvent]) -> None:
         if "event_name" not in self.spec.dimensions:
@@ -198,22 +224,18 @@ class Realtime:
 
     def _restore(self, tp: TP, lane: str, first_offset: int) -> PartitionWindows:
         """Rebuild a partition's windows: latest checkpoint, then re-read up to ``first_offset``."""
-        assert self.view is not None
         started = time.monotonic()
-        self.view.wait_caught_up()
-        checkpoint = latest_checkpoint(self.view.records(lane), tp.partition)
-        state = PartitionWindows(self.spec, tp.partition, checkpoint)
-        start = checkpoint.resume_offset if checkpoint is not None else 0
+        state = self.restore(tp, lane)
+        start = state.next_offset
         replayed = 0
         for batch in read_offsets(self.settings, tp.topic, tp.partition, start, first_offset):
             parsed, _ = parse(((m.offset() or 0, m.value()) for m in batch), self.spec.dimensions)
             replayed += len(batch)
             self._publish(lane, state.apply(parsed))
         log.info(
-            "realtime %s[%d]: restored from checkpoint %s, re-read %d messages from %d to %d in %.2fs",
+            "realtime %s[%d]: re-read %d messages from %d to %d in %.2fs",
             tp.topic,
             tp.partition,
-            checkpoint,
             replayed,
             start,
             first_offset,
@@ -225,17 +247,18 @@ class Realtime:
     def snapshots(self) -> list[LaneSnapshot]:
         out = []
         for lane in self.settings.lanes:
-            states = [s for tp, s in self.states.items() if self.lane_of[tp.topic] == lane]
-            lag = {}
-            for tp, s in self.states.items():
-                if self.lane_of[tp.topic] == lane:
-                    high = self.app.consumer.highwater(tp)
-                    lag[tp.partition] = max(0, (high or 0) - s.next_offset)
+            with self.lock:
+                owned = {tp: s for tp, s in self.states.items() if self.lane_of[tp.topic] == lane}
+                lag = {tp.partition: max(0, self.high.get(tp, 0) - s.next_offset) for tp, s in owned.items()}
             records = self.view.records(lane) if self.view is not None else []
-            out.append(LaneSnapshot(lane, states, records, lag))
+            out.append(LaneSnapshot(lane, list(owned.values()), records, lag))
         return out
 
     def lookup(self, lane: str, user_id: str) -> dict[str, Any]:
+        with self.lock:
+            return self._lookup(lane, user_id)
+
+    def _lookup(self, lane: str, user_id: str) -> dict[str, Any]:
         key = user_key(user_id)
         owned = sorted(tp.partition for tp in self.states if self.lane_of[tp.topic] == lane)
         for tp, state in self.states.items():
@@ -291,22 +314,22 @@ def query(rt: Realtime, params: Mapping[str, str], measure_for: Mapping[str, Mea
     return {"lane": lane, "window": window, "by": by, "windows": rows, "rows": flatten(rows, by)}
 
 
-def register(app: faust.App, settings: Settings) -> None:
-    """Declare the realtime agents, lifecycle hooks and HTTP pages on ``app``."""
-    rt = Realtime(app, settings)
-    REGISTRY.register(
-        RealtimeCollector(
-            rt.snapshots, settings.window_s, settings.sliding_window_s, settings.event_name_top_n
-        )
-    )
-    users_measures: dict[str, Measure] = {
-        window_label(settings.window_s): "users",
-        window_label(settings.sliding_window_s): "users_sliding",
-    }
-    count_measures: dict[str, Measure] = {window_label(settings.window_s): "events"}
+class LockedCollector(Collector):
+    """Collects while holding the engine's lock, so a scrape sees no half-applied batch."""
 
-    for lane in settings.lanes:
-        topic = app.topic(settings.common_topic(lane), key_serializer="raw", value_serializer="raw")
+    def __init__(self, inner: Collector, lock: threading.RLock) -> None:
+        self._inner = inner
+        self._lock = lock
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            return list(self._inner.collect())
+
+
+def _register_agents(app: faust.App, rt: Realtime) -> None:
+    """Engine ``faust``: an agent per lane (input acked per batch, see the module docstring)."""
+    for lane in rt.settings.lanes:
+        topic = app.topic(rt.settings.common_topic(lane), key_serializer="raw", value_serializer="raw")
 
         async def consume(stream: StreamT[Any]) -> None:
             assert isinstance(stream, faust.Stream)
@@ -326,6 +349,49 @@ def register(app: faust.App, settings: Settings) -> None:
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         rt.on_assigned(args[0] if args else kwargs.get("assigned", ()))
+
+
+def _register_loop(app: faust.App, rt: Realtime) -> None:
+    """Engine ``confluent``: one consumer thread (``streams.realtime_loop``) run by a faust service."""
+    from streams.realtime_loop import RealtimeLoop
+
+    loop = RealtimeLoop(rt)
+
+    @app.service
+    class RealtimeService(mode.Service):
+        async def on_start(self) -> None:
+            await rt.start()
+            loop.start()
+
+        async def on_stop(self) -> None:
+            await asyncio.to_thread(loop.stop)
+            await rt.stop()
+
+        @mode.Service.task
+        async def _watch(self) -> None:
+            while not self.should_stop:
+                if loop.error is not None:
+                    raise TerminalError(f"realtime loop failed: {loop.error}") from loop.error
+                await self.sleep(0.5)
+
+
+def register(app: faust.App, settings: Settings) -> None:
+    """Declare the realtime agents, lifecycle hooks and HTTP pages on ``app``."""
+    rt = Realtime(app, settings)
+    gauges = RealtimeCollector(
+        rt.snapshots, settings.window_s, settings.sliding_window_s, settings.event_name_top_n
+    )
+    REGISTRY.register(LockedCollector(gauges, rt.lock))
+    users_measures: dict[str, Measure] = {
+        window_label(settings.window_s): "users",
+        window_label(settings.sliding_window_s): "users_sliding",
+    }
+    count_measures: dict[str, Measure] = {window_label(settings.window_s): "events"}
+
+    if settings.realtime_consumer == "faust":
+        _register_agents(app, rt)
+    else:
+        _register_loop(app, rt)
 
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:
