@@ -246,7 +246,7 @@ class KafkaBroker:
             "bootstrap": f"127.0.0.1:{self.port}" if self.port else None,
             "controller_port": self.controller_port,
             "pid": self.pid if self.is_running() else None,
-            "version": self.kafka_version,
+            "version": read_state(self.state_file).get("version", self.kafka_version),
             "log": str(self.log_file),
             "data": str(self.data_dir),
         }

@@ -102,12 +102,29 @@ def terminate(pid: int, marker: str, grace_s: float = 20.0) -> None:
     """
     if not owned_pid_alive(pid, marker):
         return
+    identity = _stat_fields(pid)
+    started = identity[19] if identity else ""  # start time: tells a recycled pid from ours
+
+    def exited() -> bool:
+        # The command line empties early in exit, before the process closes its sockets; only a
+        # zombie, a vanished pid or a recycled one means its ports are released.
+        fields = _stat_fields(pid)
+        return fields is None or fields[0] in ("Z", "X") or fields[19] != started
+
     _signal_group(pid, signal.SIGTERM)
-    if wait_for(lambda: not owned_pid_alive(pid, marker), grace_s):
+    if wait_for(exited, grace_s):
         return
     _signal_group(pid, signal.SIGKILL)
-    if not wait_for(lambda: not owned_pid_alive(pid, marker), 10.0):
+    if not wait_for(exited, 10.0):
         raise RuntimeError(f"process {pid} survived SIGKILL")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
 
 
 def _signal_group(pid: int, signum: signal.Signals) -> None:

@@ -239,8 +239,12 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 async def _run(public_port: int, state_file: Path) -> None:
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    # One log line per request would cost CPU and disk during lake tests; keep warnings only.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     door = _FrontDoor(public_port, moto.get_host_and_port()[1])
