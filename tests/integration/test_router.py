@@ -228,11 +228,13 @@ def test_hostile_input_is_routed_or_dead_lettered_count_for_count(
         assert worker.alive()
 
 
-def test_kill_9_mid_stream_loses_nothing(make_settings: MakeSettings, tmp_path: Path) -> None:
-    settings = make_settings(router_batch_size=1000)
+@pytest.mark.parametrize(("engine", "total"), [("confluent", 20_000), ("faust", 6_000)])
+def test_kill_9_mid_stream_loses_nothing(
+    make_settings: MakeSettings, tmp_path: Path, engine: str, total: int
+) -> None:
+    settings = make_settings(router_batch_size=1000, router_consumer=engine)
     lane = settings.lanes[0]
     truth = tmp_path / "truth.json"
-    total = 20_000
     _produce(settings, events=total, event_types=200, truth=truth, seed=11)
 
     worker = WorkerProcess(settings, roles="router").start()
@@ -256,4 +258,4 @@ def test_kill_9_mid_stream_loses_nothing(make_settings: MakeSettings, tmp_path: 
         assert results[name].missing == 0, results[name]
     assert results["dlq"].passed, results["dlq"]
     duplicates = results["per-event-topics"].duplicates
-    print(f"\nkill -9 after {progress} of {total}: 0 lost, {duplicates} duplicates in per-event topics")
+    print(f"\n{engine}: kill -9 after {progress} of {total}: 0 lost, {duplicates} duplicates per-event")
