@@ -78,12 +78,19 @@ class ConcurrencyView:
         )
         self._topics = {settings.concurrency_topic(lane): lane for lane in settings.lanes}
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 30.0) -> None:
         admin = KafkaAdmin(self._settings)
+        deadline = time.monotonic() + timeout_s
+        counts = {topic: admin.partitions(topic) for topic in self._topics}
+        while not all(counts.values()):  # metadata of a topic created a moment ago may lag
+            if time.monotonic() > deadline:
+                raise TransientError(f"concurrency topics without partitions: {counts}")
+            time.sleep(0.2)
+            counts = {topic: admin.partitions(topic) for topic in self._topics}
         assignment = [
-            TopicPartition(topic, p, OFFSET_BEGINNING)
-            for topic in self._topics
-            for p in range(admin.partitions(topic))
+            TopicPartition(topic, partition, OFFSET_BEGINNING)
+            for topic, count in counts.items()
+            for partition in range(count)
         ]
         self._consumer.assign(assignment)
         self._thread.start()

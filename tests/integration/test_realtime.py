@@ -106,8 +106,8 @@ class Traffic:
         return len(self.users[start]), platforms
 
 
-def lane_settings(make_settings: Any) -> Settings:
-    settings: Settings = make_settings(allowed_lateness_s=60)
+def lane_settings(make_settings: Any, engine: str = "confluent") -> Settings:
+    settings: Settings = make_settings(allowed_lateness_s=60, realtime_consumer=engine)
     lane = settings.lanes[0]
     KafkaAdmin(settings).ensure_topics([settings.common_topic(lane)], partitions=3)
     return settings
@@ -167,8 +167,9 @@ def late_total(worker: WorkerProcess) -> float:
     )
 
 
-def test_closed_windows_exact_late_counted_metrics_parse(make_settings: Any) -> None:
-    settings = lane_settings(make_settings)
+@pytest.mark.parametrize("engine", ["confluent", "faust"])
+def test_closed_windows_exact_late_counted_metrics_parse(make_settings: Any, engine: str) -> None:
+    settings = lane_settings(make_settings, engine)
     rng = random.Random(11)
     traffic = Traffic(base_ms=(int(time.time() * 1000) // MIN - 120) * MIN)
     population = 400
