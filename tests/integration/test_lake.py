@@ -25,11 +25,13 @@ from connectors.kafka_config import confluent_config
 from connectors.lake_fs import LakeStore
 from connectors.local_stack import LocalStack
 from connectors.producer import EventProducer
+from highway.cli.query import run_query
+from highway.cli.verify import verify_once
 from highway.lake.layout import schema_key
 from highway.lake.reconcile import LakeReconciliation, reconcile
 from highway.routing.naming import topic_name_for
 from highway.settings import Settings
-from highway.sim import MatchDaySimulator, SimConfig
+from highway.sim import MatchDaySimulator, SimConfig, TruthBuilder
 from streams.lake import lake_group_id
 from tests.conftest import MakeSettings
 from tests.support import WorkerProcess, wait_until
@@ -176,6 +178,17 @@ def test_simulated_traffic_over_200_types_lands_exactly_once_and_is_catalogued(
         report = wait_for_lake(settings, produced, timeout_s=120)
         assert report.ok, report
         assert report.found == produced.total
+        # `highway verify`'s lake check agrees: every type's rows and ids equal the truth.
+        truth = TruthBuilder(settings.lanes[0])
+        for batch in batches:
+            truth.add(batch)
+        results = {r.name: r for r in verify_once(settings, truth.build(), settings.lanes[0], only=["lake"])}
+        assert results["lake rows"].passed, results
+        assert (results["lake rows"].missing, results["lake rows"].duplicates) == (0, 0)
+        assert results["lake tables"].actual == len(produced.ids)
+        # ... and the same rows answer SQL.
+        _, rows = run_query(settings, "SELECT count(*), count(DISTINCT event_id) FROM contest_join")
+        assert rows == [(len(produced.ids["contest_join"]), len(produced.ids["contest_join"]))]
         # A topic created while the worker runs is picked up without a restart.
         late_name = "late_arrival_event"
         late = [{**batches[0][0], "event_name": late_name, "event_id": "late-1", "properties": {"n": 1}}]
