@@ -308,6 +308,11 @@ def _choose_kafka(
     )
     if backend == "maven" or (backend == "auto" and can_run_jars):
         return kafka_broker(settings, state_dir, console, tie_to_parent)
+    if backend == "docker" and not allow_docker:
+        raise InfrastructureError(
+            "testcontainers' Kafka lives only as long as the process that starts it, so `highway dev up` "
+            "cannot leave it running: use docker-compose.yml for a lasting stack"
+        )
     if allow_docker and docker_available():
         return DockerKafka()
     raise InfrastructureError(

@@ -27,6 +27,7 @@ from connectors.local_stack import (
     LocalStack,
     render_exports,
     stack_status,
+    start_stack,
     stop_stack,
 )
 from highway.cli.worker import parse_roles
@@ -141,3 +142,10 @@ def test_status_and_down_of_a_stack_that_never_ran(tmp_path: Path) -> None:
     assert not any(service["running"] for service in services)
     assert stop_stack(tmp_path / "dev") == []
     assert stop_stack(tmp_path / "dev") == []
+
+
+def test_dev_up_refuses_a_docker_broker_it_could_not_leave_running(tmp_path: Path) -> None:
+    settings = Settings(dev_kafka_backend="docker", _env_prefix="HIGHWAY_TEST_UNUSED_")
+    with pytest.raises(InfrastructureError, match=r"docker-compose\.yml"):
+        start_stack(settings, tmp_path, allow_docker=False)
+    assert not (tmp_path / "kafka").exists()
