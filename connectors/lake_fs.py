@@ -211,3 +211,18 @@ class LakeStore:
             partitioning=partitioning,
             partition_base_dir=self.path(table_prefix(lane, table)),
         )
+
+    def total_bytes(self, prefix: str, suffix: str = "") -> int:
+        """Sum of the sizes of the objects under ``prefix`` whose key ends with ``suffix``."""
+        if self._s3 is not None:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=self._object(prefix)
+            )
+            return sum(
+                int(item["Size"])
+                for page in pages
+                for item in page.get("Contents", [])
+                if item["Key"].endswith(suffix)
+            )
+        selector = pafs.FileSelector(self.path(prefix).rstrip("/"), recursive=True, allow_not_found=True)
+        return sum(info.size or 0 for info in self.fs.get_file_info(selector) if info.path.endswith(suffix))
