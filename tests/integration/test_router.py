@@ -211,7 +211,11 @@ def test_hostile_input_is_routed_or_dead_lettered_count_for_count(
             topic = event_topic_for(settings, lane, name)
             messages = read_topics(settings, [topic])[topic]
             assert len(messages) == 1, name
-            assert _headers(messages[0])["event_name"] == name.encode()
+            routed = messages[0]
+            event = orjson.loads(routed.value() or b"")
+            assert _headers(routed)["event_name"] == name.encode()
+            assert routed.key() == event["user_id"].encode()
+            assert routed.timestamp()[1] == event["server_ts"]
 
         # 10 000 distinct names in a burst: the lane's type cap admits what is left of it, the rest
         # is dead-lettered with event_type_quota, and nothing is lost. (The per-minute rate is the

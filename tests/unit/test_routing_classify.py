@@ -150,3 +150,19 @@ def test_huge_originals_are_truncated_in_the_dlq() -> None:
     assert headers(dead)["reason"] == b"oversize"
     assert headers(dead)["truncated_from"] == str(len(raw)).encode()
     assert len(dead.value) < len(raw)
+
+
+def test_avro_wire_format_events_are_routed_with_their_bytes_unchanged() -> None:
+    from schemas.wire import codec_for
+
+    settings = Settings(schema_registry_url="mock://router-unit", wire_format="avro")
+    codec = codec_for(settings, settings.all_events_topic("default"))
+    raw = codec.encode(event())
+    assert raw[:1] == b"\x00"  # Confluent framing
+    gate = NewTypeGate(1000, 5000)
+    out = BatchClassifier(settings, "default", gate, codec.decode).classify(
+        records([raw, b"\x00junk"]), NOW_MS
+    )
+    assert [r.value for r in out.routed] == [raw]
+    assert orjson.loads(out.projections[0].value)["event_name"] == "contest_join"
+    assert len(out.dead) == 1
