@@ -45,3 +45,52 @@ def test_deliver_acks_everything_and_returns_refused_records(make_settings: Make
     assert values == sorted(r.value for r in records)
     header_of = {m.value(): dict(m.headers() or []) for messages in found.values() for m in messages}
     assert header_of[b"v7"] == {"n": b"7"}
+
+
+def test_two_routers_racing_on_a_new_name_both_deliver(make_settings: MakeSettings) -> None:
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    import orjson
+
+    from highway.routing.classify import SourceRecord
+    from highway.routing.naming import event_topic_for
+    from streams.routing import LaneRouter, ensure_lane_topics
+
+    settings = make_settings()
+    lane = settings.lanes[0]
+    admin = KafkaAdmin(settings)
+    ensure_lane_topics(settings, admin, lane)
+    now = int(time.time() * 1000)
+
+    def event(index: int) -> bytes:
+        common = {"session_id": "s", "lane": lane, "platform": "web", "app_version": "1", "device_id": "d"}
+        return orjson.dumps(
+            {
+                "event_name": "raced_type",
+                "event_id": str(uuid.uuid4()),
+                "user_id": f"u{index}",
+                **common,
+                "client_ts": now,
+                "server_ts": now,
+                "properties": {},
+            }
+        )
+
+    producers = [BulkProducer(settings), BulkProducer(settings)]
+    routers = [LaneRouter(settings, lane, KafkaAdmin(settings), producer) for producer in producers]
+
+    def route(which: int) -> int:
+        batch = [SourceRecord(None, event(which * 100 + i), which, i, now) for i in range(50)]
+        prepared = routers[which].prepare(batch)
+        return routers[which].settle_blocking(prepared).routed
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            assert list(pool.map(route, [0, 1])) == [50, 50]
+    finally:
+        for producer in producers:
+            producer.close()
+    topic = event_topic_for(settings, lane, "raced_type")
+    assert admin.list_topics(settings.event_topic_pattern(lane)) == [topic]
+    assert len(read_topics(settings, [topic])[topic]) == 100
