@@ -95,6 +95,17 @@ class S3Server:
         return self.state_dir / "logs" / "s3.log"
 
     @property
+    def door_file(self) -> Path:
+        """Written by the server: ``open`` or ``closed`` (outage); absent while it starts."""
+        return self.state_dir / "door"
+
+    def _door(self) -> str:
+        try:
+            return self.door_file.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    @property
     def endpoint(self) -> str:
         if self.port is None:
             raise InfrastructureError(f"the S3 server in {self.state_dir} has never been started")
@@ -115,13 +126,19 @@ class S3Server:
     def is_serving(self) -> bool:
         return self.is_running() and self.port is not None and port_answers(self.port)
 
-    def start(self, timeout_s: float = 30.0) -> S3Server:
-        """Launch the server, or end a simulated outage; return once the endpoint answers."""
+    def start(self, timeout_s: float = 30.0, wait: bool = True) -> S3Server:
+        """Launch the server, or end a simulated outage; return once the endpoint answers.
+
+        ``wait=False`` returns right after launching; call ``wait_ready()`` before use.
+        """
         if self.is_running():
-            assert self.pid is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGUSR2)
+            # Signal only a server that has its handlers and is in an outage: SIGUSR2's default
+            # action would end a server still starting up.
+            if self.pid is not None and self._door() == "closed":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGUSR2)
         else:
+            self.door_file.unlink(missing_ok=True)
             if self.port is None or not port_is_free(self.port):
                 self.port = free_ports(1)[0]
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -137,9 +154,13 @@ class S3Server:
                 )
             self.pid = self._proc.pid
             write_state(self.state_file, {"port": self.port, "pid": self.pid, "log": str(self.log_file)})
+        if wait:
+            self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
         if not wait_for(self._answers_or_died, timeout_s):
             raise InfrastructureError(f"the S3 server on port {self.port} did not answer within {timeout_s}s")
-        return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Simulate an outage: refuse connections; the process and its objects stay."""
@@ -147,6 +168,7 @@ class S3Server:
             return
         assert self.pid is not None
         assert self.port is not None
+        self.wait_ready(timeout_s)  # the outage handler is installed once the port answers
         os.kill(self.pid, signal.SIGUSR1)
         port = self.port
         if not wait_for(lambda: not port_answers(port), timeout_s):
@@ -187,9 +209,10 @@ class S3Server:
 class _FrontDoor:
     """Forwards a public port to moto; can close it (outage) and reopen it on the same port."""
 
-    def __init__(self, public_port: int, moto_port: int) -> None:
+    def __init__(self, public_port: int, moto_port: int, door_file: Path) -> None:
         self.public_port = public_port
         self.moto_port = moto_port
+        self.door_file = door_file
         self.server: asyncio.AbstractServer | None = None
         self.writers: set[asyncio.StreamWriter] = set()
         self._switching = asyncio.Lock()  # signals may arrive back to back
@@ -201,6 +224,7 @@ class _FrontDoor:
                     self._serve, "127.0.0.1", self.public_port, reuse_address=True
                 )
                 print(f"serving on 127.0.0.1:{self.public_port}", flush=True)
+            self.door_file.write_text("open\n")
 
     async def close(self) -> None:
         async with self._switching:
@@ -210,6 +234,7 @@ class _FrontDoor:
             for writer in list(self.writers):
                 writer.transport.abort()
             self.writers.clear()
+            self.door_file.write_text("closed\n")
             print("outage: public port closed", flush=True)
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
@@ -247,7 +272,7 @@ async def _run(public_port: int, state_file: Path) -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
-    door = _FrontDoor(public_port, moto.get_host_and_port()[1])
+    door = _FrontDoor(public_port, moto.get_host_and_port()[1], state_file.parent / "door")
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     # Handlers first: a caller may send SIGUSR1 as soon as the port answers, and its default

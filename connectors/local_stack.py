@@ -246,9 +246,11 @@ def start_stack(
     console = console or Console(stderr=True)
     # Two `dev up` at once must not start two brokers on one data dir.
     with locked(state_dir / ".lock"):
-        kafka = _choose_kafka(settings, state_dir, console, allow_docker, tie_to_parent)
-        kafka.start()
         s3 = _choose_s3(settings, state_dir, tie_to_parent)
+        kafka = _choose_kafka(settings, state_dir, console, allow_docker, tie_to_parent)
+        if isinstance(s3, S3Server):
+            s3.start(wait=False)  # moto's start-up overlaps the broker's
+        kafka.start()
         s3.start()
     key = settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else ACCESS_KEY_ID
     secret = (
