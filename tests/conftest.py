@@ -12,14 +12,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from connectors.local_process import free_ports
-from connectors.local_s3 import ensure_bucket
-from connectors.local_stack import LocalStack, start_stack
 from highway.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from connectors.local_stack import LocalStack
 
 # Settings built by make_settings ignore the HIGHWAY_* environment (a developer's exported
 # `highway dev up` values must not leak into a test): no variable carries this prefix.
@@ -35,6 +35,8 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     ``.kafka.stop()`` / ``.kafka.start()`` restart the same broker (same data dir and ports).
     ``.s3.stop()`` / ``.s3.start()`` simulate an S3 outage on the same endpoint; objects survive.
     """
+    from connectors.local_stack import start_stack  # imported here: unit runs never load it
+
     environment = load_settings()  # only to honour explicitly configured external services
     stack = start_stack(environment, tmp_path_factory.mktemp("local-stack"), tie_to_parent=True)
     try:
@@ -56,6 +58,9 @@ def make_settings(local_stack: LocalStack, tmp_path: Path) -> MakeSettings:
     ``lake_uri=s3://<bucket>/lake``, ``state_dir`` under ``tmp_path``, a free ``http_port``,
     ``topic_partitions=3`` and the S3 credentials; ``overrides`` win.
     """
+
+    from connectors.local_process import free_ports
+    from connectors.local_s3 import ensure_bucket
 
     def make(**overrides: Any) -> Settings:
         token = uuid.uuid4().hex[:8]
