@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -297,8 +296,9 @@ def register(bench_app: typer.Typer) -> None:
 
         settings = state(ctx).settings()
         counts = [int(c) for c in rss_users.split(",") if c.strip()]
-        with tempfile.TemporaryDirectory(prefix="highway-bench-realtime-") as work:
-            result = run_realtime_bench(settings, events, users, counts, latency_s, Path(work))
+        work = settings.state_dir / "bench" / "realtime"  # worker logs stay here
+        console.print(f"worker logs: {work}")
+        result = run_realtime_bench(settings, events, users, counts, latency_s, work)
         console.print(_render(result))
         if json_path is not None:
             json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

@@ -17,7 +17,15 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config, producer_config
@@ -142,11 +150,19 @@ class ConcurrencyView:
         """Block until every record written before this call has been read."""
         # A separate client: asking the consuming one for watermarks blocks behind its consume().
         admin = KafkaAdmin(self._settings, timeout_s=timeout_s)
-        targets = {
-            (topic, partition): high
-            for topic in self._topics
-            for partition, high in admin.end_offsets(topic).items()
-        }
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                targets = {
+                    (topic, partition): high
+                    for topic in self._topics
+                    for partition, high in admin.end_offsets(topic).items()
+                }
+                break
+            except (KafkaException, TransientError) as exc:  # e.g. leader not elected yet on a new topic
+                if time.monotonic() > deadline:
+                    raise TransientError(f"concurrency topics' end offsets unavailable: {exc}") from exc
+                time.sleep(0.2)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._lock:
