@@ -177,14 +177,14 @@ def summary_lines(summary: DemoSummary) -> list[str]:
         f"  local stack   {summary.stack}",
         "Next:"
         if summary.stack_running
-        else "Next (after `highway dev up`; the local S3 API kept objects in memory only):",
+        else "Next (the stack was stopped; `highway dev up` starts it again, but the local S3 API kept "
+        "objects in memory only):",
+        '  eval "$(highway dev up)"    # reuses the stack and exports its HIGHWAY_* settings',
         f"  highway verify --truth {summary.truth_file}",
     ]
     if summary.query_table:
-        lines.append(
-            f'  highway query "select platform, count(*) from {summary.query_table} group by 1"'
-            "   (with the same HIGHWAY_* settings)"
-        )
+        sql = f"select platform, count(*) from {summary.query_table} group by 1"
+        lines.append(f'  highway query --lane {summary.lane} "{sql}"')
     lines += [
         f"  {summary.worker_url}/metrics is what Prometheus scrapes (while a worker runs);",
         "  `docker compose up` runs Prometheus and the provisioned Grafana dashboard (http://localhost:3000).",

@@ -121,7 +121,7 @@ def test_summary_names_counts_and_places() -> None:
     assert "produced      3,000 events into demo-1.events.all" in text
     assert "3,000 events into 40 per-event topics" in text
     assert "3,000 rows in 9 Parquet files under s3://highway/lake/demo-1/" in text
-    assert 'highway query "select platform, count(*) from contest_join group by 1"' in text
+    assert 'highway query --lane demo-1 "select platform, count(*) from contest_join group by 1"' in text
     assert "highway verify --truth /tmp/truth.json" in text
 
 
@@ -149,6 +149,6 @@ def test_summary_after_down_says_the_stack_must_come_back() -> None:
         stack_running=False,
     )
     text = "\n".join(summary_lines(summary))
-    assert "Next (after `highway dev up`" in text
+    assert "Next (the stack was stopped; `highway dev up` starts it again" in text
     assert f"produced      {NOT_YET}" in text
     assert "highway query" not in text
