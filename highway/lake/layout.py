@@ -16,9 +16,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 SCHEMA_FILE = "_schema.json"
 MANIFEST_DIR = "_manifests"
+_HOUR_MS = 3_600_000
 _FILE_RE = re.compile(r"part-(?P<partition>\d{5})-(?P<offset>\d{20})\.parquet$")
 
 
@@ -36,7 +38,12 @@ class PartitionValue:
 
 def partition_for_ms(epoch_ms: int) -> PartitionValue:
     """The partition of an epoch-milliseconds timestamp, in UTC."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return _partition_for_hour(epoch_ms // _HOUR_MS)
+
+
+@lru_cache(maxsize=4096)
+def _partition_for_hour(hour: int) -> PartitionValue:
+    moment = datetime.fromtimestamp(hour * 3600, tz=UTC)
     return PartitionValue(moment.strftime("%Y-%m-%d"), moment.strftime("%H"))
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -22,9 +21,10 @@ ENVELOPE_STRINGS = (
 ENVELOPE_TIMES = ("client_ts", "server_ts")
 
 
-@dataclass(frozen=True, slots=True)
-class LakeRow:
-    """One Kafka record: where it came from and its decoded envelope (None when undecodable)."""
+class LakeRow(NamedTuple):
+    """One Kafka record: where it came from and its decoded envelope (None when undecodable).
+
+    A NamedTuple: one is built per consumed record, and tuples are the cheapest immutable objects."""
 
     partition: int
     offset: int

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
+@lru_cache(maxsize=65_536)
 def column_for_property(name: str) -> str:
     return PROPERTY_PREFIX + _UNSAFE.sub("_", name)
 
