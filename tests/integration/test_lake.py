@@ -198,13 +198,7 @@ def test_simulated_traffic_over_200_types_lands_exactly_once_and_is_catalogued(
         assert report.ok, report
         assert time.monotonic() - started < 30
         assert lake_state(worker)["alive"]
-    glue = boto3.client(
-        "glue",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=settings.aws_region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    glue = glue_client(settings)
     tables = glue.get_paginator("get_tables").paginate(DatabaseName=settings.glue_database)
     names = {t["Name"] for page in tables for t in page["TableList"]}
     lane = settings.lanes[0]
@@ -216,8 +210,18 @@ def test_simulated_traffic_over_200_types_lands_exactly_once_and_is_catalogued(
     assert glue.get_partitions(DatabaseName=settings.glue_database, TableName=one)["Partitions"]
 
 
+def glue_client(settings: Settings) -> Any:
+    return boto3.client(
+        "glue",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.aws_region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 def test_schema_evolution_keeps_every_row(make_settings: MakeSettings) -> None:
-    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1})
+    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "catalog": "projection"})
     name, now = "wallet_topup", int(time.time() * 1000)
     produced = Produced()
 
@@ -257,6 +261,14 @@ def test_schema_evolution_keeps_every_row(make_settings: MakeSettings) -> None:
     }
     table = store.table_dataset(settings.lanes[0], name).to_table()
     assert table.num_rows == 20
+    # Partition projection: the table is registered with its widened columns, partitions are not.
+    glue = glue_client(settings)
+    glue_table = glue.get_table(DatabaseName=settings.glue_database, Name=f"{settings.lanes[0]}_{name}")[
+        "Table"
+    ]
+    assert glue_table["Parameters"]["projection.enabled"] == "true"
+    assert {"Name": "p_code", "Type": "string"} in glue_table["StorageDescriptor"]["Columns"]
+    assert {"Name": "p_amount", "Type": "double"} in glue_table["StorageDescriptor"]["Columns"]
     amounts = sorted(table.column("p_amount").to_pylist())
     assert amounts == [1.0] * 5 + [2.0] * 5 + [2.5] * 5 + [3.0] * 5
     assert sorted(set(table.column("p_code").to_pylist())) == ["7", "8", "9", "X9"]

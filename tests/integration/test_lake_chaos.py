@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import pytest
 
+from connectors.lake_fs import LakeStore
+from highway.envvars import with_overrides
+from highway.lake.layout import manifest_key
+from highway.lake.manifest import Manifest, orphan_files
+from streams.lake import LakeSink
 from tests.conftest import MakeSettings
 from tests.integration.test_lake import (
     LAKE_SETTINGS,
     BackgroundTraffic,
+    Produced,
+    lake_report,
     lake_state,
+    produce_events,
     wait_for_lake,
 )
 from tests.support import WorkerProcess, wait_until
@@ -58,3 +67,60 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(make_settings: Ma
     assert report.missing == 0
     assert report.duplicates == 0
     assert report.found == produced.total
+
+
+class CrashBeforeManifest(BaseException):
+    """Stands for the process dying between a flush's files and its manifest."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the injected crash
+def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
+    make_settings: MakeSettings,
+) -> None:
+    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_flush_rows": 40})
+    produced = Produced()
+    name, now = "team_create", int(time.time() * 1000)
+    hours = [now - 3_600_000 * (i % 3) for i in range(200)]  # three partition values interleaved
+    events = [
+        {
+            "event_name": name,
+            "event_id": f"c{i}",
+            "user_id": "u",
+            "server_ts": hours[i],
+            "properties": {"i": i},
+        }
+        for i in range(200)
+    ]
+    produce_events(settings, events[:100], produced)
+    crashing = LakeSink(settings, overrides={})
+    real_put = crashing.store.put
+
+    def put(key: str, data: bytes) -> None:
+        if "/_manifests/" in key and crashing.stats.flushes >= 1:
+            raise CrashBeforeManifest(key)
+        real_put(key, data)
+
+    crashing.store.put = put  # type: ignore[method-assign]
+    crashing.start()
+    wait_until(lambda: crashing.stats.flushes >= 1, 60, 0.1, "a first complete flush")
+    produce_events(settings, events[100:], produced)
+    wait_until(lambda: not crashing.alive(), 60, 0.1, "the injected crash after the next flush's files")
+    store = LakeStore(settings)
+    lane = settings.lanes[0]
+    raw = store.get(manifest_key(lane, settings.event_topic(lane, name), 0))
+    assert raw is not None
+    committed = Manifest.from_bytes(raw).committed_offset
+    stranded = [k for k in store.list_keys(f"{lane}/{name}/") if k.endswith(".parquet")]
+    assert orphan_files(Manifest.from_bytes(raw), stranded), "the crash left no orphan to recover from"
+    assert lake_report(settings, produced).duplicates == 0 or committed < 199
+    # Restart with different batch boundaries: recovery deletes the orphans, replay fills the gap.
+    restarted = LakeSink(with_overrides(settings, lake_flush_rows=17), overrides={})
+    restarted.start()
+    try:
+        wait_until(lambda: restarted.stats.rows >= 199 - committed, 60, 0.2, "the replay")
+        assert restarted.stats.orphans_deleted > 0
+    finally:
+        restarted.stop()
+    report = lake_report(settings, produced)
+    assert report.ok, report
+    assert report.found == 200
