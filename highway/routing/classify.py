@@ -36,6 +36,7 @@ FUTURE_TOLERANCE_MS = 60_000
 reject records too far in the future (Kafka 4 default: 1 h), which would stall the router on input."""
 
 Headers = list[tuple[str, bytes]]
+_NO_HEADERS: Headers = []
 
 
 @dataclass(slots=True)
@@ -91,7 +92,7 @@ class BatchClassifier:
         self.common_topic = settings.common_topic(lane)
         self.dlq_topic = settings.dlq_topic(lane)
         self.max_event_bytes = settings.router_max_event_bytes
-        self._topic_cache: dict[str, str] = {}
+        self._topic_cache: dict[str, tuple[str, Headers]] = {}
 
     def dead_letter(self, source: SourceRecord, reason: str, detail: str) -> OutRecord:
         value = source.value
@@ -107,13 +108,17 @@ class BatchClassifier:
             value = value[:DLQ_MAX_VALUE_BYTES]
         return OutRecord(self.dlq_topic, source.key, value, source.timestamp_ms, headers, source)
 
-    def _topic(self, event_name: str) -> str:
-        topic = self._topic_cache.get(event_name)
-        if topic is None:
-            topic = event_topic_for(self.settings, self.lane, event_name)
+    def _topic(self, event_name: str) -> tuple[str, Headers]:
+        """The topic and the (shared, never mutated) routed-record headers of an event name."""
+        found = self._topic_cache.get(event_name)
+        if found is None:
+            found = (
+                event_topic_for(self.settings, self.lane, event_name),
+                [("event_name", event_name.encode())],
+            )
             if len(self._topic_cache) < 100_000:
-                self._topic_cache[event_name] = topic
-        return topic
+                self._topic_cache[event_name] = found
+        return found
 
     def classify(self, batch: Sequence[SourceRecord], now_ms: int) -> ClassifiedBatch:
         out = ClassifiedBatch()
@@ -129,7 +134,7 @@ class BatchClassifier:
                 event = self.decode(raw)
                 validate_event(event)
                 name: str = event["event_name"]
-                topic = self._topic(name)
+                topic, routed_headers = self._topic(name)
                 is_new = topic not in known
                 if is_new or gate.restricts_names:
                     refused = gate.check(name, topic)
@@ -138,7 +143,6 @@ class BatchClassifier:
                     if is_new:
                         out.new_topics.add(topic)
                 user_key = event["user_id"].encode()
-                name_header = name.encode()
                 projection = encode_json(common_projection(event))
             except SchemaError as exc:
                 dead.append(self.dead_letter(source, exc.reason, exc.detail))
@@ -152,6 +156,8 @@ class BatchClassifier:
                 continue
             server_ts: int = event["server_ts"]
             timestamp = server_ts if 0 <= server_ts <= latest_ts else source.timestamp_ms
-            routed.append(OutRecord(topic, user_key, raw, timestamp, [("event_name", name_header)], source))
-            projections.append(OutRecord(self.common_topic, user_key, projection, timestamp, [], source))
+            routed.append(OutRecord(topic, user_key, raw, timestamp, routed_headers, source))
+            projections.append(
+                OutRecord(self.common_topic, user_key, projection, timestamp, _NO_HEADERS, source)
+            )
         return out
