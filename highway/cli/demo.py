@@ -252,7 +252,7 @@ class DemoRun:
         console.print("Verifying against the simulator's ground truth…")
         log = self.run_dir / "verify.log"
         code, output = _run_verify(self.env, self.truth, log, min(60.0, settle_timeout))
-        console.print(output.rstrip(), highlight=False, markup=False)
+        console.print(output.rstrip(), highlight=False, markup=False, soft_wrap=True)
         self.verify_text = f"{'PASS' if code == 0 else f'FAIL (exit {code})'}; report {log}"
         self.exit_code = 0 if code == 0 else 1
 
