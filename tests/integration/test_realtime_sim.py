@@ -34,8 +34,8 @@ def test_simulator_windows_equal_truth(make_settings: Any, tmp_path: Path) -> No
         seed=5,
         users=3_000,
         event_types=40,
-        events=30_000,
-        base_rate=80.0,  # about six simulated minutes
+        events=15_000,
+        base_rate=40.0,  # about six simulated minutes
         lane=lane,
     )
     worker = RealtimeWorker(settings)
