@@ -83,6 +83,7 @@ class LakeStats:
     flushes: int = 0
     skipped_replayed: int = 0
     orphans_deleted: int = 0
+    errors: int = 0
     backpressure_flushes: int = 0
     last_flush_monotonic: float = 0.0
     flush_reasons: dict[str, int] = field(default_factory=dict)
@@ -165,7 +166,13 @@ class LakeSink:
                     self._poll_once(consumer)
                 except KafkaException as exc:
                     log.warning("lake consumer error: %s", exc)
-                    time.sleep(0.5)
+                    self._stop.wait(0.5)
+                except Exception:
+                    # Never let one bad moment end the sink: the buffers are only cleared by a
+                    # completed flush, so the next round retries it; nothing is committed meanwhile.
+                    self.stats.errors += 1
+                    log.exception("lake sink error; retrying")
+                    self._stop.wait(1.0)
             self.flush(list(self.buffers.values()), "shutdown")
         except Exception:
             log.exception("lake sink stopped by an unexpected error")
@@ -373,6 +380,7 @@ class LakeSink:
             "skipped_replayed": self.stats.skipped_replayed,
             "orphans_deleted": self.stats.orphans_deleted,
             "s3_retries": self.store.retries,
+            "errors": self.stats.errors,
         }
 
 
