@@ -77,19 +77,31 @@ class PipelineProbe:
         return max(self._event_counts.items(), key=lambda item: (item[1], item[0]))[0]
 
     # --- lake ----------------------------------------------------------------------------------
-    def lake_files(self) -> tuple[int, int]:
-        """(data files, rows) of this lane in the lake; rows are read once per file from its footer."""
+    def lake_files(self, max_footers: int = 200) -> tuple[int, int]:
+        """(data files, rows) of this lane in the lake; rows are read once per file from its footer.
+
+        At most ``max_footers`` new footers are read per call, so that a burst of files (hundreds in
+        one flush) does not freeze the view; rows catch up on the following calls.
+        """
         selector = fs.FileSelector(self._lane_dir, allow_not_found=True, recursive=True)
         paths = [
             info.path
             for info in self._filesystem.get_file_info(selector)
             if info.type == fs.FileType.File and parse_data_file(info.path) is not None
         ]
-        for path in paths:
-            if path not in self._rows_by_file:
-                with self._filesystem.open_input_file(path) as handle:
-                    self._rows_by_file[path] = pq.ParquetFile(handle).metadata.num_rows
-        return len(paths), sum(self._rows_by_file[path] for path in paths)
+        for path in [path for path in paths if path not in self._rows_by_file][:max_footers]:
+            with self._filesystem.open_input_file(path) as handle:
+                self._rows_by_file[path] = pq.ParquetFile(handle).metadata.num_rows
+        return len(paths), sum(self._rows_by_file.get(path, 0) for path in paths)
+
+    def lake_buffered(self) -> int | None:
+        """Rows the worker's lake sink holds in memory (its ``/lake`` page), None without one."""
+        try:
+            response = self._http.get(f"{self.worker_url}/lake")
+            value = response.json().get("buffered_rows") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, int) else None
 
     # --- worker HTTP ---------------------------------------------------------------------------
     def worker_healthy(self) -> bool:
@@ -136,6 +148,7 @@ class PipelineProbe:
             dlq=count(settings.dlq_topic(self.lane)),
             lake_files=None if lake is None else lake[0],
             lake_rows=None if lake is None else lake[1],
+            lake_buffered=self.lake_buffered(),
             concurrency=self.concurrency(),
             worker=worker_state,
         )

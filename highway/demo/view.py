@@ -33,13 +33,22 @@ class Snapshot:
     dlq: int | None
     lake_files: int | None
     lake_rows: int | None
+    lake_buffered: int | None
     concurrency: ConcurrencyReading | None
     worker: str
 
     @property
     def progress_key(self) -> tuple[int | None, ...]:
         """The figures whose change means the pipeline is still moving."""
-        return (self.produced, self.routed, self.dlq, self.common, self.lake_files, self.lake_rows)
+        return (
+            self.produced,
+            self.routed,
+            self.dlq,
+            self.common,
+            self.lake_files,
+            self.lake_rows,
+            self.lake_buffered,
+        )
 
     @property
     def router_done(self) -> bool:
@@ -109,8 +118,12 @@ def progress_table(snapshot: Snapshot, events_per_s: float | None, lane: str) ->
     else:
         routed, detail = NOT_YET, "no per-event topic yet"
     table.add_row("router", routed, detail)
+    buffered = "" if snapshot.lake_buffered is None else f", {snapshot.lake_buffered:,} rows buffered"
     if snapshot.lake_files:
-        table.add_row("lake", f"{_count(snapshot.lake_rows)} rows", f"{snapshot.lake_files:,} Parquet files")
+        files = f"{snapshot.lake_files:,} Parquet files{buffered}"
+        table.add_row("lake", f"{_count(snapshot.lake_rows)} rows", files)
+    elif snapshot.lake_buffered:
+        table.add_row("lake", "0 rows", f"no Parquet file yet{buffered}")
     else:
         table.add_row("lake", NOT_YET, "no Parquet file yet")
     if snapshot.concurrency is not None:
@@ -131,6 +144,7 @@ def progress_line(snapshot: Snapshot, events_per_s: float | None) -> str:
         f" | topics {_count(snapshot.event_topics)} routed {_count(snapshot.routed)}"
         f" dlq {_count(snapshot.dlq)}"
         f" | lake files {_count(snapshot.lake_files)} rows {_count(snapshot.lake_rows)}"
+        f" buffered {_count(snapshot.lake_buffered)}"
         f" | concurrency {concurrency} | worker {snapshot.worker}"
     )
 

@@ -30,6 +30,7 @@ EMPTY = Snapshot(
     dlq=None,
     lake_files=None,
     lake_rows=None,
+    lake_buffered=None,
     concurrency=None,
     worker="starting",
 )
@@ -58,6 +59,7 @@ def test_present_capabilities_show_their_figures() -> None:
         dlq=10,
         lake_files=7,
         lake_rows=2990,
+        lake_buffered=10,
         concurrency=ConcurrencyReading(812, "12:01"),
         worker="healthy",
     )
@@ -66,6 +68,7 @@ def test_present_capabilities_show_their_figures() -> None:
     assert "done" in text
     assert "42 per-event topics, 10 dead letters" in text
     assert "2,990 rows" in text
+    assert "7 Parquet files, 10 rows buffered" in text
     assert "812 users" in text
     assert NOT_YET not in text
     assert snapshot.router_done
