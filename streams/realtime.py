@@ -28,7 +28,8 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -113,8 +114,10 @@ class Realtime:
         self.ready = asyncio.Event()
         self.partitions: dict[str, int] = {}
         self.high: dict[TP, int] = {}
-        # The HTTP handlers and /metrics read the state while an engine applies batches to it.
+        # The HTTP handlers and /metrics read the state while an engine applies batches to it;
+        # Python locks are not fair, so an engine with a backlog yields to waiting readers.
         self.lock = threading.RLock()
+        self.readers_waiting = 0
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -166,6 +169,8 @@ class Realtime:
             late_before = state.late_events
             closed = state.apply(parsed)
             late = state.late_events - late_before
+        if self.readers_waiting:
+            time.sleep(0.001)  # let a waiting reader take the lock before the next batch
         self._publish(lane, closed)
         if late:
             LATE.labels(lane).inc(late)
@@ -247,15 +252,25 @@ class Realtime:
     def snapshots(self) -> list[LaneSnapshot]:
         out = []
         for lane in self.settings.lanes:
-            with self.lock:
+            with self.reading():
                 owned = {tp: s for tp, s in self.states.items() if self.lane_of[tp.topic] == lane}
                 lag = {tp.partition: max(0, self.high.get(tp, 0) - s.next_offset) for tp, s in owned.items()}
             records = self.view.records(lane) if self.view is not None else []
             out.append(LaneSnapshot(lane, list(owned.values()), records, lag))
         return out
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold the state lock for a reader (HTTP, /metrics), ahead of the next batch."""
+        self.readers_waiting += 1
+        try:
+            with self.lock:
+                yield
+        finally:
+            self.readers_waiting -= 1
+
     def lookup(self, lane: str, user_id: str) -> dict[str, Any]:
-        with self.lock:
+        with self.reading():
             return self._lookup(lane, user_id)
 
     def _lookup(self, lane: str, user_id: str) -> dict[str, Any]:
@@ -317,12 +332,12 @@ def query(rt: Realtime, params: Mapping[str, str], measure_for: Mapping[str, Mea
 class LockedCollector(Collector):
     """Collects while holding the engine's lock, so a scrape sees no half-applied batch."""
 
-    def __init__(self, inner: Collector, lock: threading.RLock) -> None:
+    def __init__(self, inner: Collector, rt: Realtime) -> None:
         self._inner = inner
-        self._lock = lock
+        self._rt = rt
 
     def collect(self) -> Iterable[Metric]:
-        with self._lock:
+        with self._rt.reading():
             return list(self._inner.collect())
 
 
@@ -381,7 +396,7 @@ def register(app: faust.App, settings: Settings) -> None:
     gauges = RealtimeCollector(
         rt.snapshots, settings.window_s, settings.sliding_window_s, settings.event_name_top_n
     )
-    REGISTRY.register(LockedCollector(gauges, rt.lock))
+    REGISTRY.register(LockedCollector(gauges, rt))
     users_measures: dict[str, Measure] = {
         window_label(settings.window_s): "users",
         window_label(settings.sliding_window_s): "users_sliding",
