@@ -26,7 +26,11 @@ def summary_count(stdout: str, label: str, pattern: str) -> int:
 def test_demo_runs_the_pipeline_and_reports_what_it_produced(
     make_settings: MakeSettings, tmp_path: Path
 ) -> None:
-    settings = make_settings(state_dir=tmp_path / "state")
+    # Every setting reaches the demo explicitly here, so it keeps them: choose the short windows
+    # (10 s, 5 s lateness) it would otherwise pick itself.
+    settings = make_settings(
+        state_dir=tmp_path / "state", window_s=10, sliding_window_s=60, allowed_lateness_s=5
+    )
     lane = settings.lanes[0]
     command = [
         sys.executable,
@@ -35,8 +39,10 @@ def test_demo_runs_the_pipeline_and_reports_what_it_produced(
         "demo",
         "--events",
         str(EVENTS),
+        # 20 s of event time: 10 s windows with 5 s lateness close while it runs, so the
+        # concurrency check has closed windows to compare.
         "--duration",
-        "5",
+        "20",
         "--event-types",
         "20",
         "--lane",
@@ -60,5 +66,7 @@ def test_demo_runs_the_pipeline_and_reports_what_it_produced(
     assert routed + dead == EVENTS, report
     assert summary_count(result.stdout, "lake", r"([\d,]+) rows") == routed, report
     assert "verify        PASS" in result.stdout, report
+    concurrency = summary_count(result.stdout, "concurrency", r"([\d,]+) users")
+    assert 0 < concurrency <= EVENTS, report
     # The worker was stopped: its HTTP port is free again and no child is left behind.
     assert "worker        stopped" in result.stdout
