@@ -5,10 +5,10 @@ thread. :meth:`BulkProducer.send` enqueues a batch and returns a :class:`Pending
 completes once every record has a delivery report, so a caller can enqueue the next batch while
 earlier ones are in flight (records enqueued in order keep their per-partition order).
 :meth:`BulkProducer.deliver` / :meth:`BulkProducer.deliver_async` wait and re-send records whose
-delivery failed with a retriable error (a new attempt: a re-sent record may be a duplicate, which
-at-least-once allows). Records Kafka refuses for good (too large, invalid timestamp, …) are returned
-to the caller to dead-letter. When retriable failures persist past ``attempts`` they raise
-``TransientError``: the caller must not commit the batch.
+delivery failed for any reason but the record itself (a new attempt: a re-sent record may be a
+duplicate, which at-least-once allows). Records Kafka refuses for good (too large, invalid
+timestamp, …: ``REFUSED_FOR_GOOD``) are returned to the caller to dead-letter. When other failures
+persist past ``attempts`` they raise ``TransientError``: the caller must not commit the batch.
 """
 
 from __future__ import annotations
@@ -65,10 +65,10 @@ class PendingDelivery:
         """Delivery report of record ``index`` (called on the poll thread)."""
         with self._lock:
             if err is not None:
-                if err.retriable() or err.code() in _RETRY_CODES:
-                    self.failed.append((index, str(err)))
-                else:
+                if err.code() in REFUSED_FOR_GOOD:
                     self.refused.append(Refused(index, str(err)))
+                else:
+                    self.failed.append((index, str(err)))
             self.remaining -= 1
             finished = self.remaining == 0
             if finished:
@@ -218,18 +218,20 @@ class BulkProducer:
             self._poller.join(timeout_s)
 
 
-# Errors librdkafka does not flag retriable but that heal on their own: a topic created a moment
-# ago whose metadata has not reached this client yet, or a broker that timed out the request.
-_RETRY_CODES = frozenset(
+# Errors about the record itself: sending it again cannot help, so the caller dead-letters it.
+# Every other error is retried, and a failure that persists stops the caller without committing:
+# treating an unlisted error (say, a just-created topic's metadata not yet known to this client) as
+# permanent would move a valid event to the DLQ while its projection was already delivered.
+REFUSED_FOR_GOOD = frozenset(
     {
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._UNKNOWN_TOPIC,
-        KafkaError._UNKNOWN_PARTITION,
-        KafkaError._MSG_TIMED_OUT,
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-        KafkaError._ALL_BROKERS_DOWN,
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError.INVALID_MSG,
+        KafkaError.TOPIC_EXCEPTION,
+        KafkaError.POLICY_VIOLATION,
+        KafkaError._INVALID_ARG,
     }
 )

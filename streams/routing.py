@@ -161,6 +161,14 @@ class LaneRouter:
     def _dead_letter_refused(self, out: ClassifiedBatch, refused: list[tuple[OutRecord, str]]) -> None:
         if any(record.topic == self.classifier.dlq_topic for record, _ in refused):
             raise TerminalError(f"the dead-letter topic {self.classifier.dlq_topic!r} refused records")
+        record, error = refused[0]
+        log.warning(
+            "lane %s: Kafka refused %d records for good (first: %s to %s); dead-lettering their events",
+            self.lane,
+            len(refused),
+            error,
+            record.topic,
+        )
         letters = self._move_to_dlq(out, refused, PRODUCE_REFUSED)
         still = self.producer.deliver(letters)
         if still:

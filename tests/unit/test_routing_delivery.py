@@ -10,7 +10,7 @@ from connectors.router_producer import PendingDelivery
 
 
 def test_completes_after_every_report_and_sorts_failures() -> None:
-    pending = PendingDelivery(4)
+    pending = PendingDelivery(5)
     fired: list[str] = []
     pending.add_done_callback(lambda: fired.append("done"))
     pending.settle(0, None)
@@ -19,9 +19,11 @@ def test_completes_after_every_report_and_sorts_failures() -> None:
     assert not pending.done
     assert fired == []
     pending.settle(3, KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))
+    assert not pending.done
+    pending.settle(4, KafkaError(KafkaError.UNKNOWN_TOPIC_ID))  # not "retriable" to librdkafka, yet heals
     assert pending.done
     assert fired == ["done"]
-    assert sorted(index for index, _ in pending.failed) == [1, 3]
+    assert sorted(index for index, _ in pending.failed) == [1, 3, 4]
     assert [refused.index for refused in pending.refused] == [2]
 
 
