@@ -55,6 +55,11 @@ class KafkaAdmin:
                 if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue
                 raise TransientError(f"could not create topic {name!r}: {error}") from exc
+            except TimeoutError as exc:
+                raise TransientError(
+                    f"could not create topic {name!r}: no answer from {settings.kafka_bootstrap} "
+                    f"within {self._timeout_s:.0f}s"
+                ) from exc
         return created
 
     def list_topics(self, pattern: str | None = None) -> list[str]:
@@ -70,22 +75,31 @@ class KafkaAdmin:
         return sorted(names)
 
     def partitions(self, topic: str) -> int:
-        metadata = self._client.list_topics(topic, timeout=self._timeout_s)
+        try:
+            metadata = self._client.list_topics(topic, timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise TransientError(f"could not describe topic {topic!r}: {exc}") from exc
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
             return 0
         return len(found.partitions)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
-        """High watermark per partition (the count of records ever written, for a fresh topic)."""
+        """High watermark per partition (the count of records ever written, for a fresh topic).
+
+        Raises ``TransientError`` while a partition has no leader (e.g. just after creation).
+        """
         count = self.partitions(topic)
         consumer = Consumer(confluent_config(self._settings, **{"group.id": "highway-admin-offsets"}))
         try:
             result: dict[int, int] = {}
             for partition in range(count):
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=self._timeout_s
-                )
+                try:
+                    _, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=self._timeout_s
+                    )
+                except KafkaException as exc:  # e.g. a topic created a moment ago has no leader yet
+                    raise TransientError(f"no end offset for {topic} [{partition}]: {exc}") from exc
                 result[partition] = high
             return result
         finally:

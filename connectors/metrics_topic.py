@@ -21,7 +21,6 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
     Producer,
     TopicPartition,
@@ -159,7 +158,7 @@ class ConcurrencyView:
                     for partition, high in admin.end_offsets(topic).items()
                 }
                 break
-            except (KafkaException, TransientError) as exc:  # e.g. leader not elected yet on a new topic
+            except TransientError as exc:  # e.g. leader not elected yet on a new topic
                 if time.monotonic() > deadline:
                     raise TransientError(f"concurrency topics' end offsets unavailable: {exc}") from exc
                 time.sleep(0.2)

@@ -12,6 +12,7 @@ import faust
 from faust.web import Request, Response, View
 
 from connectors.kafka_config import faust_broker_url, faust_credentials
+from highway.errors import ConfigError
 from highway.settings import Settings
 
 ROLES = ("router", "lake", "realtime")
@@ -35,6 +36,11 @@ def create_app(settings: Settings, roles: Sequence[str] = ROLES) -> faust.App:
     unknown = sorted(set(roles) - set(ROLES))
     if unknown:
         raise ValueError(f"unknown role(s) {unknown}; choose from {list(ROLES)}")
+    datadir = settings.state_dir / "faust"
+    try:
+        datadir.mkdir(parents=True, exist_ok=True)  # faust's table manager fails late without it
+    except OSError as exc:
+        raise ConfigError(f"state_dir {settings.state_dir} cannot be created: {exc}") from exc
     app = faust.App(
         group_id(settings, roles),
         broker=faust_broker_url(settings),
@@ -42,7 +48,7 @@ def create_app(settings: Settings, roles: Sequence[str] = ROLES) -> faust.App:
         env_prefix="HIGHWAY_FAUST_",
         autodiscover=False,
         store="memory://",
-        datadir=str(settings.state_dir / "faust"),
+        datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",

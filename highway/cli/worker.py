@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from highway.cli.common import console, state
+from highway.cli.common import console, fail, state
+from highway.errors import HighwayError
 
 
 def parse_roles(value: str) -> list[str]:
@@ -42,7 +43,10 @@ def worker(
             f"[red]error:[/red] unknown role(s) {unknown or [role]}; choose from {', '.join(ROLES)}"
         )
         raise typer.Exit(2)
-    app = create_app(settings, roles)
+    try:
+        app = create_app(settings, roles)
+    except HighwayError as exc:
+        raise fail(exc) from exc
     console.print(
         f"worker {app.conf.id} roles={','.join(roles)} broker={settings.kafka_bootstrap} "
         f"http=http://{settings.http_host}:{settings.http_port}/health"

@@ -21,6 +21,7 @@ from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config
 from connectors.producer import EventProducer
 from highway.cli.produce import produce_simulated_traffic
+from highway.errors import TransientError
 from highway.routing.naming import event_topic_for
 from highway.settings import Settings
 from highway.sim import SimConfig, load_truth
@@ -62,7 +63,7 @@ def _committed_all(settings: Settings) -> bool:
 def _count(settings: Settings, topic: str) -> int:
     try:
         return sum(KafkaAdmin(settings).end_offsets(topic).values())
-    except KafkaException:  # a topic created a moment ago may have no leader yet
+    except TransientError:  # a topic created a moment ago may have no leader yet
         return 0
 
 
