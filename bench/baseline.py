@@ -44,6 +44,22 @@ class BaselineResult:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+def bench_settings(base: Settings, lane_prefix: str, work_dir: Path, **overrides: object) -> Settings:
+    """Settings for one bench run: a fresh lane and app id, a free HTTP port, state under ``work_dir``."""
+    from connectors.local_process import free_ports
+    from highway.envvars import with_overrides
+
+    lane = f"{lane_prefix}{uuid.uuid4().hex[:8]}"
+    return with_overrides(
+        base,
+        lanes=[lane],
+        app_id=f"highway-bench-{lane}",
+        http_port=free_ports(1)[0],
+        state_dir=work_dir / lane,
+        **overrides,
+    )
+
+
 def preload_events(
     settings: Settings,
     lane: str,

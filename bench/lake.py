@@ -19,7 +19,6 @@ import gzip
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,13 +29,11 @@ from confluent_kafka import Producer
 from rich.console import Console
 from rich.table import Table
 
-from bench.baseline import passthrough_rate, spawn
+from bench.baseline import bench_settings, passthrough_rate, spawn
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import producer_config
 from connectors.lake_fs import LakeStore
-from connectors.local_process import free_ports
 from connectors.producer import EventProducer
-from highway.envvars import with_overrides
 from highway.lake.layout import manifest_key
 from highway.lake.manifest import Manifest
 from highway.routing.naming import topic_name_for
@@ -137,17 +134,8 @@ def run_lake_bench(
     probes: int,
     work: Path,
 ) -> dict[str, Any]:
-    token = uuid.uuid4().hex[:8]
-    lane = f"bench{token}"
-    settings = with_overrides(
-        base,
-        lanes=[lane],
-        app_id=f"highway-bench-{token}",
-        http_port=free_ports(1)[0],
-        state_dir=work / lane,
-        topic_partitions=partitions,
-        lake_flush_age_s=flush_age_s,
-    )
+    settings = bench_settings(base, "bench", work, topic_partitions=partitions, lake_flush_age_s=flush_age_s)
+    lane = settings.lanes[0]
     admin = KafkaAdmin(settings)
     try:
         console.print(f"producing {n_events} simulator events ({event_types} types) to per-event topics …")

@@ -33,11 +33,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from bench.baseline import passthrough_rate, spawn, time_output
+from bench.baseline import bench_settings, passthrough_rate, spawn, time_output
 from connectors.kafka_admin import KafkaAdmin
-from connectors.local_process import free_ports
 from connectors.producer import EventProducer
-from highway.envvars import with_overrides
 from highway.settings import Settings
 
 console = Console()
@@ -183,15 +181,8 @@ def _percentile(values: list[float], q: float) -> float:
 def run_realtime_bench(
     base: Settings, n_events: int, users: int, rss_users: list[int], latency_s: float, work_dir: Path
 ) -> dict[str, Any]:
-    token = uuid.uuid4().hex[:8]
-    lane = f"rtbench{token}"
-    settings = with_overrides(
-        base,
-        lanes=[lane],
-        app_id=f"highway-bench-{token}",
-        http_port=free_ports(1)[0],
-        state_dir=work_dir / lane,
-    )
+    settings = bench_settings(base, "rtbench", work_dir)
+    lane = settings.lanes[0]
     topic = settings.common_topic(lane)
     admin = KafkaAdmin(settings)
     admin.ensure_topics([topic])
@@ -223,7 +214,7 @@ def run_realtime_bench(
         )
         result["rss_bytes"] = _memory(settings, rss_users, work_dir)
     finally:
-        topics = [t for t in admin.list_topics() if t.startswith((f"{lane}.", f"rss{token}"))]
+        topics = [t for t in admin.list_topics() if t.startswith(f"{lane}.")]
         if topics:
             admin.delete_topics(topics)
     return result
@@ -231,14 +222,8 @@ def run_realtime_bench(
 
 def _memory(base: Settings, counts: list[int], work_dir: Path) -> dict[str, int]:
     """RSS of a fresh worker after 0, then each cumulative count of distinct users in one window."""
-    lane = f"rss{uuid.uuid4().hex[:8]}"
-    settings = with_overrides(
-        base,
-        lanes=[lane],
-        app_id=f"highway-bench-{lane}",
-        http_port=free_ports(1)[0],
-        state_dir=work_dir / lane,
-    )
+    settings = bench_settings(base, "rss", work_dir)
+    lane = settings.lanes[0]
     topic = settings.common_topic(lane)
     KafkaAdmin(settings).ensure_topics([topic])
     window = (int(time.time() * 1000) // MIN - 10) * MIN
@@ -259,7 +244,8 @@ def _memory(base: Settings, counts: list[int], work_dir: Path) -> dict[str, int]
             out[str(count)] = worker.rss_bytes()
     finally:
         worker.stop()
-        KafkaAdmin(settings).delete_topics([topic])
+        admin = KafkaAdmin(settings)
+        admin.delete_topics([t for t in admin.list_topics() if t.startswith(f"{lane}.")])
     return out
 
 

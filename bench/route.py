@@ -19,7 +19,6 @@ import os
 import signal
 import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +29,7 @@ from rich.table import Table
 
 from bench.baseline import (
     BaselineResult,
+    bench_settings,
     output_counter,
     passthrough_rate,
     preload_events,
@@ -37,7 +37,6 @@ from bench.baseline import (
     time_output,
 )
 from connectors.kafka_admin import KafkaAdmin
-from connectors.local_process import free_ports
 from highway.envvars import with_overrides
 from highway.settings import Settings
 
@@ -70,15 +69,8 @@ def run_route_bench(
     base: Settings, n_events: int, event_types: int, work_dir: Path, keep: bool = False
 ) -> dict[str, Any]:
     """Run the three measurements on a fresh lane; return the figures (rates in events/s)."""
-    token = uuid.uuid4().hex[:8]
-    lane = f"bench{token}"
-    settings = with_overrides(
-        base,
-        lanes=[lane],
-        app_id=f"highway-bench-{token}",
-        http_port=free_ports(1)[0],
-        state_dir=work_dir / lane,
-    )
+    settings = bench_settings(base, "bench", work_dir)
+    lane = settings.lanes[0]
     source = settings.all_events_topic(lane)
     admin = KafkaAdmin(settings)
     try:

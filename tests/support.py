@@ -38,9 +38,16 @@ def wait_until(
 class WorkerProcess:
     """``highway worker`` in a subprocess, for tests that kill, restart and scale workers."""
 
-    def __init__(self, settings: Settings, roles: str = "router,lake,realtime", log_dir: Path | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        roles: str = "router,lake,realtime",
+        log_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ):
         self.settings = settings
         self.roles = roles
+        self.extra_env = dict(extra_env or {})
         self.log_dir = log_dir or Path(settings.state_dir) / "logs"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -51,6 +58,7 @@ class WorkerProcess:
         log = (self.log_dir / f"worker-{self.settings.http_port}-{self.starts}.log").open("wb")
         env = {key: value for key, value in os.environ.items() if not key.startswith("HIGHWAY_")}
         env.update(settings_env(self.settings))
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "highway.cli", "worker", "--role", self.roles],
             env=env,

@@ -7,17 +7,9 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from highway.lake.layout import PartitionValue, partition_for_ms
+from schemas.envelope import STRING_FIELDS
 
-ENVELOPE_STRINGS = (
-    "event_name",
-    "event_id",
-    "user_id",
-    "session_id",
-    "lane",
-    "platform",
-    "app_version",
-    "device_id",
-)
+ENVELOPE_STRINGS = STRING_FIELDS
 ENVELOPE_TIMES = ("client_ts", "server_ts")
 
 

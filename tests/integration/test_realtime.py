@@ -7,10 +7,7 @@ very events produced.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -24,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.kafka_admin import KafkaAdmin
 from connectors.producer import EventProducer
 from highway.settings import Settings
-from tests.support import WorkerProcess, settings_env, wait_until
+from tests.support import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 MIN = 60_000
@@ -35,24 +32,11 @@ class RealtimeWorker(WorkerProcess):
     """A realtime-only worker whose group notices a kill -9 within seconds, not faust's 60 s."""
 
     def __init__(self, settings: Settings, session_timeout_s: int = 8) -> None:
-        super().__init__(settings, roles="realtime")
-        self.session_timeout_s = session_timeout_s
-
-    def start(self) -> RealtimeWorker:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
-        log = (self.log_dir / f"worker-{self.settings.http_port}-{self.starts}.log").open("wb")
-        env = {key: value for key, value in os.environ.items() if not key.startswith("HIGHWAY_")}
-        env.update(settings_env(self.settings))
-        env["HIGHWAY_FAUST_BROKER_SESSION_TIMEOUT"] = str(self.session_timeout_s)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "highway.cli", "worker", "--role", self.roles],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        super().__init__(
+            settings,
+            roles="realtime",
+            extra_env={"HIGHWAY_FAUST_BROKER_SESSION_TIMEOUT": str(session_timeout_s)},
         )
-        return self
 
 
 def envelope(user: str, platform: str, ts: int, name: str = "ping") -> dict[str, Any]:
