@@ -15,10 +15,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config, producer_config
@@ -90,10 +91,17 @@ def passthrough_rate(
     n_events: int,
     target_topic: str | None = None,
     timeout_s: float = 600,
+    fan_out_topics: int = 0,
 ) -> BaselineResult:
-    """Raw confluent-kafka consume → produce of ``n_events`` records of ``source_topic`` (from the start)."""
+    """Raw confluent-kafka consume → produce of ``n_events`` records of ``source_topic`` (from the start).
+
+    With ``fan_out_topics=N`` each record is produced twice, as the router does: once to one of N
+    topics (by key) with a header, and once to the target, every record with its own delivery
+    callback. That is the ceiling for the router's output pattern, parsing aside.
+    """
     target = target_topic or f"{source_topic}.passthrough-{uuid.uuid4().hex[:6]}"
-    KafkaAdmin(settings).ensure_topics([target])
+    fan_out = [f"{target}.fan{i}" for i in range(fan_out_topics)]
+    KafkaAdmin(settings).ensure_topics([target, *fan_out])
     consumer = Consumer(
         confluent_config(
             settings,
@@ -112,6 +120,28 @@ def passthrough_rate(
         if err is not None:
             failures.append(str(err))
 
+    def on_delivery(_index: int, err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    def produce(
+        topic: str, message: Message, seen: int, headers: list[tuple[str, str | bytes | None]] | None
+    ) -> None:
+        callback = partial(on_delivery, seen) if fan_out else on_error
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    message.value(),
+                    message.key(),
+                    on_delivery=callback,
+                    timestamp=message.timestamp()[1],
+                    headers=headers,
+                )
+                return
+            except BufferError:
+                producer.poll(0.01)
+
     consumer.subscribe([source_topic])
     seen = 0
     started: float | None = None
@@ -125,18 +155,10 @@ def passthrough_rate(
                     continue
                 if started is None:
                     started = time.monotonic()
-                while True:
-                    try:
-                        producer.produce(
-                            target,
-                            message.value(),
-                            message.key(),
-                            on_delivery=on_error,
-                            timestamp=message.timestamp()[1],
-                        )
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
+                if fan_out:
+                    topic = fan_out[hash(message.key()) % len(fan_out)]
+                    produce(topic, message, seen, [("event_name", topic.encode())])
+                produce(target, message, seen, None)
                 seen += 1
             producer.poll(0)
         while producer.flush(1.0):
@@ -146,7 +168,10 @@ def passthrough_rate(
     if failures:
         raise TransientError(f"passthrough: {len(failures)} deliveries failed, first: {failures[0]}")
     assert started is not None
-    return BaselineResult("passthrough (confluent-kafka)", seen, time.monotonic() - started)
+    if fan_out:
+        KafkaAdmin(settings).delete_topics(fan_out)
+    name = f"fan-out passthrough (x2, {len(fan_out)} topics)" if fan_out else "passthrough (confluent-kafka)"
+    return BaselineResult(name, seen, time.monotonic() - started)
 
 
 def time_output(

@@ -78,6 +78,10 @@ def run_route_bench(
         preload_events(settings, lane, n_events, event_types)
         console.print("passthrough (raw confluent-kafka) …")
         passthrough = passthrough_rate(settings, source, n_events)
+        console.print(
+            f"fan-out passthrough (raw confluent-kafka, two records per event, {event_types} topics) …"
+        )
+        fan_out = passthrough_rate(settings, source, n_events, fan_out_topics=event_types)
         routers: list[BaselineResult] = []
         for engine in ("confluent", "faust"):
             console.print(f"router (highway worker --role router, router_consumer={engine}) …")
@@ -114,10 +118,11 @@ def run_route_bench(
         "partitions": settings.topic_partitions,
         "router_batch_size": settings.router_batch_size,
         "cpus": os.cpu_count(),
-        "rates": {r.name: round(r.rate, 1) for r in (*routers, passthrough, naive)},
-        "seconds": {r.name: round(r.seconds, 3) for r in (*routers, passthrough, naive)},
+        "rates": {r.name: round(r.rate, 1) for r in (*routers, passthrough, fan_out, naive)},
+        "seconds": {r.name: round(r.seconds, 3) for r in (*routers, passthrough, fan_out, naive)},
         "router_vs_passthrough": round(router.rate / passthrough.rate, 3) if passthrough.rate else None,
         "router_vs_naive": round(router.rate / naive.rate, 3) if naive.rate else None,
+        "router_vs_fan_out": round(router.rate / fan_out.rate, 3) if fan_out.rate else None,
     }
 
 
@@ -131,6 +136,7 @@ def _render(result: dict[str, Any]) -> Table:
     engine = result["router_consumer"]
     table.add_row(f"router ({engine}) / passthrough", f"{result['router_vs_passthrough']}x", "", style="bold")
     table.add_row(f"router ({engine}) / naive", f"{result['router_vs_naive']}x", "", style="bold")
+    table.add_row(f"router ({engine}) / fan-out passthrough", f"{result['router_vs_fan_out']}x", "")
     return table
 
 
