@@ -16,9 +16,11 @@ One run on one broker and one S3 endpoint, on the same simulator events (a fresh
 from __future__ import annotations
 
 import gzip
+import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -125,6 +127,23 @@ def _latencies(settings: Settings, lane: str, probes: int) -> list[float]:
     return results
 
 
+def put_rate(settings: Settings, lane: str, objects: int = 400, size: int = 16 * 1024) -> float:
+    """Objects/s for ``objects`` PUTs of ``size`` bytes through the lake's store, 16 at a time.
+
+    The S3 API's own ceiling for small writes; a flush costs one PUT per file plus one per manifest.
+    """
+    store = LakeStore(settings)
+    payload = os.urandom(size)
+    keys = [f"{lane}/_bench_put/{index:05d}.bin" for index in range(objects)]
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda key: store.put(key, payload), keys))
+    seconds = time.monotonic() - started
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(store.delete, keys))
+    return objects / seconds
+
+
 def run_lake_bench(
     base: Settings,
     n_events: int,
@@ -142,6 +161,8 @@ def run_lake_bench(
         source, gz_bytes = _produce(settings, lane, n_events, event_types)
         console.print("passthrough (raw confluent-kafka) …")
         passthrough = passthrough_rate(settings, source, n_events)
+        console.print("S3 PUT rate (16 KiB objects, 16 threads) …")
+        puts_per_s = put_rate(settings, lane)
         console.print("lake (highway worker --role lake) …")
         proc = spawn(settings, ["highway.cli", "worker", "--role", "lake"], work / lane / "lake.log")
         try:
@@ -173,6 +194,8 @@ def run_lake_bench(
         },
         "lake_vs_passthrough": round(lake_rate / passthrough.rate, 3) if passthrough.rate else None,
         "lake_files": state["files"],
+        "s3_puts_per_s": round(puts_per_s, 1),
+        "lake_puts_per_s": round(2 * state["files"] / seconds, 1) if seconds else None,
         "parquet_bytes": parquet_bytes,
         "gzip_json_bytes": gz_bytes,
         "parquet_vs_gzip_json": round(parquet_bytes / gz_bytes, 3) if gz_bytes else None,
@@ -194,6 +217,8 @@ def _render(result: dict[str, Any]) -> Table:
     for name, rate in result["rates"].items():
         table.add_row(f"{name} events/s", f"{rate:,.0f}  ({result['seconds'][name]:.1f} s)")
     table.add_row("lake / passthrough", f"{result['lake_vs_passthrough']}x", style="bold")
+    table.add_row("S3 PUTs/s: raw (16 KiB, 16 threads)", f"{result['s3_puts_per_s']:,.0f}")
+    table.add_row("S3 PUTs/s: lake (files + manifests)", f"{result['lake_puts_per_s']:,.0f}")
     table.add_row("Parquet bytes", f"{result['parquet_bytes']:,}  ({result['lake_files']} files)")
     table.add_row("gzip JSON bytes", f"{result['gzip_json_bytes']:,}")
     table.add_row(

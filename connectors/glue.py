@@ -10,6 +10,7 @@ what this process already registered is cached.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,7 +51,12 @@ def glue_client(settings: Settings) -> Any:
         region_name=settings.aws_region,
         aws_access_key_id=key,
         aws_secret_access_key=secret,
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=15),
+        config=Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=15,
+            max_pool_connections=32,
+        ),
     )
 
 
@@ -63,6 +69,7 @@ class Catalog:
         self.projection = settings.catalog == "projection"
         self.client = client or glue_client(settings)
         self._database_ready = False
+        self._database_lock = threading.Lock()
         self._tables: dict[tuple[str, str], int] = {}
         self._partitions: set[tuple[str, str, PartitionValue]] = set()
 
@@ -108,6 +115,11 @@ class Catalog:
     def _ensure_database(self) -> None:
         if self._database_ready:
             return
+        with self._database_lock:  # tables are registered from several threads at once
+            if not self._database_ready:
+                self._create_database()
+
+    def _create_database(self) -> None:
         try:
             self.client.create_database(DatabaseInput={"Name": self.database})
         except ClientError as exc:

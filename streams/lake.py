@@ -46,7 +46,7 @@ from connectors.kafka_config import confluent_config
 from connectors.lake_fs import LakeStore
 from highway.lake.encode import build_table, parquet_bytes
 from highway.lake.flush import FilePlan, FlushPolicy, PartitionBuffer, plan_files
-from highway.lake.layout import manifest_key, schema_key, table_name, table_prefix
+from highway.lake.layout import PartitionValue, manifest_key, schema_key, table_name, table_prefix
 from highway.lake.manifest import Manifest, orphan_files
 from highway.lake.records import decode
 from highway.lake.schema import TableSchema, schema_from_avro
@@ -348,15 +348,25 @@ class LakeSink:
         log.debug("lake flush (%s): %d partitions, %d files", reason, len(work), len(files))
 
     def _register(self, work: list[_Flushing]) -> None:
-        assert self.catalog is not None
-        try:
-            for item in work:
-                schema = self.schemas[(item.lane, item.table)]
-                self.catalog.ensure_table(item.lane, item.table, schema)
-                self.catalog.ensure_partitions(item.lane, item.table, [plan.value for plan in item.plans])
-        except Exception as exc:  # the catalog is metadata; the lake itself is already consistent
-            log.warning("lake: catalog registration failed, retried on the next flush: %s", exc)
-            self.catalog.forget(item.lane, item.table)
+        """Register new tables and partitions, one task per table so the catalog round trips overlap."""
+        catalog = self.catalog
+        assert catalog is not None
+        values: dict[tuple[str, str], list[PartitionValue]] = {}
+        for item in work:
+            values.setdefault((item.lane, item.table), []).extend(plan.value for plan in item.plans)
+
+        def register_table(key: tuple[str, str]) -> None:
+            lane, table = key
+            try:
+                catalog.ensure_table(lane, table, self.schemas[key])
+                catalog.ensure_partitions(lane, table, values[key])
+            except Exception as exc:  # the catalog is metadata; the lake itself is already consistent
+                log.warning(
+                    "lake: catalog registration of %s failed, retried on the next flush: %s", table, exc
+                )
+                catalog.forget(lane, table)
+
+        list(self._pool.map(register_table, values))
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
         if self._consumer is None:
