@@ -125,6 +125,9 @@ def _wait(count: Callable[[], int], target: int, alive: Callable[[], bool], time
     time_output("wait", count, target, alive, timeout_s)
 
 
+PROBE_GIVE_UP_S = 10.0
+
+
 def _latency(worker: Worker, topic: str, rate: float, seconds: float) -> list[float]:
     """Background load at ``rate`` events/s plus sequential probes; returns probe latencies (s)."""
     settings = worker.settings
@@ -147,24 +150,34 @@ def _latency(worker: Worker, topic: str, rate: float, seconds: float) -> list[fl
     lane = settings.lanes[0]
     try:
         with EventProducer(settings, None, **{"linger.ms": 0}) as probes, httpx.Client(timeout=2) as http:
-            deadline = time.monotonic() + seconds
-            n = 0
-            while time.monotonic() < deadline:
-                n += 1
+
+            def probe(n: int) -> float:
+                """Seconds until a new user is visible over HTTP; ``PROBE_GIVE_UP_S`` if never."""
                 user = f"probe-{uuid.uuid4().hex[:10]}"
                 sent = time.monotonic()
                 probes.produce_events(topic, [_event(user, int(time.time() * 1000), n)])
                 probes.poll(0)
-                while time.monotonic() - sent < 10:
+                while time.monotonic() - sent < PROBE_GIVE_UP_S:
                     try:
                         answer = http.get(f"{worker.url}/api/v1/users/{user}", params={"lane": lane}).json()
                     except httpx.HTTPError:
                         answer = {}  # a slow answer is latency too: keep asking
                     if answer.get("owned_here"):
-                        latencies.append(time.monotonic() - sent)
-                        break
+                        return time.monotonic() - sent
                     time.sleep(0.005)
-                time.sleep(max(0.0, 0.1 - (time.monotonic() - sent)))
+                return PROBE_GIVE_UP_S
+
+            # Warm-up: the first probe also waits for partition assignment and state restore.
+            warm_up_until = time.monotonic() + 60
+            while probe(0) >= PROBE_GIVE_UP_S and time.monotonic() < warm_up_until:
+                pass
+            deadline = time.monotonic() + seconds
+            n = 0
+            while time.monotonic() < deadline:
+                n += 1
+                started = time.monotonic()
+                latencies.append(probe(n))
+                time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
     finally:
         stop.set()
         thread.join(10)
@@ -274,7 +287,7 @@ def register(bench_app: typer.Typer) -> None:
         rss_users: Annotated[
             str, typer.Option(help="comma-separated user counts for RSS")
         ] = "100000,1000000",
-        latency_s: Annotated[float, typer.Option(help="seconds of latency probing")] = 20.0,
+        latency_s: Annotated[float, typer.Option(help="seconds of latency probing")] = 60.0,
         json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
     ) -> None:
         """Realtime events/s vs raw passthrough, produce→visible latency, RSS per distinct users."""

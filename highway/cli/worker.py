@@ -6,6 +6,7 @@ acknowledged and leaves the consumer group before the process exits.
 
 from __future__ import annotations
 
+import gc
 from typing import Annotated
 
 import typer
@@ -22,6 +23,19 @@ def parse_roles(value: str) -> list[str]:
         if role and role not in roles:
             roles.append(role)
     return roles
+
+
+def quieten_garbage_collector() -> None:
+    """Fewer, shorter collector pauses for a long-running worker.
+
+    The realtime state and the lake buffers hold millions of long-lived objects; full collections
+    over them paused the event loop for 0.1-0.4 s at 14k events/s (the realtime p99 latency).
+    Objects alive at start (imports, the app) are frozen out of collection, and the youngest
+    generation is collected after 10 000 allocations instead of 700.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
 
 
 def worker(
@@ -51,6 +65,7 @@ def worker(
         f"worker {app.conf.id} roles={','.join(roles)} broker={settings.kafka_bootstrap} "
         f"http=http://{settings.http_host}:{settings.http_port}/health"
     )
+    quieten_garbage_collector()
     Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
