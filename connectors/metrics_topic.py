@@ -2,9 +2,11 @@
 
 Delivery: the publisher is idempotent (acks=all, enable.idempotence) and keys each partial by
 ``<lane>|<window start>|<partition>``; the topic is compacted, so a partial re-published after a
-restart or a rebalance overwrites an equal record. The view reads every partition of the topic
-from the beginning in a background thread, keeps the latest record per key and can wait until it
-has read everything written before the wait began (used before restoring checkpoints).
+restart or a rebalance overwrites an equal record. The partials of one input partition all go to
+one partition of the topic, so every reader sees them in the order they were closed. The view reads
+every partition of the topic from the beginning in a background thread, keeps the latest record
+per key and can wait until it has read everything written before the wait began (used before
+restoring checkpoints).
 
 Also here: :func:`read_offsets`, the bounded re-read of one input partition used by recovery.
 """
@@ -48,16 +50,39 @@ class ConcurrencyPublisher:
         self._settings = settings
         self._producer = Producer(producer_config(settings, **{"linger.ms": 5}))
         self._failed: list[str] = []
+        self._partitions: dict[str, int] = {}
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self._failed.append(f"{msg.topic()} key={msg.key()!r}: {err}")
 
     def publish(self, lane: str, keyed_records: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Produce partials; all partials of one input partition go to one partition, in order.
+
+        Readers infer "this input partition closed window W without users in it" from a later
+        checkpoint's ``closed_until``; that is only sound if they cannot see a later window's
+        partial before an earlier one of the same input partition, hence the explicit partition.
+        """
         topic = self._settings.concurrency_topic(lane)
+        partitions = self._partition_count(topic)
         for key, record in keyed_records:
-            self._producer.produce(topic, orjson.dumps(record), key.encode(), on_delivery=self._delivered)
+            self._producer.produce(
+                topic,
+                orjson.dumps(record),
+                key.encode(),
+                partition=int(record["partition"]) % partitions,
+                on_delivery=self._delivered,
+            )
         self._producer.poll(0)
+
+    def _partition_count(self, topic: str) -> int:
+        count = self._partitions.get(topic)
+        if count is None:
+            found = self._producer.list_topics(topic, timeout=10).topics.get(topic)
+            if found is None or found.error is not None or not found.partitions:
+                raise TransientError(f"concurrency topic {topic} has no partitions yet")
+            count = self._partitions[topic] = len(found.partitions)
+        return count
 
     def flush(self, timeout_s: float = 10.0) -> None:
         remaining = self._producer.flush(timeout_s)

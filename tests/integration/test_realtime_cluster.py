@@ -74,7 +74,7 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
 def promql(base: str, query: str) -> list[dict[str, Any]]:
     try:
         body = httpx.get(f"{base}/api/v1/query", params={"query": query}, timeout=5).json()
-    except httpx.HTTPError:
+    except (httpx.HTTPError, ValueError):  # not up yet, or "Service Unavailable" while it starts
         return []
     return list(body.get("data", {}).get("result", []))
 
