@@ -158,6 +158,32 @@ class BulkProducer:
                     break
         return pending
 
+    def wait_for_topics(self, topics: Sequence[str], timeout_s: float = 30.0) -> None:
+        """Block until this producer's metadata shows every topic, each partition with a leader.
+
+        Producing to a topic created a moment ago, before the client's metadata is settled, lets
+        librdkafka rebuild the partition state of a topic it briefly saw as missing; with the
+        idempotent producer that has silently lost records in our tests. Asking first costs one
+        metadata round trip per batch that creates topics.
+        """
+        deadline = time.monotonic() + timeout_s
+        waiting = set(topics)
+        while waiting:
+            metadata = self._producer.list_topics(timeout=max(1.0, deadline - time.monotonic()))
+            for topic in list(waiting):
+                found = metadata.topics.get(topic)
+                if (
+                    found is not None
+                    and found.error is None
+                    and found.partitions
+                    and all(p.leader >= 0 and p.error is None for p in found.partitions.values())
+                ):
+                    waiting.discard(topic)
+            if waiting:
+                if time.monotonic() > deadline:
+                    raise TransientError(f"{len(waiting)} new topics without leaders, e.g. {min(waiting)}")
+                time.sleep(0.05)
+
     def deliver(self, records: Sequence[Producible]) -> list[Refused]:
         """Send and wait; re-send retriable failures; return records refused for good."""
         return self.complete(records, self.send(records))

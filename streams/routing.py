@@ -105,7 +105,11 @@ class LaneRouter:
         """Classify, create new topics and enqueue every derived record (blocking; run in a thread)."""
         started = time.monotonic()
         out = self.classifier.classify(batch, int(time.time() * 1000))
-        created = self._create_topics(out) if out.new_topics else 0
+        created = 0
+        if out.new_topics:
+            created = self._create_topics(out)
+            ready = sorted(out.new_topics & {record.topic for record in out.routed})
+            self.producer.wait_for_topics(ready)
         records = out.records()
         pending = self.producer.send(records)
         elapsed = time.monotonic() - started
