@@ -15,8 +15,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from highway.lake.records import ENVELOPE_STRINGS, ENVELOPE_TIMES, LakeRow, epoch_ms
+from highway.lake.records import ENVELOPE_TIMES, LakeRow, epoch_ms
 from highway.lake.schema import BOOL, DOUBLE, INT, STRING, TableSchema, column_for_property
+from schemas.envelope import STRING_FIELDS
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     BOOL: pa.bool_(),
@@ -55,7 +56,7 @@ def _to_column(value: Any, kind: str) -> Any:
 
 def envelope_schema() -> list[pa.Field]:
     return [
-        *(pa.field(name, pa.string()) for name in ENVELOPE_STRINGS),
+        *(pa.field(name, pa.string()) for name in STRING_FIELDS),
         *(pa.field(name, TIMESTAMP_TYPE) for name in ENVELOPE_TIMES),
         pa.field("_kafka_partition", pa.int32()),
         pa.field("_kafka_offset", pa.int64()),
@@ -72,7 +73,7 @@ def build_table(rows: Sequence[LakeRow], schema: TableSchema) -> pa.Table:
     """One Arrow table for ``rows``, with every column of ``schema`` (null where absent)."""
     events = [row.event or {} for row in rows]
     arrays: list[pa.Array] = [
-        pa.array([_text(event.get(name)) for event in events], pa.string()) for name in ENVELOPE_STRINGS
+        pa.array([_text(event.get(name)) for event in events], pa.string()) for name in STRING_FIELDS
     ]
     arrays += [
         pa.array([epoch_ms(event.get(name)) for event in events], pa.int64()).cast(TIMESTAMP_TYPE)

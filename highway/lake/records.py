@@ -7,9 +7,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from highway.lake.layout import PartitionValue, partition_for_ms
-from schemas.envelope import STRING_FIELDS
 
-ENVELOPE_STRINGS = STRING_FIELDS
 ENVELOPE_TIMES = ("client_ts", "server_ts")
 
 
