@@ -26,6 +26,7 @@ test-unit: $(BIN)/highway
 lint: $(BIN)/highway
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy highway streams connectors schemas bench tests
 
 clean:

@@ -17,19 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import typer
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config, producer_config
-from highway.envvars import child_environment
-from highway.errors import TransientError
-from highway.settings import Settings
-from highway.sim import SimConfig
+from connectors.simulator_feed import ProduceSummary, produce_simulated_traffic
+from core.envvars import child_environment
+from core.errors import TransientError
+from core.settings import Settings
+from core.sim import SimConfig
 
-if TYPE_CHECKING:
-    from highway.cli.produce import ProduceSummary
+SettingsFor = Callable[[typer.Context], Settings]
+"""How a bench command gets the run's settings from its CLI context (given by the command layer)."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ class BaselineResult:
 
 def bench_settings(base: Settings, lane_prefix: str, work_dir: Path, **overrides: object) -> Settings:
     """Settings for one bench run: a fresh lane and app id, a free HTTP port, state under ``work_dir``."""
-    from connectors.local_process import free_ports
-    from highway.envvars import with_overrides
+    from connectors.local.process import free_ports
+    from core.envvars import with_overrides
 
     lane = f"{lane_prefix}{uuid.uuid4().hex[:8]}"
     return with_overrides(
@@ -70,9 +71,6 @@ def preload_events(
     truth_path: Path | None = None,
 ) -> ProduceSummary:
     """Put ``n_events`` simulator events into the lane's all-events topic (timestamps in the past)."""
-    # Imported here: highway.cli imports the bench modules, which import this one.
-    from highway.cli.produce import produce_simulated_traffic
-
     span_ms = max(60_000, n_events // 2)  # the simulator clock runs ≤ ~2 events/ms even in a surge
     config = SimConfig(
         start_ms=int(time.time() * 1000) - span_ms - 3_600_000,

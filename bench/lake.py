@@ -31,16 +31,16 @@ from confluent_kafka import Producer
 from rich.console import Console
 from rich.table import Table
 
-from bench.baseline import bench_settings, passthrough_rate, spawn
+from bench.baseline import SettingsFor, bench_settings, passthrough_rate, spawn
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import producer_config
 from connectors.lake_fs import LakeStore
 from connectors.producer import EventProducer
-from highway.lake.layout import manifest_key
-from highway.lake.manifest import Manifest
-from highway.routing.naming import topic_name_for
-from highway.settings import Settings
-from highway.sim import MatchDaySimulator, SimConfig
+from core.lake.layout import manifest_key
+from core.lake.manifest import Manifest
+from core.routing.naming import topic_name_for
+from core.settings import Settings
+from core.sim import MatchDaySimulator, SimConfig
 
 console = Console()
 
@@ -232,7 +232,7 @@ def _render(result: dict[str, Any]) -> Table:
     return table
 
 
-def register(bench_app: typer.Typer) -> None:
+def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
     @bench_app.command("lake")
     def lake(
         ctx: typer.Context,
@@ -244,9 +244,7 @@ def register(bench_app: typer.Typer) -> None:
         json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
     ) -> None:
         """Lake events/s vs raw passthrough, Parquet vs gzip JSON bytes, produce→readable latency."""
-        from highway.cli.common import state
-
-        settings = state(ctx).settings()
+        settings = settings_for(ctx)
         with tempfile.TemporaryDirectory(prefix="highway-bench-lake-") as work:
             result = run_lake_bench(settings, events, event_types, partitions, flush_age, probes, Path(work))
         console.print(_render(result))

@@ -33,10 +33,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
-from bench.baseline import bench_settings, passthrough_rate, spawn, time_output
+from bench.baseline import SettingsFor, bench_settings, passthrough_rate, spawn, time_output
 from connectors.kafka_admin import KafkaAdmin
 from connectors.producer import EventProducer
-from highway.settings import Settings
+from core.settings import Settings
 
 console = Console()
 PLATFORMS = ("android", "ios", "web")
@@ -278,7 +278,7 @@ def _render(result: dict[str, Any]) -> Table:
     return table
 
 
-def register(bench_app: typer.Typer) -> None:
+def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
     @bench_app.command("realtime")
     def realtime(
         ctx: typer.Context,
@@ -291,9 +291,7 @@ def register(bench_app: typer.Typer) -> None:
         json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
     ) -> None:
         """Realtime events/s vs raw passthrough, produce→visible latency, RSS per distinct users."""
-        from highway.cli.common import state
-
-        settings = state(ctx).settings()
+        settings = settings_for(ctx)
         counts = [int(c) for c in rss_users.split(",") if c.strip()]
         work = settings.state_dir / "bench" / "realtime"  # worker logs stay here
         console.print(f"worker logs: {work}")

@@ -29,6 +29,7 @@ from rich.table import Table
 
 from bench.baseline import (
     BaselineResult,
+    SettingsFor,
     bench_settings,
     output_counter,
     passthrough_rate,
@@ -37,8 +38,8 @@ from bench.baseline import (
     time_output,
 )
 from connectors.kafka_admin import KafkaAdmin
-from highway.envvars import with_overrides
-from highway.settings import Settings
+from core.envvars import with_overrides
+from core.settings import Settings
 
 console = Console()
 
@@ -140,7 +141,7 @@ def _render(result: dict[str, Any]) -> Table:
     return table
 
 
-def register(bench_app: typer.Typer) -> None:
+def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
     @bench_app.command("route")
     def route(
         ctx: typer.Context,
@@ -150,9 +151,7 @@ def register(bench_app: typer.Typer) -> None:
         keep: Annotated[bool, typer.Option(help="keep the bench lane's topics")] = False,
     ) -> None:
         """Router events/s vs raw confluent-kafka passthrough vs a naive faust agent."""
-        from highway.cli.common import state
-
-        settings = state(ctx).settings()
+        settings = settings_for(ctx)
         with tempfile.TemporaryDirectory(prefix="highway-bench-route-") as work:
             result = run_route_bench(settings, events, event_types, Path(work), keep)
         console.print(_render(result))

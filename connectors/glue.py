@@ -1,8 +1,8 @@
 """AWS Glue Data Catalog registration of lake tables, so Athena can query them as they appear.
 
-``catalog = "glue"``: one external Parquet table per event type (Parquet SerDe, partition keys
+``lake_catalog = "glue"``: one external Parquet table per event type (Parquet SerDe, partition keys
 ``dt``/``hour``), created on its first write, updated when its schema widens, and each new partition
-registered. ``catalog = "projection"``: the same table with Athena partition projection instead of
+registered. ``lake_catalog = "projection"``: the same table with Athena partition projection instead of
 per-partition registration (``dt`` a date range up to NOW, ``hour`` 00-23). Calls are idempotent;
 what this process already registered is cached.
 """
@@ -18,10 +18,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from highway.lake.encode import envelope_schema
-from highway.lake.layout import PartitionValue, table_prefix
-from highway.lake.schema import BOOL, DOUBLE, INT, STRING, TableSchema
-from highway.settings import Settings
+from core.lake.encode import envelope_schema
+from core.lake.layout import PartitionValue, table_prefix
+from core.lake.schema import BOOL, DOUBLE, INT, STRING, TableSchema
+from core.settings import Settings
 
 PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
 PARQUET_INPUT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat"
@@ -43,11 +43,11 @@ def glue_columns(schema: TableSchema) -> list[dict[str, str]]:
 
 
 def glue_client(settings: Settings) -> Any:
-    key = settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None
-    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    key = settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None
+    secret = settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
     return boto3.client(
         "glue",
-        endpoint_url=settings.s3_endpoint_url,
+        endpoint_url=settings.aws_s3_endpoint_url,
         region_name=settings.aws_region,
         aws_access_key_id=key,
         aws_secret_access_key=secret,
@@ -65,8 +65,8 @@ class Catalog:
 
     def __init__(self, settings: Settings, client: Any | None = None) -> None:
         self.settings = settings
-        self.database = settings.glue_database
-        self.projection = settings.catalog == "projection"
+        self.database = settings.lake_glue_database
+        self.projection = settings.lake_catalog == "projection"
         self.client = client or glue_client(settings)
         self._database_ready = False
         self._database_lock = threading.Lock()
@@ -180,4 +180,4 @@ class Catalog:
 
 
 def catalog_for(settings: Settings) -> Catalog | None:
-    return None if settings.catalog == "none" else Catalog(settings)
+    return None if settings.lake_catalog == "none" else Catalog(settings)

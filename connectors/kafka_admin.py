@@ -9,8 +9,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from connectors.kafka_config import confluent_config
-from highway.errors import TransientError
-from highway.settings import Settings
+from core.errors import TransientError
+from core.settings import Settings
 
 
 class KafkaAdmin:

@@ -11,7 +11,7 @@ from typing import Any
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.types.auth import CredentialsT
 
-from highway.settings import Settings
+from core.settings import Settings
 
 
 def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:

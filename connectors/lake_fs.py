@@ -24,11 +24,11 @@ import pyarrow.fs as pafs
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from highway.errors import TransientError
-from highway.lake.encode import arrow_schema
-from highway.lake.layout import schema_key, table_prefix
-from highway.lake.schema import TableSchema
-from highway.settings import Settings
+from core.errors import TransientError
+from core.lake.encode import arrow_schema
+from core.lake.layout import schema_key, table_prefix
+from core.lake.schema import TableSchema
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,9 +43,9 @@ def filesystem_for(settings: Settings, uri: str | None = None) -> tuple[pafs.Fil
         return pafs.LocalFileSystem(), root.rstrip("/")
     if parsed.scheme != "s3":
         raise ValueError(f"lake URI {uri!r}: scheme must be s3:// or file://")
-    endpoint = urlparse(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
-    key = settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None
-    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    endpoint = urlparse(settings.aws_s3_endpoint_url) if settings.aws_s3_endpoint_url else None
+    key = settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None
+    secret = settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
     fs = pafs.S3FileSystem(
         access_key=key,
         secret_key=secret,
@@ -61,11 +61,11 @@ def filesystem_for(settings: Settings, uri: str | None = None) -> tuple[pafs.Fil
 
 
 def s3_client(settings: Settings) -> Any:
-    key = settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else None
-    secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+    key = settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None
+    secret = settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
     return boto3.client(
         "s3",
-        endpoint_url=settings.s3_endpoint_url,
+        endpoint_url=settings.aws_s3_endpoint_url,
         region_name=settings.aws_region,
         aws_access_key_id=key,
         aws_secret_access_key=secret,

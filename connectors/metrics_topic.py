@@ -30,13 +30,13 @@ from confluent_kafka import (
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config, producer_config
-from highway.errors import TransientError
-from highway.settings import Settings
+from core.errors import TransientError
+from core.settings import Settings
 
 
 def ensure_concurrency_topics(settings: Settings, admin: KafkaAdmin | None = None) -> None:
     """Create each lane's compacted concurrency topic (idempotent)."""
-    retention_ms = max(settings.history_hours * 3600 * 1000, 24 * 3600 * 1000)
+    retention_ms = max(settings.realtime_history_hours * 3600 * 1000, 24 * 3600 * 1000)
     (admin or KafkaAdmin(settings)).ensure_topics(
         [settings.concurrency_topic(lane) for lane in settings.lanes],
         config={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},

@@ -2,7 +2,7 @@
 
 Delivery guarantee: at-least-once per call of :meth:`EventProducer.flush` — the idempotent producer
 retries internally without duplicating; ``flush`` returns only when every message handed over so far
-is acknowledged by all in-sync replicas, and raises a :class:`~highway.errors.TransientError` naming
+is acknowledged by all in-sync replicas, and raises a :class:`~core.errors.TransientError` naming
 the topic and partition when any was not. Keys use the ``murmur2_random`` partitioner, the Java
 client's (and aiokafka's) choice, so a user lands on the same partition number whichever client
 writes a topic.
@@ -22,9 +22,9 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from connectors.kafka_config import producer_config
-from highway.errors import TransientError
-from highway.settings import Settings
-from schemas.wire import WireCodec, codec_for
+from connectors.wire import WireCodec, codec_for
+from core.errors import TransientError
+from core.settings import Settings
 
 _POLL_EVERY = 5_000
 

@@ -25,8 +25,8 @@ from typing import Protocol, cast
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connectors.kafka_config import producer_config
-from highway.errors import TransientError
-from highway.settings import Settings
+from core.errors import TransientError
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 _Headers = list[tuple[str, str | bytes | None]]

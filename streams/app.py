@@ -1,22 +1,29 @@
-"""The Faust app: one per worker process, with the agents of the roles it runs.
+"""The Faust app: one per worker process, with the stages (roles) it runs and the user's plugins.
 
-Roles are agent families — ``router``, ``lake``, ``realtime`` — each registered by its own module.
-Every worker in one consumer group must run the same set of roles: the group id names them.
+Roles are stages — ``router``, ``lake``, ``realtime`` — each registered by its own module on the
+shared consumer service (``streams.consumer``). Plugins are ordinary Faust agents in the user's own
+modules (``settings.plugins``, see ``streams.plugins``). Every worker serves ``/health`` and
+``/metrics`` (one :class:`~prometheus_client.CollectorRegistry` per app, passed to every stage and
+plugin — no process-global registry), whatever its roles.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 
 import faust
 from faust.web import Request, Response, View
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from connectors.kafka_config import faust_broker_url, faust_credentials
-from highway.errors import ConfigError
-from highway.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
+from streams.plugins import load_plugins
 
 ROLES = ("router", "lake", "realtime")
-Registrar = Callable[[faust.App, Settings], None]
+Registrar = Callable[[faust.App, Settings, CollectorRegistry], None]
 
 
 def _registrars() -> dict[str, Registrar]:
@@ -26,13 +33,9 @@ def _registrars() -> dict[str, Registrar]:
     return {"router": routing.register, "lake": lake.register, "realtime": realtime.register}
 
 
-def group_id(settings: Settings, roles: Sequence[str]) -> str:
-    if set(roles) == set(ROLES):
-        return settings.app_id
-    return f"{settings.app_id}-{'-'.join(sorted(roles))}"
-
-
-def create_app(settings: Settings, roles: Sequence[str] = ROLES) -> faust.App:
+def create_app(
+    settings: Settings, roles: Sequence[str] = ROLES, registry: CollectorRegistry | None = None
+) -> faust.App:
     unknown = sorted(set(roles) - set(ROLES))
     if unknown:
         raise ValueError(f"unknown role(s) {unknown}; choose from {list(ROLES)}")
@@ -42,7 +45,7 @@ def create_app(settings: Settings, roles: Sequence[str] = ROLES) -> faust.App:
     except OSError as exc:
         raise ConfigError(f"state_dir {settings.state_dir} cannot be created: {exc}") from exc
     app = faust.App(
-        group_id(settings, roles),
+        settings.app_group_id(roles, ROLES),
         broker=faust_broker_url(settings),
         broker_credentials=faust_credentials(settings),
         env_prefix="HIGHWAY_FAUST_",
@@ -59,12 +62,23 @@ def create_app(settings: Settings, roles: Sequence[str] = ROLES) -> faust.App:
         web_port=settings.http_port,
         web_transport="tcp://",
     )
+    if registry is None:
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+    _serve_health_and_metrics(app, roles, registry)
+    registrars = _registrars()
+    for role in roles:
+        registrars[role](app, settings, registry)
+    load_plugins(app, settings, registry)
+    return app
 
+
+def _serve_health_and_metrics(app: faust.App, roles: Sequence[str], registry: CollectorRegistry) -> None:
     @app.page("/health")
     async def health(web: View, request: Request) -> Response:
         return web.json({"status": "ok", "roles": list(roles)})
 
-    registrars = _registrars()
-    for role in roles:
-        registrars[role](app, settings)
-    return app
+    @app.page("/metrics")
+    async def metrics(web: View, request: Request) -> Response:
+        body = await asyncio.to_thread(generate_latest, registry)
+        return web.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -26,7 +26,6 @@ faust service.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -40,29 +39,27 @@ import faust
 import mode
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from faust.web import Request, Response, View
+from prometheus_client import CollectorRegistry
 
 from connectors.glue import Catalog, catalog_for
 from connectors.kafka_config import confluent_config
 from connectors.lake_fs import LakeStore
-from highway.lake.encode import build_table, parquet_bytes
-from highway.lake.flush import FilePlan, FlushPolicy, PartitionBuffer, plan_files
-from highway.lake.layout import PartitionValue, manifest_key, schema_key, table_name, table_prefix
-from highway.lake.manifest import Manifest, orphan_files
-from highway.lake.records import decode
-from highway.lake.schema import TableSchema, schema_from_avro
-from highway.settings import Settings
+from core.lake.encode import build_table, parquet_bytes
+from core.lake.flush import FilePlan, FlushPolicy, PartitionBuffer, plan_files
+from core.lake.layout import PartitionValue, manifest_key, schema_key, table_name, table_prefix
+from core.lake.manifest import Manifest, orphan_files
+from core.lake.records import decode
+from core.lake.schema import TableSchema, schema_from_avro
+from core.settings import Settings
+from schemas import EVENT_SCHEMAS_DIR, event_schemas
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
-EVENT_SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "events"
 
 
 def load_overrides(directory: Path = EVENT_SCHEMAS_DIR) -> dict[str, TableSchema]:
     """Avro schemas in ``schemas/events/<table>.avsc`` that override inference for that table."""
-    overrides: dict[str, TableSchema] = {}
-    for path in sorted(directory.glob("*.avsc")):
-        overrides[path.stem] = schema_from_avro(json.loads(path.read_text()))
-    return overrides
+    return {table: schema_from_avro(schema) for table, schema in event_schemas(directory).items()}
 
 
 def lake_group_id(settings: Settings) -> str:
@@ -408,7 +405,7 @@ class LakeService(mode.Service):
         await self.loop.run_in_executor(None, self.sink.stop)
 
 
-def register(app: faust.App, settings: Settings) -> None:
+def register(app: faust.App, settings: Settings, registry: CollectorRegistry) -> None:
     """Run the lake sink with the app and expose its state at ``/lake``.
 
     The service is a direct dependency of the app (started with its web server), not an

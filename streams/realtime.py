@@ -1,7 +1,7 @@
 """The realtime family: exact event-time concurrency, event counts and active-user lookup.
 
 Each lane's ``<lane>.events.common`` (keyed by user id, so a user lives in one partition) is read in
-batches into a :class:`~highway.realtime.windows.PartitionWindows` per owned partition. When a
+batches into a :class:`~core.realtime.windows.PartitionWindows` per owned partition. When a
 window closes its per-partition partial is published to the compacted ``<lane>.metrics.concurrency``
 topic; the HTTP API sums the partials of all partitions, so any worker answers for the whole cluster.
 
@@ -38,8 +38,7 @@ import mode
 import orjson
 from faust.types import TP, EventT, StreamT
 from faust.web import Request, Response, View
-from prometheus_client import REGISTRY, Counter, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -49,11 +48,11 @@ from connectors.metrics_topic import (
     ensure_concurrency_topics,
     read_offsets,
 )
-from highway.errors import TerminalError
-from highway.realtime.cardinality import StableLabels
-from highway.realtime.exposition import LaneSnapshot, RealtimeCollector
-from highway.realtime.ids import user_key
-from highway.realtime.partials import (
+from core.errors import TerminalError
+from core.realtime.cardinality import StableLabels
+from core.realtime.exposition import LaneSnapshot, RealtimeCollector
+from core.realtime.ids import user_key
+from core.realtime.partials import (
     Measure,
     flatten,
     latest_checkpoint,
@@ -62,8 +61,8 @@ from highway.realtime.partials import (
     to_record,
     window_label,
 )
-from highway.realtime.windows import ClosedWindow, ParsedEvent, PartitionWindows, WindowSpec
-from highway.settings import Settings
+from core.realtime.windows import ClosedWindow, ParsedEvent, PartitionWindows, WindowSpec
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +99,15 @@ class Realtime:
         self.app = app
         self.settings = settings
         self.spec = WindowSpec(
-            window_ms=settings.window_s * 1000,
-            slide_windows=settings.sliding_window_s // settings.window_s,
-            lateness_ms=settings.allowed_lateness_s * 1000,
-            dimensions=tuple(settings.dimensions),
+            window_ms=settings.realtime_window_s * 1000,
+            slide_windows=settings.realtime_sliding_window_s // settings.realtime_window_s,
+            lateness_ms=settings.realtime_allowed_lateness_s * 1000,
+            dimensions=tuple(settings.realtime_dimensions),
         )
         self.lane_of = {settings.common_topic(lane): lane for lane in settings.lanes}
         self.states: dict[TP, PartitionWindows] = {}
         self.parked: dict[TP, PartitionWindows] = {}
-        self.labels = {lane: StableLabels(settings.event_name_top_n) for lane in settings.lanes}
+        self.labels = {lane: StableLabels(settings.realtime_event_name_top_n) for lane in settings.lanes}
         self.publisher: ConcurrencyPublisher | None = None
         self.view: ConcurrencyView | None = None
         self.ready = asyncio.Event()
@@ -124,7 +123,7 @@ class Realtime:
         settings = self.settings
         await asyncio.to_thread(ensure_concurrency_topics, settings)
         self.publisher = ConcurrencyPublisher(settings)
-        self.view = ConcurrencyView(settings, keep_ms=settings.history_hours * 3600 * 1000)
+        self.view = ConcurrencyView(settings, keep_ms=settings.realtime_history_hours * 3600 * 1000)
         await asyncio.to_thread(self.view.start)
         self.ready.set()
 
@@ -206,7 +205,7 @@ class Realtime:
             [
                 (
                     partial_key(lane, w.start_ms, w.partition),
-                    to_record(lane, w, partitions, s.window_s, s.sliding_window_s),
+                    to_record(lane, w, partitions, s.realtime_window_s, s.realtime_sliding_window_s),
                 )
                 for w in closed
             ],
@@ -282,7 +281,7 @@ class Realtime:
             seen = state.last_seen(key)
             if seen is not None:
                 ts, platform = seen
-                horizon = state.max_ts - self.settings.sliding_window_s * 1000
+                horizon = state.max_ts - self.settings.realtime_sliding_window_s * 1000
                 return {
                     "user_id": user_id,
                     "lane": lane,
@@ -317,13 +316,13 @@ def query(rt: Realtime, params: Mapping[str, str], measure_for: Mapping[str, Mea
     """Answer ``/api/v1/concurrency`` and ``/api/v1/counts`` from the published partials."""
     settings = rt.settings
     lane = params.get("lane") or settings.lanes[0]
-    window = params.get("window") or window_label(settings.window_s)
+    window = params.get("window") or window_label(settings.realtime_window_s)
     if lane not in settings.lanes or window not in measure_for:
         raise ValueError(f"unknown lane {lane!r} or window {window!r}; windows: {sorted(measure_for)}")
     by = params.get("by") or None
     now = int(time.time() * 1000)
     to_ms = _time_ms(params.get("to"), now + 1)
-    from_ms = _time_ms(params.get("from"), to_ms - settings.history_hours * 3600 * 1000)
+    from_ms = _time_ms(params.get("from"), to_ms - settings.realtime_history_hours * 3600 * 1000)
     records = rt.view.records(lane) if rt.view is not None else []
     rows = merge(records, measure_for[window], from_ms, to_ms)
     return {"lane": lane, "window": window, "by": by, "windows": rows, "rows": flatten(rows, by)}
@@ -351,7 +350,7 @@ def _register_agents(app: faust.App, rt: Realtime) -> None:
             async for events in stream.take_events(BATCH_MAX, BATCH_WITHIN_S):
                 await rt.process(events)
 
-        app.agent(topic, name=f"highway.realtime.{lane}")(consume)
+        app.agent(topic, name=f"core.realtime.{lane}")(consume)
 
     @app.task
     async def start_realtime() -> None:
@@ -390,28 +389,26 @@ def _register_loop(app: faust.App, rt: Realtime) -> None:
                 await self.sleep(0.5)
 
 
-def register(app: faust.App, settings: Settings) -> None:
+def register(app: faust.App, settings: Settings, registry: CollectorRegistry) -> None:
     """Declare the realtime agents, lifecycle hooks and HTTP pages on ``app``."""
     rt = Realtime(app, settings)
     gauges = RealtimeCollector(
-        rt.snapshots, settings.window_s, settings.sliding_window_s, settings.event_name_top_n
+        rt.snapshots,
+        settings.realtime_window_s,
+        settings.realtime_sliding_window_s,
+        settings.realtime_event_name_top_n,
     )
-    REGISTRY.register(LockedCollector(gauges, rt))
+    registry.register(LockedCollector(gauges, rt))
     users_measures: dict[str, Measure] = {
-        window_label(settings.window_s): "users",
-        window_label(settings.sliding_window_s): "users_sliding",
+        window_label(settings.realtime_window_s): "users",
+        window_label(settings.realtime_sliding_window_s): "users_sliding",
     }
-    count_measures: dict[str, Measure] = {window_label(settings.window_s): "events"}
+    count_measures: dict[str, Measure] = {window_label(settings.realtime_window_s): "events"}
 
     if settings.realtime_consumer == "faust":
         _register_agents(app, rt)
     else:
         _register_loop(app, rt)
-
-    @app.page("/metrics")
-    async def metrics(web: View, request: Request) -> Response:
-        body = await asyncio.to_thread(generate_latest, REGISTRY)
-        return web.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/api/v1/concurrency")
     async def concurrency(web: View, request: Request) -> Response:

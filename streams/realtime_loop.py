@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from faust.types import TP
 
 from connectors.kafka_config import confluent_config
-from highway.realtime.windows import PartitionWindows
+from core.realtime.windows import PartitionWindows
 from streams.realtime import BATCH_MAX, BATCH_WITHIN_S, Realtime
 
 log = logging.getLogger(__name__)

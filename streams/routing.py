@@ -2,7 +2,7 @@
 
 Delivery guarantee: **at-least-once, nothing lost.** Per lane, batches of input records are:
 
-1. classified (``highway.routing.classify``: routed + projection, or one dead letter each);
+1. classified (``core.routing.classify``: routed + projection, or one dead letter each);
 2. the per-event topics of newly admitted event types are created (idempotent when workers race);
 3. every derived record is enqueued, in input order, on one idempotent acks=all producer
    (``connectors.router_producer``); up to ``MAX_BATCHES_IN_FLIGHT`` batches await their acks;
@@ -41,17 +41,16 @@ import faust
 import mode
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from faust.types import EventT
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config
 from connectors.router_producer import BulkProducer, PendingDelivery, Refused
-from highway.errors import TerminalError, TransientError
-from highway.routing.classify import BatchClassifier, ClassifiedBatch, OutRecord, SourceRecord
-from highway.routing.gate import NewTypeGate
-from highway.settings import Settings
-from schemas.wire import codec_for
-from streams.app import group_id
+from connectors.wire import codec_for
+from core.errors import TerminalError, TransientError
+from core.routing.classify import BatchClassifier, ClassifiedBatch, OutRecord, SourceRecord
+from core.routing.gate import NewTypeGate
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +209,7 @@ def ensure_lane_topics(settings: Settings, admin: KafkaAdmin, lane: str) -> None
 def input_group_id(settings: Settings, roles: Sequence[str]) -> str:
     """The consumer group whose committed offsets say how far the router has routed."""
     if settings.router_consumer == "faust":
-        return group_id(settings, roles)
+        return settings.app_group_id(roles, ("router", "lake", "realtime"))
     return f"{settings.app_id}-router-input"  # not faust's group: a different group protocol
 
 
@@ -314,7 +313,7 @@ class ConsumerLoop:
             consumer.close()
 
 
-def register(app: faust.App, settings: Settings) -> None:
+def register(app: faust.App, settings: Settings, registry: CollectorRegistry) -> None:
     """Routing for every lane; creates the lanes' fixed topics first (blocking, at start-up).
 
     ``settings.router_consumer`` picks the engine: a faust agent per lane (``faust``), or a

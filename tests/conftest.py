@@ -1,8 +1,8 @@
 """Session fixtures: a real Kafka broker and S3 API for integration tests, and per-test settings.
 
 ``local_stack`` starts once per session through the same launcher as ``highway dev up``
-(``connectors.local_stack.start_stack``) with its own state dir and ports, and is torn down at the
-end of the session. When ``HIGHWAY_KAFKA_BOOTSTRAP`` (or ``HIGHWAY_S3_ENDPOINT_URL``) is set, that
+(``connectors.local.stack.start_stack``) with its own state dir and ports, and is torn down at the
+end of the session. When ``HIGHWAY_KAFKA_BOOTSTRAP`` (or ``HIGHWAY_AWS_S3_ENDPOINT_URL``) is set, that
 service is used instead of a local one (it is then not restartable: ``stack.kafka.restartable``).
 Nothing starts unless a test asks for one of these fixtures, so unit tests stay broker-free.
 """
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from highway.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from connectors.local_stack import LocalStack
+    from connectors.local.stack import LocalStack
 
 # Settings built by make_settings ignore the HIGHWAY_* environment (a developer's exported
 # `highway dev up` values must not leak into a test): no variable carries this prefix.
@@ -35,7 +35,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
     ``.kafka.stop()`` / ``.kafka.start()`` restart the same broker (same data dir and ports).
     ``.s3.stop()`` / ``.s3.start()`` simulate an S3 outage on the same endpoint; objects survive.
     """
-    from connectors.local_stack import start_stack  # imported here: unit runs never load it
+    from connectors.local.stack import start_stack  # imported here: unit runs never load it
 
     environment = load_settings()  # only to honour explicitly configured external services
     stack = start_stack(environment, tmp_path_factory.mktemp("local-stack"), tie_to_parent=True)
@@ -59,8 +59,8 @@ def make_settings(local_stack: LocalStack, tmp_path: Path) -> MakeSettings:
     ``topic_partitions=3`` and the S3 credentials; ``overrides`` win.
     """
 
-    from connectors.local_process import free_ports
-    from connectors.local_s3 import ensure_bucket
+    from connectors.local.process import free_ports
+    from connectors.local.s3 import ensure_bucket
 
     def make(**overrides: Any) -> Settings:
         token = uuid.uuid4().hex[:8]
@@ -75,10 +75,10 @@ def make_settings(local_stack: LocalStack, tmp_path: Path) -> MakeSettings:
         }
         values.update(overrides)
         settings = isolated_settings(**values)
-        if settings.lake_uri.startswith("s3://") and settings.s3_endpoint_url:
+        if settings.lake_uri.startswith("s3://") and settings.aws_s3_endpoint_url:
             bucket = settings.lake_uri.removeprefix("s3://").split("/", 1)[0]
             ensure_bucket(
-                settings.s3_endpoint_url, bucket, local_stack.access_key_id, local_stack.secret_access_key
+                settings.aws_s3_endpoint_url, bucket, local_stack.access_key_id, local_stack.secret_access_key
             )
         return settings
 

@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import httpx
 
-from highway.envvars import settings_env
-from highway.settings import Settings
+from core.envvars import settings_env
+from core.settings import Settings
 
 __all__ = ["WorkerProcess", "settings_env", "wait_until"]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from bench import lake, realtime, route
+from core.settings import Settings
+from highway.cli.common import state
 
 
 def register(app: typer.Typer) -> None:
@@ -12,5 +14,9 @@ def register(app: typer.Typer) -> None:
         help="Measure a stage next to the raw confluent-kafka baseline.", no_args_is_help=True
     )
     for stage in (route, lake, realtime):
-        stage.register(bench_app)
+        stage.register(bench_app, _settings)
     app.add_typer(bench_app, name="bench")
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return state(ctx).settings()

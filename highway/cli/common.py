@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from highway.errors import ConfigError, HighwayError
-from highway.settings import Settings, load_settings
+from core.errors import ConfigError, HighwayError
+from core.settings import Settings, load_settings
 
 console = Console(stderr=True)
 

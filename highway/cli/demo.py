@@ -2,8 +2,8 @@
 
 Steps:
 1. bring up the local Kafka broker and S3 API through the same launcher as ``highway dev up``
-   (``connectors.local_stack.start_stack``, state in ``<state_dir>/dev``), or use the configured
-   ones when ``HIGHWAY_KAFKA_BOOTSTRAP`` / ``HIGHWAY_S3_ENDPOINT_URL`` are set explicitly;
+   (``connectors.local.stack.start_stack``, state in ``<state_dir>/dev``), or use the configured
+   ones when ``HIGHWAY_KAFKA_BOOTSTRAP`` / ``HIGHWAY_AWS_S3_ENDPOINT_URL`` are set explicitly;
 2. start a worker with every role (``highway worker`` in a subprocess) on a fresh lane, so one run's
    output is never mixed with an earlier run's, with a short lake flush age so files appear
    during the demo;
@@ -31,16 +31,16 @@ import typer
 from rich.live import Live
 
 from connectors.kafka_admin import KafkaAdmin
-from connectors.local_process import child_preexec, free_ports, port_is_free, tail, terminate
-from connectors.local_stack import ExternalKafka, LocalStack, start_stack
+from connectors.local.process import child_preexec, free_ports, port_is_free, tail, terminate
+from connectors.local.stack import ExternalKafka, LocalStack, start_stack
+from core.envvars import child_environment, with_overrides
+from core.errors import HighwayError
+from core.lake.layout import table_name
+from core.settings import Settings
 from highway.cli.common import console, fail, state
 from highway.cli.demo_probe import PipelineProbe
 from highway.demo.pacing import base_rate_for
 from highway.demo.view import DemoSummary, Snapshot, progress_line, progress_table, rate, summary_lines
-from highway.envvars import child_environment, with_overrides
-from highway.errors import HighwayError
-from highway.lake.layout import table_name
-from highway.settings import Settings
 
 CLI_MARKER = "highway.cli"
 REFRESH_S = 1.0
@@ -91,7 +91,7 @@ def _demo_settings(base: Settings, stack: LocalStack, lane: str, flush_age_s: fl
     if "lake_uri" in base.model_fields_set:  # the user chose where the lake goes
         overrides.pop("lake_uri")
     # Short windows so that concurrency windows close (on event time) while the demo runs.
-    windows = {"window_s": 10, "sliding_window_s": 60, "allowed_lateness_s": 5}
+    windows = {"realtime_window_s": 10, "realtime_sliding_window_s": 60, "realtime_allowed_lateness_s": 5}
     if base.model_fields_set & set(windows):
         windows = {}
     port = base.http_port if port_is_free(base.http_port) else free_ports(1)[0]

@@ -20,9 +20,9 @@ from pyarrow import fs
 
 from connectors.kafka_config import confluent_config
 from connectors.lake_fs import filesystem_for
+from core.lake.layout import parse_data_file
+from core.settings import Settings
 from highway.demo.view import ConcurrencyReading, Snapshot, latest_concurrency
-from highway.lake.layout import parse_data_file
-from highway.settings import Settings
 
 
 class PipelineProbe:

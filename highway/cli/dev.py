@@ -17,11 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from connectors.local_kafka_jars import default_cache_root, resolve_jars
-from connectors.local_stack import render_exports, stack_status, start_stack, stop_stack
+from connectors.local.kafka_jars import default_cache_root, resolve_jars
+from connectors.local.stack import render_exports, stack_status, start_stack, stop_stack
+from core.errors import HighwayError
+from core.settings import Settings
 from highway.cli.common import console, fail, state
-from highway.errors import HighwayError
-from highway.settings import Settings
 
 
 def dev_state_dir(settings: Settings) -> Path:

@@ -5,14 +5,13 @@ second before the surge (``--clock-rate`` when ``--rate 0``). With ``--rate > 0`
 that simulated time follows wall time; ``--rate 0`` sends as fast as possible. The run ends after
 ``--events`` events or ``--duration`` simulated seconds, whichever comes first.
 
-:func:`produce_simulated_traffic` is the same loop without the terminal, for ``highway demo`` and tests.
+:func:`connectors.simulator_feed.produce_simulated_traffic` is the loop itself, shared with ``highway demo``,
+the benches and the tests.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -21,84 +20,11 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from connectors.kafka_admin import KafkaAdmin
 from connectors.producer import EventProducer
+from connectors.simulator_feed import ProduceSummary, produce_simulated_traffic
+from core.errors import HighwayError
+from core.sim import SimConfig
 from highway.cli.common import console, fail, state
-from highway.errors import HighwayError
-from highway.settings import Settings
-from highway.sim import MatchDaySimulator, SimConfig, TruthBuilder
-
-
-@dataclass(frozen=True)
-class ProduceSummary:
-    topic: str
-    events: int
-    delivered: int
-    failed: int
-    seconds: float
-    simulated_seconds: float
-    truth_path: Path | None
-
-    @property
-    def events_per_s(self) -> float:
-        return self.events / self.seconds if self.seconds > 0 else 0.0
-
-
-def produce_simulated_traffic(
-    settings: Settings,
-    config: SimConfig,
-    lane: str,
-    rate: float = 0.0,
-    truth_path: Path | None = None,
-    batch_size: int = 10_000,
-    on_batch: Callable[[EventProducer], None] | None = None,
-) -> ProduceSummary:
-    """Simulate ``config`` into the lane's all-events topic; write the truth after a clean flush."""
-    topic = settings.all_events_topic(lane)
-    KafkaAdmin(settings).ensure_topics([topic])
-    truth = TruthBuilder(lane, window_s=settings.window_s, options=_options(config, rate))
-    simulator = MatchDaySimulator(config)
-    if rate > 0:
-        batch_size = max(1, min(batch_size, int(rate // 20) or 1))  # ~20 paced sends per second
-    started = time.monotonic()
-    with EventProducer(settings) as producer:
-        for batch in simulator.batches(batch_size):
-            if rate > 0:
-                due = started + (batch[0]["server_ts"] - config.start_ms) / 1000
-                while (wait := due - time.monotonic()) > 0:
-                    producer.poll(min(wait, 0.1))
-            producer.produce_events(topic, batch)
-            truth.add(batch)
-            if on_batch is not None:
-                on_batch(producer)
-        producer.flush()
-    elapsed = time.monotonic() - started
-    if truth_path is not None:
-        truth.write(truth_path)
-    return ProduceSummary(
-        topic=topic,
-        events=producer.produced,
-        delivered=producer.delivered,
-        failed=producer.failed,
-        seconds=elapsed,
-        simulated_seconds=(simulator.clock_ms - config.start_ms) / 1000,
-        truth_path=truth_path,
-    )
-
-
-def _options(config: SimConfig, rate: float) -> dict[str, object]:
-    return {
-        "seed": config.seed,
-        "users": config.users,
-        "event_types": config.event_types,
-        "events": config.events,
-        "duration_s": config.duration_s,
-        "base_rate": config.base_rate,
-        "rate": rate,
-        "start_ms": config.start_ms,
-        "surge_at_s": config.surge_start_s,
-        "surge_factor": config.surge_factor,
-    }
 
 
 def _parse_start(value: str | None) -> int:

@@ -18,8 +18,8 @@ import typer
 from rich.table import Table
 
 from connectors.lake_fs import LakeStore
+from core.settings import Settings
 from highway.cli.common import console, state
-from highway.settings import Settings
 
 
 class Output(enum.StrEnum):
@@ -50,11 +50,11 @@ def _try_httpfs(connection: duckdb.DuckDBPyConnection, settings: Settings) -> bo
     except duckdb.Error:
         return False
     options: dict[str, str] = {"TYPE": "s3", "REGION": settings.aws_region}
-    if settings.s3_access_key_id and settings.s3_secret_access_key:
-        options["KEY_ID"] = settings.s3_access_key_id.get_secret_value()
-        options["SECRET"] = settings.s3_secret_access_key.get_secret_value()
-    if settings.s3_endpoint_url:
-        scheme, _, host = settings.s3_endpoint_url.partition("://")
+    if settings.aws_access_key_id and settings.aws_secret_access_key:
+        options["KEY_ID"] = settings.aws_access_key_id.get_secret_value()
+        options["SECRET"] = settings.aws_secret_access_key.get_secret_value()
+    if settings.aws_s3_endpoint_url:
+        scheme, _, host = settings.aws_s3_endpoint_url.partition("://")
         options.update({"ENDPOINT": host.rstrip("/"), "URL_STYLE": "path", "USE_SSL": str(scheme == "https")})
     rendered = ", ".join(f"{key} '{value}'" for key, value in options.items())
     connection.execute(f"CREATE OR REPLACE SECRET highway_lake ({rendered})")

@@ -14,10 +14,10 @@ import orjson
 import typer
 from rich.table import Table
 
+from core.errors import HighwayError
+from core.settings import Settings
+from core.sim.truth import Truth, load_truth
 from highway.cli.common import console, fail, state
-from highway.errors import HighwayError
-from highway.settings import Settings
-from highway.sim.truth import Truth, load_truth
 from highway.verify import CheckResult, VerifyContext, overall_passed, registered_checks, run_checks
 
 

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
+from core.errors import HighwayError
 from highway.cli.common import console, fail, state
-from highway.errors import HighwayError
 
 
 def parse_roles(value: str) -> list[str]:

@@ -7,7 +7,7 @@ seconds. The base rate is found by bisection over the simulator's own traffic pr
 
 from __future__ import annotations
 
-from highway.sim import SimConfig
+from core.sim import SimConfig
 
 
 def events_sent_within(events: int, base_rate: float, seconds: float) -> float:

@@ -16,7 +16,7 @@ creating the file is enough)::
         name = "lake"                      # unique; `highway verify --only lake`
 
         def run(self, context: VerifyContext) -> list[CheckResult]:
-            truth = context.truth          # highway.sim.truth.Truth: counts, event_ids, distinct users
+            truth = context.truth          # core.sim.truth.Truth: counts, event_ids, distinct users
             settings = context.settings    # lane: context.lane
             ...                            # context.cached(key, fn) shares expensive reads
             return [CheckResult("lake", passed, expected, actual, missing, duplicates, detail)]

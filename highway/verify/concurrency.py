@@ -1,7 +1,7 @@
 """`highway verify` check ``concurrency``: closed windows in the concurrency topic against the truth.
 
 Reads every partial of the lane's compacted concurrency topic (no worker needed), sums them per
-window (:func:`highway.realtime.partials.merge`) and compares each window that is closed on every
+window (:func:`core.realtime.partials.merge`) and compares each window that is closed on every
 partition with the truth's distinct users per window, overall and by platform. Windows not closed
 yet are reported, not failed; a window missing from the topic while later windows are closed is.
 """
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from highway.realtime.partials import merge
+from core.realtime.partials import merge
 from highway.verify.framework import CheckResult, VerifyContext, register_check
 
 
@@ -65,9 +65,11 @@ class ConcurrencyCheck:
 
         settings, truth = context.settings, context.truth
         topic = settings.concurrency_topic(context.lane)
-        if truth.window_s != settings.window_s:
+        if truth.window_s != settings.realtime_window_s:
             return [
-                CheckResult.not_present(self.name, f"truth windows {truth.window_s}s ≠ {settings.window_s}s")
+                CheckResult.not_present(
+                    self.name, f"truth windows {truth.window_s}s ≠ {settings.realtime_window_s}s"
+                )
             ]
         if topic not in KafkaAdmin(settings).list_topics():
             return [CheckResult.not_present(self.name, f"no topic {topic} yet (no realtime worker ran)")]

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from highway.settings import Settings
-from highway.sim.truth import Truth
+from core.settings import Settings
+from core.sim.truth import Truth
 
 PLUGIN_MODULES: tuple[str, ...] = (
     "highway.verify.topics",

@@ -17,9 +17,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from connectors.kafka_config import confluent_config
-from highway.errors import SchemaError, TransientError
-from highway.settings import Settings
-from schemas.wire import codec_for
+from connectors.wire import codec_for
+from core.errors import SchemaError, TransientError
+from core.settings import Settings
 
 
 @dataclass

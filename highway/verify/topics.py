@@ -4,7 +4,7 @@ Checks (registered in this order):
 
 * ``input`` — ``<lane>.events.all`` holds every simulated event_id once;
 * ``per-event-topics`` — each type's ``<lane>.event.<name>`` topic holds exactly that type's ids
-  (the topic name comes from ``highway.routing.naming.topic_name_for``); events found in the wrong
+  (the topic name comes from ``core.routing.naming.topic_name_for``); events found in the wrong
   type's topic count as misrouted and fail the check;
 * ``common`` — ``<lane>.events.common`` holds every event_id once;
 * ``dlq`` — ``<lane>.events.dlq`` is empty (simulator traffic is valid).
@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from highway.routing.naming import topic_name_for
+from core.routing.naming import topic_name_for
 from highway.verify.framework import CheckResult, VerifyContext, reconcile, register_check
 from highway.verify.kafka_read import TopicIds, count_messages, event_id_counts, read_topics, topic_event_ids
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from highway.envvars import child_environment
+from core.envvars import child_environment
 from tests.conftest import MakeSettings
 
 EVENTS = 3000
@@ -29,7 +29,10 @@ def test_demo_runs_the_pipeline_and_reports_what_it_produced(
     # Every setting reaches the demo explicitly here, so it keeps them: choose the short windows
     # (10 s, 5 s lateness) it would otherwise pick itself.
     settings = make_settings(
-        state_dir=tmp_path / "state", window_s=10, sliding_window_s=60, allowed_lateness_s=5
+        state_dir=tmp_path / "state",
+        realtime_window_s=10,
+        realtime_sliding_window_s=60,
+        realtime_allowed_lateness_s=5,
     )
     lane = settings.lanes[0]
     command = [

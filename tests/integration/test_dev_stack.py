@@ -16,11 +16,11 @@ from botocore.exceptions import EndpointConnectionError
 from confluent_kafka import Consumer, Producer
 
 from connectors.kafka_admin import KafkaAdmin
-from connectors.local_kafka import broker_answers
-from connectors.local_process import free_ports, owned_pid_alive, process_cmdline
-from connectors.local_s3 import s3_client
-from connectors.local_stack import ExternalKafka, LocalStack, start_stack
-from highway.errors import InfrastructureError
+from connectors.local.kafka import broker_answers
+from connectors.local.process import free_ports, owned_pid_alive, process_cmdline
+from connectors.local.s3 import s3_client
+from connectors.local.stack import ExternalKafka, LocalStack, start_stack
+from core.errors import InfrastructureError
 from tests.conftest import MakeSettings, isolated_settings
 from tests.support import WorkerProcess, wait_until
 
@@ -102,7 +102,7 @@ def test_dev_up_twice_status_round_trip_and_down_twice(tmp_path: Path, make_sett
         KafkaAdmin(make_settings(kafka_bootstrap=bootstrap)).ensure_topics([topic], partitions=2)
         assert sorted(_round_trip(bootstrap, topic, 100)) == sorted(f"event-{i}".encode() for i in range(100))
 
-        client = s3_client(exports["HIGHWAY_S3_ENDPOINT_URL"])
+        client = s3_client(exports["HIGHWAY_AWS_S3_ENDPOINT_URL"])
         client.put_object(Bucket="highway", Key="lake/hello.txt", Body=b"hello lake")
         assert client.get_object(Bucket="highway", Key="lake/hello.txt")["Body"].read() == b"hello lake"
     finally:
@@ -112,7 +112,7 @@ def test_dev_up_twice_status_round_trip_and_down_twice(tmp_path: Path, make_sett
     assert again.returncode == 0, again.stderr
     assert "nothing was running" in again.stderr
     for service in services.values():
-        marker = "kafka.Kafka" if service["service"] == "kafka" else "connectors.local_s3"
+        marker = "kafka.Kafka" if service["service"] == "kafka" else "connectors.local.s3"
         assert marker not in process_cmdline(service["pid"]), f"{service['service']} still runs"
     assert not broker_answers(bootstrap, timeout_s=1.0)
     stopped = _highway(state_dir, "dev", "status", "--json")
@@ -144,7 +144,7 @@ def test_s3_outage_keeps_objects_on_the_same_endpoint(
     local_stack: LocalStack, make_settings: MakeSettings
 ) -> None:
     if not local_stack.s3.restartable:
-        pytest.skip("the configured external S3 endpoint (HIGHWAY_S3_ENDPOINT_URL) cannot be stopped")
+        pytest.skip("the configured external S3 endpoint (HIGHWAY_AWS_S3_ENDPOINT_URL) cannot be stopped")
     settings = make_settings()
     bucket = settings.lake_uri.removeprefix("s3://").split("/", 1)[0]
     endpoint = local_stack.s3_endpoint
@@ -163,15 +163,15 @@ def test_s3_outage_keeps_objects_on_the_same_endpoint(
 def test_make_settings_gives_each_call_its_own_lane_bucket_and_port(
     local_stack: LocalStack, make_settings: MakeSettings
 ) -> None:
-    first, second = make_settings(), make_settings(window_s=10, sliding_window_s=30)
+    first, second = make_settings(), make_settings(realtime_window_s=10, realtime_sliding_window_s=30)
     assert first.lanes != second.lanes
     assert first.app_id != second.app_id
     assert first.lake_uri != second.lake_uri
     assert first.http_port != second.http_port
-    assert second.window_s == 10
+    assert second.realtime_window_s == 10
     assert first.topic_partitions == 3
     assert first.kafka_bootstrap == local_stack.bootstrap
-    assert first.s3_endpoint_url == local_stack.s3_endpoint
+    assert first.aws_s3_endpoint_url == local_stack.s3_endpoint
     buckets = {bucket["Name"] for bucket in s3_client(local_stack.s3_endpoint).list_buckets()["Buckets"]}
     for settings in (first, second):
         assert settings.lake_uri.removeprefix("s3://").split("/", 1)[0] in buckets

@@ -23,15 +23,15 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config
 from connectors.lake_fs import LakeStore
-from connectors.local_stack import LocalStack
+from connectors.local.stack import LocalStack
 from connectors.producer import EventProducer
+from core.lake.layout import schema_key
+from core.lake.reconcile import LakeReconciliation, reconcile
+from core.routing.naming import topic_name_for
+from core.settings import Settings
+from core.sim import MatchDaySimulator, SimConfig, TruthBuilder
 from highway.cli.query import run_query
 from highway.cli.verify import verify_once
-from highway.lake.layout import schema_key
-from highway.lake.reconcile import LakeReconciliation, reconcile
-from highway.routing.naming import topic_name_for
-from highway.settings import Settings
-from highway.sim import MatchDaySimulator, SimConfig, TruthBuilder
 from streams.lake import lake_group_id
 from tests.conftest import MakeSettings
 from tests.support import WorkerProcess, wait_until
@@ -166,7 +166,7 @@ class BackgroundTraffic:
 def test_simulated_traffic_over_200_types_lands_exactly_once_and_is_catalogued(
     make_settings: MakeSettings,
 ) -> None:
-    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "catalog": "glue"})
+    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_catalog": "glue"})
     produced = Produced()
     batches = list(simulated(settings, events=12_000, event_types=220, seed=11))
     produce_events(settings, batches[0], produced)
@@ -199,21 +199,21 @@ def test_simulated_traffic_over_200_types_lands_exactly_once_and_is_catalogued(
         assert time.monotonic() - started < 30
         assert lake_state(worker)["alive"]
     glue = glue_client(settings)
-    tables = glue.get_paginator("get_tables").paginate(DatabaseName=settings.glue_database)
+    tables = glue.get_paginator("get_tables").paginate(DatabaseName=settings.lake_glue_database)
     names = {t["Name"] for page in tables for t in page["TableList"]}
     lane = settings.lanes[0]
     assert {f"{lane}_{topic_name_for(name)}".lower() for name in produced.ids} <= names
     one = f"{lane}_{late_name}"
-    table = glue.get_table(DatabaseName=settings.glue_database, Name=one)["Table"]
+    table = glue.get_table(DatabaseName=settings.lake_glue_database, Name=one)["Table"]
     assert [k["Name"] for k in table["PartitionKeys"]] == ["dt", "hour"]
     assert "ParquetHiveSerDe" in table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"]
-    assert glue.get_partitions(DatabaseName=settings.glue_database, TableName=one)["Partitions"]
+    assert glue.get_partitions(DatabaseName=settings.lake_glue_database, TableName=one)["Partitions"]
 
 
 def glue_client(settings: Settings) -> Any:
     return boto3.client(
         "glue",
-        endpoint_url=settings.s3_endpoint_url,
+        endpoint_url=settings.aws_s3_endpoint_url,
         region_name=settings.aws_region,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
@@ -221,7 +221,7 @@ def glue_client(settings: Settings) -> Any:
 
 
 def test_schema_evolution_keeps_every_row(make_settings: MakeSettings) -> None:
-    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "catalog": "projection"})
+    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_catalog": "projection"})
     name, now = "wallet_topup", int(time.time() * 1000)
     produced = Produced()
 
@@ -263,7 +263,7 @@ def test_schema_evolution_keeps_every_row(make_settings: MakeSettings) -> None:
     assert table.num_rows == 20
     # Partition projection: the table is registered with its widened columns, partitions are not.
     glue = glue_client(settings)
-    glue_table = glue.get_table(DatabaseName=settings.glue_database, Name=f"{settings.lanes[0]}_{name}")[
+    glue_table = glue.get_table(DatabaseName=settings.lake_glue_database, Name=f"{settings.lanes[0]}_{name}")[
         "Table"
     ]
     assert glue_table["Parameters"]["projection.enabled"] == "true"
@@ -281,7 +281,9 @@ def test_s3_outage_mid_stream_loses_and_duplicates_nothing(
     make_settings: MakeSettings, local_stack: LocalStack
 ) -> None:
     if not local_stack.s3.restartable:
-        pytest.fail("the S3 outage test needs the local S3 server (HIGHWAY_S3_ENDPOINT_URL points elsewhere)")
+        pytest.fail(
+            "the S3 outage test needs the local S3 server (HIGHWAY_AWS_S3_ENDPOINT_URL points elsewhere)"
+        )
     settings = make_settings(**LAKE_SETTINGS)
     outage_s = 30.0  # the full 30 s of the acceptance criterion, also in CI mode
     with WorkerProcess(settings, roles="lake") as worker, BackgroundTraffic(settings, 20) as traffic:

@@ -14,9 +14,9 @@ import time
 import pytest
 
 from connectors.lake_fs import LakeStore
-from highway.envvars import with_overrides
-from highway.lake.layout import manifest_key
-from highway.lake.manifest import Manifest, orphan_files
+from core.envvars import with_overrides
+from core.lake.layout import manifest_key
+from core.lake.manifest import Manifest, orphan_files
 from streams.lake import LakeSink
 from tests.conftest import MakeSettings
 from tests.integration.test_lake import (

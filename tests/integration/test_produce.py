@@ -13,15 +13,15 @@ import pytest
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.producer import EventProducer
-from highway.cli.produce import produce_simulated_traffic
-from highway.envvars import settings_env
-from highway.errors import TransientError
-from highway.settings import Settings
-from highway.sim import MatchDaySimulator, SimConfig, load_truth
+from connectors.simulator_feed import produce_simulated_traffic
+from connectors.wire import codec_for
+from core.envelope import parse_json_event
+from core.envvars import settings_env
+from core.errors import TransientError
+from core.settings import Settings
+from core.sim import MatchDaySimulator, SimConfig, load_truth
 from highway.verify import VerifyContext, registered_checks, run_checks
 from highway.verify.kafka_read import count_messages, event_id_counts, read_topics
-from schemas.envelope import parse_json_event
-from schemas.wire import codec_for
 from tests.conftest import MakeSettings
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,9 @@ def test_event_producer_round_trip_keyed_by_user(make_settings: MakeSettings) ->
 
 def test_avro_wire_format_through_the_broker(make_settings: MakeSettings) -> None:
     # No schema-registry server here: confluent-kafka's in-memory registry behind a mock:// URL.
-    settings = make_settings(schema_registry_url=f"mock://it-{uuid.uuid4().hex[:8]}", wire_format="avro")
+    settings = make_settings(
+        kafka_schema_registry_url=f"mock://it-{uuid.uuid4().hex[:8]}", kafka_wire_format="avro"
+    )
     topic = settings.all_events_topic(settings.lanes[0])
     KafkaAdmin(settings).ensure_topics([topic])
     events = _events(500, seed=4)

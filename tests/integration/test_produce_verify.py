@@ -10,10 +10,10 @@ import pytest
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.producer import EventProducer
-from highway.routing.naming import topic_name_for
-from highway.sim import MatchDaySimulator, SimConfig, TruthBuilder
+from core.envelope import common_projection, encode_json
+from core.routing.naming import topic_name_for
+from core.sim import MatchDaySimulator, SimConfig, TruthBuilder
 from highway.verify import VerifyContext, registered_checks, run_checks
-from schemas.envelope import common_projection, encode_json
 from tests.conftest import MakeSettings
 
 pytestmark = pytest.mark.integration

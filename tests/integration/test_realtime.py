@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.producer import EventProducer
-from highway.settings import Settings
+from core.settings import Settings
 from tests.support import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ class Traffic:
 
 
 def lane_settings(make_settings: Any, engine: str = "confluent") -> Settings:
-    settings: Settings = make_settings(allowed_lateness_s=60, realtime_consumer=engine)
+    settings: Settings = make_settings(realtime_allowed_lateness_s=60, realtime_consumer=engine)
     lane = settings.lanes[0]
     KafkaAdmin(settings).ensure_topics([settings.common_topic(lane)], partitions=3)
     return settings

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.local_process import free_ports
+from connectors.local.process import free_ports
 from tests.integration.test_realtime import (
     MIN,
     RealtimeWorker,

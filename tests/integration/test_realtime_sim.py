@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from highway.cli.produce import produce_simulated_traffic
-from highway.sim import SimConfig
-from highway.sim.truth import load_truth
+from connectors.simulator_feed import produce_simulated_traffic
+from core.sim import SimConfig
+from core.sim.truth import load_truth
 from highway.verify.concurrency import ConcurrencyCheck
 from highway.verify.framework import CheckResult, VerifyContext
 from tests.integration.test_realtime import RealtimeWorker
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_simulator_windows_equal_truth(make_settings: Any, tmp_path: Path) -> None:
-    settings = make_settings(allowed_lateness_s=60)
+    settings = make_settings(realtime_allowed_lateness_s=60)
     lane = settings.lanes[0]
     truth_path = tmp_path / "truth.json"
     config = SimConfig(

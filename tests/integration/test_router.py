@@ -20,11 +20,11 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config
 from connectors.producer import EventProducer
-from highway.cli.produce import produce_simulated_traffic
-from highway.errors import TransientError
-from highway.routing.naming import event_topic_for
-from highway.settings import Settings
-from highway.sim import SimConfig, load_truth
+from connectors.simulator_feed import produce_simulated_traffic
+from core.errors import TransientError
+from core.routing.naming import event_topic_for
+from core.settings import Settings
+from core.sim import SimConfig, load_truth
 from highway.verify.framework import CheckResult, VerifyContext, registered_checks, run_checks
 from highway.verify.topics import read_topics
 from streams.routing import input_group_id

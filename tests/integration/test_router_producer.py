@@ -53,8 +53,8 @@ def test_two_routers_racing_on_a_new_name_both_deliver(make_settings: MakeSettin
 
     import orjson
 
-    from highway.routing.classify import SourceRecord
-    from highway.routing.naming import event_topic_for
+    from core.routing.classify import SourceRecord
+    from core.routing.naming import event_topic_for
     from streams.routing import LaneRouter, ensure_lane_topics
 
     settings = make_settings()

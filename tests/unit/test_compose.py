@@ -21,8 +21,8 @@ import typer.main
 import yaml
 from pydantic import SecretStr
 
+from core.settings import ENV_PREFIX, Settings, load_settings
 from highway.cli import app as cli_app
-from highway.settings import ENV_PREFIX, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -153,7 +153,7 @@ def test_every_highway_variable_is_a_settings_field_and_validates(
         highway_env = {key: value for key, value in env.items() if key.startswith(ENV_PREFIX)}
         for key in highway_env:
             field = key.removeprefix(ENV_PREFIX).lower()
-            assert field in Settings.model_fields, f"{source}: {key} is not a field of highway.settings"
+            assert field in Settings.model_fields, f"{source}: {key} is not a field of core.settings"
         with monkeypatch.context() as patch:
             for key in [key for key in os.environ if key.startswith(ENV_PREFIX)]:
                 patch.delenv(key)
@@ -190,8 +190,8 @@ def test_the_lake_writes_to_the_bucket_minio_init_creates(services: dict[str, di
         lake = urlparse(env["HIGHWAY_LAKE_URI"])
         assert lake.scheme == "s3", name
         assert lake.netloc in created, name
-        assert urlparse(env["HIGHWAY_S3_ENDPOINT_URL"]).netloc == "minio:9000", name
-        for prefix in ("HIGHWAY_S3_", "AWS_"):
+        assert urlparse(env["HIGHWAY_AWS_S3_ENDPOINT_URL"]).netloc == "minio:9000", name
+        for prefix in ("HIGHWAY_AWS_", "AWS_"):
             assert env[f"{prefix}ACCESS_KEY_ID"] == minio_env["MINIO_ROOT_USER"], name
             assert env[f"{prefix}SECRET_ACCESS_KEY"] == minio_env["MINIO_ROOT_PASSWORD"], name
     for name in WORKERS:

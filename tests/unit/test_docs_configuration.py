@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from types import ModuleType
 
-from highway.settings import ENV_PREFIX, Settings
+from core.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,7 @@ import fastavro
 import pytest
 from fastavro.validation import validate
 
-from highway.errors import SchemaError
-from schemas.envelope import (
+from core.envelope import (
     COMMON_FIELDS,
     common_projection,
     encode_json,
@@ -18,6 +17,7 @@ from schemas.envelope import (
     parse_json_event,
     validate_event,
 )
+from core.errors import SchemaError
 
 
 def good_event() -> dict[str, Any]:

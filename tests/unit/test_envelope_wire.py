@@ -11,10 +11,10 @@ import uuid
 
 import pytest
 
-from highway.errors import SchemaError
-from highway.settings import Settings
-from schemas.envelope import encode_json, envelope_schema_str
-from schemas.wire import AvroCodec, JsonCodec, RegistryCodec, codec_for, registry_client
+from connectors.wire import AvroCodec, JsonCodec, RegistryCodec, codec_for, registry_client
+from core.envelope import encode_json, envelope_schema_str
+from core.errors import SchemaError
+from core.settings import Settings
 from tests.unit.test_envelope import good_event
 
 
@@ -31,7 +31,7 @@ def test_json_is_the_default() -> None:
 
 def test_avro_round_trip_in_confluent_frame() -> None:
     url = _registry_url()
-    settings = Settings(schema_registry_url=url, wire_format="avro", lanes=["lane1"])
+    settings = Settings(kafka_schema_registry_url=url, kafka_wire_format="avro", lanes=["lane1"])
     codec = codec_for(settings)
     assert isinstance(codec, RegistryCodec)
     event = good_event()
@@ -50,7 +50,7 @@ def test_avro_round_trip_in_confluent_frame() -> None:
 
 
 def test_registry_codec_reads_json_too_and_writes_json_by_default() -> None:
-    codec = codec_for(Settings(schema_registry_url=_registry_url()))
+    codec = codec_for(Settings(kafka_schema_registry_url=_registry_url()))
     event = good_event()
     raw = codec.encode(event)
     assert raw == encode_json(event)

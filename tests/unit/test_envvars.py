@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from highway.envvars import settings_env
-from highway.settings import ENV_PREFIX, Settings, load_settings
+from core.envvars import settings_env
+from core.settings import ENV_PREFIX, Settings, load_settings
 
 
 def test_environment_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     original = load_settings(
         kafka_bootstrap="a:1,b:2",
         lanes=["web", "mobile"],
-        dimensions=["platform"],
+        realtime_dimensions=["platform"],
         kafka_security_protocol="SASL_SSL",
         kafka_sasl_mechanism="SCRAM-SHA-512",
         kafka_sasl_username="svc",
@@ -27,7 +27,7 @@ def test_environment_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch)
     )
     env = settings_env(original)
     assert env["HIGHWAY_KAFKA_SASL_PASSWORD"] == "s3cr=t,with comma"
-    assert "HIGHWAY_SCHEMA_REGISTRY_URL" not in env  # unset fields stay unset
+    assert "HIGHWAY_KAFKA_SCHEMA_REGISTRY_URL" not in env  # unset fields stay unset
     for key in list(os.environ):
         if key.startswith(ENV_PREFIX):
             monkeypatch.delenv(key)

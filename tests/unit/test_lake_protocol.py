@@ -13,10 +13,10 @@ import random
 import orjson
 import pytest
 
-from highway.lake.flush import plan_files
-from highway.lake.layout import PartitionValue, partition_for_ms
-from highway.lake.manifest import Manifest, orphan_files
-from highway.lake.records import LakeRow, decode
+from core.lake.flush import plan_files
+from core.lake.layout import PartitionValue, partition_for_ms
+from core.lake.manifest import Manifest, orphan_files
+from core.lake.records import LakeRow, decode
 
 HOUR_MS = 3_600_000
 

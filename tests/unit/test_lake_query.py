@@ -8,13 +8,13 @@ import orjson
 import pytest
 
 from connectors.lake_fs import LakeStore
+from core.lake.encode import build_table, parquet_bytes
+from core.lake.flush import plan_files
+from core.lake.layout import schema_key
+from core.lake.records import decode
+from core.lake.schema import TableSchema
+from core.settings import Settings
 from highway.cli.query import lake_connection, run_query
-from highway.lake.encode import build_table, parquet_bytes
-from highway.lake.flush import plan_files
-from highway.lake.layout import schema_key
-from highway.lake.records import decode
-from highway.lake.schema import TableSchema
-from highway.settings import Settings
 
 TS = 1_790_000_000_000
 

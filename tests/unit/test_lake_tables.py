@@ -12,17 +12,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from highway.lake.encode import TIMESTAMP_TYPE, build_table, parquet_bytes
-from highway.lake.flush import FlushPolicy, PartitionBuffer
-from highway.lake.layout import (
+from core.lake.encode import TIMESTAMP_TYPE, build_table, parquet_bytes
+from core.lake.flush import FlushPolicy, PartitionBuffer
+from core.lake.layout import (
     PartitionValue,
     data_file_key,
     parse_data_file,
     partition_for_ms,
     table_name,
 )
-from highway.lake.records import LakeRow, decode, partition_value
-from highway.lake.schema import DOUBLE, INT, STRING, TableSchema, schema_from_avro
+from core.lake.records import LakeRow, decode, partition_value
+from core.lake.schema import DOUBLE, INT, STRING, TableSchema, schema_from_avro
 from streams.lake import load_overrides, topic_regex
 
 TS = int(datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC).timestamp() * 1000)
@@ -148,7 +148,7 @@ def test_flush_policy_rows_bytes_age_and_cap() -> None:
 
 
 def test_topic_regex_matches_each_lane() -> None:
-    from highway.settings import Settings
+    from core.settings import Settings
 
     settings = Settings(lanes=["a-b", "c"])
     regex = topic_regex(settings)

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from connectors.local_kafka import (
+from connectors.local.kafka import (
     MAX_MESSAGE_BYTES,
     random_cluster_id,
     render_log4j2_config,
     render_server_properties,
 )
-from connectors.local_kafka_jars import LOG4J_VERSION, cached_jars, jars_dir, render_pom, resolve_jars
-from highway.errors import InfrastructureError
+from connectors.local.kafka_jars import LOG4J_VERSION, cached_jars, jars_dir, render_pom, resolve_jars
+from core.errors import InfrastructureError
 
 _NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from connectors.local_process import (
+from connectors.local.process import (
     free_ports,
     owned_pid_alive,
     port_answers,
@@ -21,7 +21,7 @@ from connectors.local_process import (
     terminate,
     write_state,
 )
-from connectors.local_stack import (
+from connectors.local.stack import (
     ExternalKafka,
     ExternalS3,
     LocalStack,
@@ -30,9 +30,9 @@ from connectors.local_stack import (
     start_stack,
     stop_stack,
 )
+from core.errors import InfrastructureError
+from core.settings import Settings
 from highway.cli.worker import parse_roles
-from highway.errors import InfrastructureError
-from highway.settings import Settings
 from tests.support import wait_until
 
 
@@ -71,10 +71,10 @@ def test_exports_are_shell_quoted_export_lines() -> None:
 def test_stack_env_points_highway_and_aws_clients_at_the_stack() -> None:
     env = _stack().env()
     assert env["HIGHWAY_KAFKA_BOOTSTRAP"] == "127.0.0.1:40001"
-    assert env["HIGHWAY_S3_ENDPOINT_URL"] == "http://127.0.0.1:40002"
+    assert env["HIGHWAY_AWS_S3_ENDPOINT_URL"] == "http://127.0.0.1:40002"
     assert env["HIGHWAY_LAKE_URI"] == "s3://highway/lake"
-    assert env["AWS_ACCESS_KEY_ID"] == env["HIGHWAY_S3_ACCESS_KEY_ID"] == "testing"
-    assert env["AWS_SECRET_ACCESS_KEY"] == env["HIGHWAY_S3_SECRET_ACCESS_KEY"] == "testing"
+    assert env["AWS_ACCESS_KEY_ID"] == env["HIGHWAY_AWS_ACCESS_KEY_ID"] == "testing"
+    assert env["AWS_SECRET_ACCESS_KEY"] == env["HIGHWAY_AWS_SECRET_ACCESS_KEY"] == "testing"
     highway_fields = {key.removeprefix("HIGHWAY_").lower() for key in env if key.startswith("HIGHWAY_")}
     assert highway_fields <= set(Settings.model_fields)
 
@@ -83,8 +83,8 @@ def test_stack_settings_overrides_build_valid_settings() -> None:
     settings = Settings(**_stack().settings_overrides())
     assert settings.kafka_bootstrap == "127.0.0.1:40001"
     assert settings.lake_uri == "s3://highway/lake"
-    assert settings.s3_access_key_id is not None
-    assert settings.s3_access_key_id.get_secret_value() == "testing"
+    assert settings.aws_access_key_id is not None
+    assert settings.aws_access_key_id.get_secret_value() == "testing"
 
 
 def test_external_services_refuse_to_be_stopped() -> None:

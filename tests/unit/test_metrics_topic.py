@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import connectors.metrics_topic as metrics_topic
-from highway.settings import Settings
+from core.settings import Settings
 from tests.conftest import isolated_settings
 
 

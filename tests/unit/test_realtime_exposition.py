@@ -9,9 +9,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from highway.realtime.exposition import LaneSnapshot, RealtimeCollector
-from highway.realtime.partials import to_record
-from highway.realtime.windows import ParsedEvent, PartitionWindows, WindowSpec
+from core.realtime.exposition import LaneSnapshot, RealtimeCollector
+from core.realtime.partials import to_record
+from core.realtime.windows import ParsedEvent, PartitionWindows, WindowSpec
 
 MIN = 60_000
 SPEC = WindowSpec(MIN, 5, 0, ("platform", "event_name"))

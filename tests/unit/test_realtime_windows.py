@@ -1,4 +1,4 @@
-"""Unit tests for highway.realtime: ids, window state, replay from checkpoints, partial merging."""
+"""Unit tests for core.realtime: ids, window state, replay from checkpoints, partial merging."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections import defaultdict
 
 import pytest
 
-from highway.realtime.cardinality import OTHER, StableLabels, top_n_with_other
-from highway.realtime.ids import user_key
-from highway.realtime.partials import flatten, merge, partial_key, to_record
-from highway.realtime.windows import ClosedWindow, ParsedEvent, PartitionWindows, WindowSpec
+from core.realtime.cardinality import OTHER, StableLabels, top_n_with_other
+from core.realtime.ids import user_key
+from core.realtime.partials import flatten, merge, partial_key, to_record
+from core.realtime.windows import ClosedWindow, ParsedEvent, PartitionWindows, WindowSpec
 
 MIN = 60_000
 SPEC = WindowSpec(window_ms=MIN, slide_windows=5, lateness_ms=2 * MIN, dimensions=("platform", "event_name"))

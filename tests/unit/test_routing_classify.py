@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 
-from highway.routing.classify import BatchClassifier, SourceRecord
-from highway.routing.gate import EVENT_NAME_NOT_ALLOWED, EVENT_TYPE_QUOTA, NewTypeGate
-from highway.settings import Settings
-from schemas.envelope import parse_json_event
+from core.envelope import parse_json_event
+from core.routing.classify import BatchClassifier, SourceRecord
+from core.routing.gate import EVENT_NAME_NOT_ALLOWED, EVENT_TYPE_QUOTA, NewTypeGate
+from core.settings import Settings
 
 NOW_MS = 1_790_000_000_000
 
@@ -153,9 +153,9 @@ def test_huge_originals_are_truncated_in_the_dlq() -> None:
 
 
 def test_avro_wire_format_events_are_routed_with_their_bytes_unchanged() -> None:
-    from schemas.wire import codec_for
+    from connectors.wire import codec_for
 
-    settings = Settings(schema_registry_url="mock://router-unit", wire_format="avro")
+    settings = Settings(kafka_schema_registry_url="mock://router-unit", kafka_wire_format="avro")
     codec = codec_for(settings, settings.all_events_topic("default"))
     raw = codec.encode(event())
     assert raw[:1] == b"\x00"  # Confluent framing

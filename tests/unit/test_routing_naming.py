@@ -6,15 +6,15 @@ import re
 
 import pytest
 
-from highway.errors import SchemaError
-from highway.routing.naming import (
+from core.errors import SchemaError
+from core.routing.naming import (
     MAX_EVENT_NAME_CHARS,
     MAX_TOPIC_CHARS,
     event_topic_for,
     topic_name_for,
     validate_event_name,
 )
-from highway.settings import Settings
+from core.settings import Settings
 
 LEGAL = re.compile(r"[A-Za-z0-9._-]+")
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from highway.errors import ConfigError
-from highway.settings import load_settings
+from core.errors import ConfigError
+from core.settings import load_settings
 
 
 def test_defaults_name_the_topics_of_a_lane() -> None:

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from highway.sim import MatchDaySimulator, SimConfig, TruthBuilder, catalogue, load_truth, property_specs
-from highway.sim.simulator import uuid4_text
-from highway.sim.truth import parse_window_key, window_key
-from schemas.envelope import validate_event
+from core.envelope import validate_event
+from core.sim import MatchDaySimulator, SimConfig, TruthBuilder, catalogue, load_truth, property_specs
+from core.sim.simulator import uuid4_text
+from core.sim.truth import parse_window_key, window_key
 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from core.settings import Settings
+from core.sim import MatchDaySimulator, SimConfig, TruthBuilder
 from highway.cli.verify import render
-from highway.settings import Settings
-from highway.sim import MatchDaySimulator, SimConfig, TruthBuilder
 from highway.verify import (
     CheckResult,
     VerifyContext,

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from highway.settings import ENV_PREFIX, Settings
+from core.settings import ENV_PREFIX, Settings
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -26,9 +26,9 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from highway.realtime.cardinality import top_n_with_other
-from highway.realtime.partials import window_label
-from highway.realtime.windows import NO_TIME, Counts, PartitionWindows
+from core.realtime.cardinality import top_n_with_other
+from core.realtime.partials import window_label
+from core.realtime.windows import NO_TIME, Counts, PartitionWindows
 
 
 @dataclass

@@ -15,9 +15,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from highway.lake.records import ENVELOPE_TIMES, LakeRow, epoch_ms
-from highway.lake.schema import BOOL, DOUBLE, INT, STRING, TableSchema, column_for_property
-from schemas.envelope import STRING_FIELDS
+from core.envelope import STRING_FIELDS
+from core.lake.records import ENVELOPE_TIMES, LakeRow, epoch_ms
+from core.lake.schema import BOOL, DOUBLE, INT, STRING, TableSchema, column_for_property
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     BOOL: pa.bool_(),

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from highway.sim.names import property_specs
+from core.sim.names import property_specs
 
 TRUTH_VERSION = 1
 DIMENSIONS: tuple[str, ...] = ("platform", "app_version", "event_name")

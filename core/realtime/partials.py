@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any, Literal
 
-from highway.realtime.windows import Checkpoint, ClosedWindow, Counts
+from core.realtime.windows import Checkpoint, ClosedWindow, Counts
 
 Measure = Literal["users", "users_sliding", "events"]
 

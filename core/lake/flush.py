@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from highway.lake.layout import PartitionValue, data_file_key
-from highway.lake.records import LakeRow, partition_value
+from core.lake.layout import PartitionValue, data_file_key
+from core.lake.records import LakeRow, partition_value
 
 ROW_OVERHEAD_BYTES = 200  # Python objects around each record, so the cap tracks real memory
 

@@ -6,7 +6,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from highway.lake.layout import PartitionValue, partition_for_ms
+from core.lake.layout import PartitionValue, partition_for_ms
 
 ENVELOPE_TIMES = ("client_ts", "server_ts")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from highway.lake.layout import parse_data_file
+from core.lake.layout import parse_data_file
 
 NO_OFFSET = -1
 

@@ -5,9 +5,9 @@ fixtures; each caller passes its own state directory, so a developer's stack and
 stack never share ports or data.
 
 Kafka comes from, in order: a broker the user configured explicitly (``HIGHWAY_KAFKA_BOOTSTRAP`` set
-and answering); the Maven-resolved local broker (``connectors.local_kafka``) when java and mvn exist;
+and answering); the Maven-resolved local broker (``connectors.local.kafka``) when java and mvn exist;
 testcontainers' Kafka when a Docker engine answers (in-process callers only: its container dies with
-the process that started it). S3 is an explicitly configured endpoint or moto (``connectors.local_s3``).
+the process that started it). S3 is an explicitly configured endpoint or moto (``connectors.local.s3``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
-from connectors.local_kafka import KafkaBroker, broker_answers
-from connectors.local_kafka_jars import cached_jars, default_cache_root, locked
-from connectors.local_process import read_state
-from connectors.local_s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, ensure_bucket
-from highway.errors import InfrastructureError
-from highway.settings import Settings
+from connectors.local.kafka import KafkaBroker, broker_answers
+from connectors.local.kafka_jars import cached_jars, default_cache_root, locked
+from connectors.local.process import read_state
+from connectors.local.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, ensure_bucket
+from core.errors import InfrastructureError
+from core.settings import Settings
 
 
 class KafkaHandle(Protocol):
@@ -95,7 +95,7 @@ class ExternalKafka:
 
 
 class ExternalS3:
-    """An S3 endpoint someone else runs (``HIGHWAY_S3_ENDPOINT_URL``)."""
+    """An S3 endpoint someone else runs (``HIGHWAY_AWS_S3_ENDPOINT_URL``)."""
 
     restartable = False
 
@@ -185,10 +185,10 @@ class LocalStack:
         """The variables that point Highway (and plain AWS clients) at this stack."""
         return {
             "HIGHWAY_KAFKA_BOOTSTRAP": self.bootstrap,
-            "HIGHWAY_S3_ENDPOINT_URL": self.s3_endpoint,
+            "HIGHWAY_AWS_S3_ENDPOINT_URL": self.s3_endpoint,
             "HIGHWAY_LAKE_URI": self.lake_uri,
-            "HIGHWAY_S3_ACCESS_KEY_ID": self.access_key_id,
-            "HIGHWAY_S3_SECRET_ACCESS_KEY": self.secret_access_key,
+            "HIGHWAY_AWS_ACCESS_KEY_ID": self.access_key_id,
+            "HIGHWAY_AWS_SECRET_ACCESS_KEY": self.secret_access_key,
             "HIGHWAY_AWS_REGION": self.region,
             "AWS_ACCESS_KEY_ID": self.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
@@ -198,10 +198,10 @@ class LocalStack:
     def settings_overrides(self) -> dict[str, Any]:
         return {
             "kafka_bootstrap": self.bootstrap,
-            "s3_endpoint_url": self.s3_endpoint,
+            "aws_s3_endpoint_url": self.s3_endpoint,
             "lake_uri": self.lake_uri,
-            "s3_access_key_id": self.access_key_id,
-            "s3_secret_access_key": self.secret_access_key,
+            "aws_access_key_id": self.access_key_id,
+            "aws_secret_access_key": self.secret_access_key,
             "aws_region": self.region,
         }
 
@@ -252,10 +252,10 @@ def start_stack(
             s3.start(wait=False)  # moto's start-up overlaps the broker's
         kafka.start()
         s3.start()
-    key = settings.s3_access_key_id.get_secret_value() if settings.s3_access_key_id else ACCESS_KEY_ID
+    key = settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else ACCESS_KEY_ID
     secret = (
-        settings.s3_secret_access_key.get_secret_value()
-        if settings.s3_secret_access_key
+        settings.aws_secret_access_key.get_secret_value()
+        if settings.aws_secret_access_key
         else SECRET_ACCESS_KEY
     )
     ensure_bucket(s3.endpoint, settings.dev_bucket, key, secret)
@@ -326,6 +326,6 @@ def _choose_kafka(
 def _choose_s3(settings: Settings, state_dir: Path, tie_to_parent: bool) -> S3Handle:
     own = read_state(state_dir / "s3" / "s3.json").get("port")
     own_endpoint = f"http://127.0.0.1:{own}" if own else None
-    if settings.s3_endpoint_url and _explicit(settings, "s3_endpoint_url", own_endpoint):
-        return ExternalS3(settings.s3_endpoint_url)
+    if settings.aws_s3_endpoint_url and _explicit(settings, "aws_s3_endpoint_url", own_endpoint):
+        return ExternalS3(settings.aws_s3_endpoint_url)
     return S3Server(state_dir / "s3", tie_to_parent=tie_to_parent)

@@ -4,9 +4,9 @@
 pipeline must end up with; ``load_truth`` reads it back for ``highway verify``.
 """
 
-from highway.sim.names import catalogue, property_specs
-from highway.sim.simulator import MatchDaySimulator, SimConfig
-from highway.sim.truth import Truth, TruthBuilder, load_truth
+from core.sim.names import catalogue, property_specs
+from core.sim.simulator import MatchDaySimulator, SimConfig
+from core.sim.truth import Truth, TruthBuilder, load_truth
 
 __all__ = [
     "MatchDaySimulator",

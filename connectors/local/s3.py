@@ -1,6 +1,6 @@
 """A local S3 API: moto's server in a detached subprocess, behind a switchable TCP front door.
 
-``python -m connectors.local_s3 --port P --state FILE`` runs moto's werkzeug app on an internal
+``python -m connectors.local.s3 --port P --state FILE`` runs moto's werkzeug app on an internal
 port and forwards the public port ``P`` to it. ``S3Server`` (the handle used by ``highway dev`` and
 the pytest fixtures) launches and finds that process through its state file.
 
@@ -27,7 +27,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from connectors.local_process import (
+from connectors.local.process import (
     child_preexec,
     free_ports,
     owned_pid_alive,
@@ -40,9 +40,9 @@ from connectors.local_process import (
     wait_for,
     write_state,
 )
-from highway.errors import InfrastructureError
+from core.errors import InfrastructureError
 
-MODULE = "connectors.local_s3"
+MODULE = "connectors.local.s3"
 # moto accepts any credentials; clients still need some to sign requests.
 ACCESS_KEY_ID = "testing"
 SECRET_ACCESS_KEY = "testing"

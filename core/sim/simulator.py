@@ -10,7 +10,7 @@ The model, per simulated second ``t`` of a clock that starts at ``start_ms``:
   ``mean_gap_s``) before a new session can start;
 * a user keeps one platform (android / ios / web), app version and device;
 * event names follow a Zipf law over the first ``event_types`` names of the catalogue; each type's
-  properties follow its fixed schema (``highway.sim.names``);
+  properties follow its fixed schema (``core.sim.names``);
 * ``server_ts`` is spread inside the simulated second; ``client_ts`` lags by network latency, and a
   few devices report a skewed clock.
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-from highway.sim.names import PropertySpec, catalogue, property_specs
+from core.sim.names import PropertySpec, catalogue, property_specs
 
 PLATFORMS: tuple[tuple[str, float], ...] = (("android", 0.62), ("ios", 0.24), ("web", 0.14))
 APP_VERSIONS: dict[str, tuple[tuple[str, float], ...]] = {

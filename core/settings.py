@@ -11,15 +11,18 @@ prefix (``[kafka] bootstrap = "..."`` is ``kafka_bootstrap``).
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 import tomllib
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from highway.errors import ConfigError
+from core.errors import ConfigError
 
 ENV_PREFIX = "HIGHWAY_"
 _LANE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -41,21 +44,28 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    # --- Kafka -----------------------------------------------------------------------------
+    # --- General: identity, lanes, plugins, local state ---
+    app_id: str = Field("highway", description="Faust app id / consumer group prefix")
+    lanes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
+    plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="modules whose Faust agents the worker loads (see docs/plugins.md)"
+    )
+    state_dir: Path = Field(Path(".highway"), description="local state: dev services, caches, logs")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- Kafka (kafka_*): brokers, security, wire format ---
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,…]")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_file: Path | None = None
-    schema_registry_url: str | None = Field(
+    kafka_schema_registry_url: str | None = Field(
         None, description="Confluent schema registry; when set, events use the Avro wire format"
     )
-    wire_format: Literal["json", "avro"] = "json"
+    kafka_wire_format: Literal["json", "avro"] = "json"
 
-    # --- Lanes and topics ------------------------------------------------------------------
-    app_id: str = Field("highway", description="Faust app id / consumer group prefix")
-    lanes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
+    # --- Topics (topic_*): names and layout ---
     topic_all_events: str = "{lane}.events.all"
     topic_common: str = "{lane}.events.common"
     topic_per_event: str = "{lane}.event.{name}"
@@ -65,7 +75,7 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(1, ge=1, le=16)
     topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)
 
-    # --- Router ----------------------------------------------------------------------------
+    # --- Router (router_*) ---
     router_batch_size: int = Field(5000, ge=1, description="events consumed per routing batch")
     router_batch_wait_s: float = Field(0.05, ge=0, description="longest wait to fill a batch")
     router_max_event_bytes: int = Field(1_000_000, ge=256)
@@ -76,10 +86,8 @@ class Settings(BaseSettings):
         "confluent", description="router input: confluent-kafka consumer thread, or a faust agent"
     )
 
-    # --- Lake ------------------------------------------------------------------------------
+    # --- Lake (lake_*) ---
     lake_uri: str = Field("file://./.highway/lake", description="s3://bucket/prefix or file:///path")
-    s3_endpoint_url: str | None = None
-    aws_region: str = "us-east-1"
     lake_compression: Literal["zstd", "snappy"] = "zstd"
     lake_flush_rows: int = Field(100_000, ge=1)
     lake_flush_bytes: int = Field(64 * 1024 * 1024, ge=1024)
@@ -87,33 +95,38 @@ class Settings(BaseSettings):
     lake_max_buffered_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     lake_partition_time: Literal["server", "client"] = "server"
     lake_topic_rescan_s: float = Field(10.0, gt=0, description="rescan for new per-event topics")
-    catalog: Literal["none", "glue", "projection"] = "none"
-    glue_database: str = "highway"
+    lake_catalog: Literal["none", "glue", "projection"] = "none"
+    lake_glue_database: str = "highway"
 
-    # --- Realtime --------------------------------------------------------------------------
-    window_s: int = Field(60, ge=1, description="tumbling window size")
-    sliding_window_s: int = Field(300, ge=1, description="sliding view size (multiple of window_s)")
-    allowed_lateness_s: int = Field(120, ge=0)
-    dimensions: Annotated[list[str], NoDecode] = Field(
+    # --- AWS (aws_*): S3 and Glue clients ---
+    aws_region: str = "us-east-1"
+    aws_s3_endpoint_url: str | None = Field(None, description="S3 API endpoint; None = AWS")
+    aws_glue_endpoint_url: str | None = Field(None, description="Glue API endpoint; None = AWS")
+    aws_access_key_id: SecretStr | None = Field(
+        None, description="access key passed explicitly to boto3/pyarrow; None = the default AWS chain"
+    )
+    aws_secret_access_key: SecretStr | None = None
+
+    # --- Realtime (realtime_*) ---
+    realtime_window_s: int = Field(60, ge=1, description="tumbling window size")
+    realtime_sliding_window_s: int = Field(
+        300, ge=1, description="sliding view size (multiple of realtime_window_s)"
+    )
+    realtime_allowed_lateness_s: int = Field(120, ge=0)
+    realtime_dimensions: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["platform", "app_version", "event_name"]
     )
-    event_name_top_n: int = Field(50, ge=1, description="event_name label cardinality cap")
-    history_hours: int = Field(6, ge=1, description="closed windows kept for the HTTP API")
+    realtime_event_name_top_n: int = Field(50, ge=1, description="event_name label cardinality cap")
+    realtime_history_hours: int = Field(6, ge=1, description="closed windows kept for the HTTP API")
     realtime_consumer: Literal["confluent", "faust"] = Field(
         "confluent", description="realtime input: confluent-kafka consumer thread, or a faust agent per lane"
     )
 
-    # --- HTTP and local dev ------------------------------------------------------------------
+    # --- HTTP (http_*) ---
     http_host: str = "127.0.0.1"
     http_port: int = Field(6066, ge=0, le=65535)
-    state_dir: Path = Field(Path(".highway"), description="local state: dev services, caches, logs")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    # --- Local dev stack (highway dev, demo, test fixtures) and S3 credentials -----------------
-    s3_access_key_id: SecretStr | None = Field(
-        None, description="S3 access key passed explicitly to boto3/pyarrow; None = default AWS chain"
-    )
-    s3_secret_access_key: SecretStr | None = None
+    # --- Local dev stack (dev_*): `highway dev`, the demo, the test fixtures ---
     dev_kafka_version: str = Field("4.1.1", description="Apache Kafka version resolved from Maven")
     dev_kafka_heap: str = Field("768m", pattern=r"^[0-9]+[mMgG]$", description="local broker -Xmx")
     dev_kafka_backend: Literal["auto", "maven", "docker"] = Field(
@@ -122,7 +135,7 @@ class Settings(BaseSettings):
     dev_cache_dir: Path | None = Field(None, description="broker jar cache; None = ~/.cache/highway")
     dev_bucket: str = Field("highway", description="bucket created on the local S3 API")
 
-    @field_validator("lanes", "dimensions", mode="before")
+    @field_validator("lanes", "plugins", "realtime_dimensions", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -165,17 +178,23 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name} must contain '{{lane}}'")
         if "{lane}" not in self.topic_per_event or "{name}" not in self.topic_per_event:
             raise ValueError("topic_per_event must contain '{lane}' and '{name}'")
-        if self.sliding_window_s % self.window_s:
-            raise ValueError("sliding_window_s must be a multiple of window_s")
+        if self.realtime_sliding_window_s % self.realtime_window_s:
+            raise ValueError("realtime_sliding_window_s must be a multiple of realtime_window_s")
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):
             raise ValueError("SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
-        if self.wire_format == "avro" and not self.schema_registry_url:
-            raise ValueError("wire_format 'avro' needs schema_registry_url")
+        if self.kafka_wire_format == "avro" and not self.kafka_schema_registry_url:
+            raise ValueError("kafka_wire_format 'avro' needs kafka_schema_registry_url")
         return self
 
-    # --- derived names -------------------------------------------------------------------------
+    # --- derived names ---
+    def app_group_id(self, roles: Sequence[str], all_roles: Sequence[str]) -> str:
+        """The Faust app's consumer group: every worker in one group runs the same roles."""
+        if set(roles) == set(all_roles):
+            return self.app_id
+        return f"{self.app_id}-{'-'.join(sorted(roles))}"
+
     def all_events_topic(self, lane: str) -> str:
         return self.topic_all_events.format(lane=lane)
 
@@ -189,7 +208,7 @@ class Settings(BaseSettings):
         return self.topic_concurrency.format(lane=lane)
 
     def event_topic(self, lane: str, topic_safe_name: str) -> str:
-        """Per-event topic for an already sanitised name (see ``highway.routing.naming``)."""
+        """Per-event topic for an already sanitised name (see ``core.routing.naming``)."""
         return self.topic_per_event.format(lane=lane, name=topic_safe_name)
 
     def event_topic_pattern(self, lane: str) -> str:
@@ -231,8 +250,33 @@ def _describe(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build the settings once at start-up; raise ConfigError naming every bad key."""
+# ``HIGHWAY_*`` variables that are not settings: the config file, faust's own overrides, test modes.
+NOT_SETTINGS = ("HIGHWAY_CONFIG", "HIGHWAY_FAUST_", "HIGHWAY_LONG_TESTS", "HIGHWAY_TEST_")
+
+
+def _did_you_mean(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def unknown_keys(names: Iterable[str], known: Iterable[str]) -> list[str]:
+    """``name (did you mean …?)`` for every name that is not a known key (pure)."""
+    known = sorted(known)
+    return [f"{name}{_did_you_mean(name, known)}" for name in sorted(set(names) - set(known))]
+
+
+def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
+    """``HIGHWAY_*`` variables that name no setting, each with its closest setting (pure)."""
+    ours = [name for name in environ if name.upper().startswith(ENV_PREFIX)]
+    candidates = [name.upper() for name in ours if not name.upper().startswith(NOT_SETTINGS)]
+    known = [f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields]
+    return unknown_keys(candidates, known)
+
+
+def load_settings(
+    config_file: Path | None = None, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Build the settings once at start-up; raise ConfigError naming every bad or unknown key."""
     values: dict[str, Any] = {}
     source = "environment"
     if config_file is not None:
@@ -243,9 +287,15 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             raise ConfigError(f"config file {config_file} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
-        unknown = sorted(set(values) - set(Settings.model_fields))
+        unknown = unknown_keys(values, Settings.model_fields)
         if unknown:
             raise ConfigError(f"config file {config_file}: unknown keys {', '.join(unknown)}")
+    misspelt = misspelt_variables(os.environ if environ is None else environ)
+    if misspelt:
+        raise ConfigError(
+            f"unknown environment variables {', '.join(misspelt)}; every HIGHWAY_* variable must name "
+            f"a setting (docs/configuration.md), or start with one of {', '.join(NOT_SETTINGS)}"
+        )
     values.update(overrides)
     try:
         return Settings(**values)

@@ -31,8 +31,8 @@ from typing import Any
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
 
-from connectors.local_kafka_jars import DEFAULT_KAFKA_VERSION, require_tool, resolve_jars
-from connectors.local_process import (
+from connectors.local.kafka_jars import DEFAULT_KAFKA_VERSION, require_tool, resolve_jars
+from connectors.local.process import (
     child_preexec,
     free_ports,
     owned_pid_alive,
@@ -43,7 +43,7 @@ from connectors.local_process import (
     wait_for,
     write_state,
 )
-from highway.errors import InfrastructureError
+from core.errors import InfrastructureError
 
 MAIN_CLASS = "kafka.Kafka"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024

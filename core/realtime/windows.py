@@ -32,7 +32,7 @@ _PLATFORM_SLOTS = 4096  # active-user entries pack ts * slots + platform index i
 class ParsedEvent(NamedTuple):
     offset: int
     ts_ms: int
-    user: int  # highway.realtime.ids.user_key(user_id)
+    user: int  # core.realtime.ids.user_key(user_id)
     platform: str
     values: tuple[str, ...]  # one per configured dimension, in WindowSpec.dimensions order
 

@@ -20,11 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from highway.errors import SchemaError, TransientError
-from highway.routing.gate import NewTypeGate
-from highway.routing.naming import event_topic_for
-from highway.settings import Settings
-from schemas.envelope import common_projection, encode_json, validate_event
+from core.envelope import common_projection, encode_json, validate_event
+from core.errors import SchemaError, TransientError
+from core.routing.gate import NewTypeGate
+from core.routing.naming import event_topic_for
+from core.settings import Settings
 
 OVERSIZE = "oversize"
 UNDECODABLE = "undecodable"

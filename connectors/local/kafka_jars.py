@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from highway.errors import InfrastructureError
+from core.errors import InfrastructureError
 
 DEFAULT_KAFKA_VERSION = "4.1.1"
 # Kafka 4.1 ships slf4j-api 1.7.x: the matching Log4j2 binding is log4j-slf4j-impl (not -slf4j2-).
@@ -33,7 +33,7 @@ def default_cache_root() -> Path:
 
 def render_pom(kafka_version: str, log4j_version: str = LOG4J_VERSION) -> str:
     """The resolver pom for one broker version (pure)."""
-    template = resources.files("connectors").joinpath("kafka-broker-pom.xml").read_text()
+    template = resources.files("connectors.local").joinpath("kafka-broker-pom.xml").read_text()
     return template.replace("@KAFKA_VERSION@", kafka_version).replace("@LOG4J_VERSION@", log4j_version)
 
 

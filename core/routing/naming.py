@@ -24,8 +24,8 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from highway.errors import SchemaError
-from highway.settings import Settings
+from core.errors import SchemaError
+from core.settings import Settings
 
 INVALID_EVENT_NAME = "invalid_event_name"
 MAX_EVENT_NAME_CHARS = 200

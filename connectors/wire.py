@@ -6,14 +6,14 @@ confluent-kafka's schema-registry client, and writer schemas are fetched by id w
 
 :func:`codec_for` builds the codec from settings:
 
-* no ``schema_registry_url`` → :class:`JsonCodec`;
+* no ``kafka_schema_registry_url`` → :class:`JsonCodec`;
 * a registry URL → :class:`RegistryCodec`: ``decode`` reads both formats (a Confluent frame starts
-  with byte 0, JSON never does), ``encode`` writes Avro when ``wire_format = "avro"``, else JSON.
+  with byte 0, JSON never does), ``encode`` writes Avro when ``kafka_wire_format = "avro"``, else JSON.
 
 A ``mock://name`` registry URL gives confluent-kafka's in-memory registry. Clients are shared per URL
 inside one process, so a producer and a router in the same process (as in the tests) see one registry.
 
-``decode`` only parses; callers run :func:`schemas.envelope.validate_event` on the result. Avro
+``decode`` only parses; callers run :func:`core.envelope.validate_event` on the result. Avro
 timestamps and UUIDs decode as plain ints and strings, exactly like the JSON form.
 """
 
@@ -30,15 +30,15 @@ import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from highway.errors import SchemaError, TransientError
-from highway.settings import Settings
-from schemas.envelope import (
+from core.envelope import (
     encode_json,
     envelope_schema,
     envelope_schema_str,
     parse_json_event,
     validate_event,
 )
+from core.errors import SchemaError, TransientError
+from core.settings import Settings
 
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")
@@ -170,7 +170,7 @@ class AvroCodec:
 
 
 class RegistryCodec:
-    """Reads JSON and Confluent Avro (told apart by the first byte); writes ``wire_format``."""
+    """Reads JSON and Confluent Avro (told apart by the first byte); writes ``kafka_wire_format``."""
 
     def __init__(self, avro: AvroCodec, write_avro: bool) -> None:
         self.avro = avro
@@ -189,8 +189,8 @@ class RegistryCodec:
 
 def codec_for(settings: Settings, topic: str | None = None) -> WireCodec:
     """The codec for ``settings``; Avro registers under ``<topic>-value`` (default: first lane's input)."""
-    if not settings.schema_registry_url:
+    if not settings.kafka_schema_registry_url:
         return JsonCodec()
     subject = f"{topic or settings.all_events_topic(settings.lanes[0])}-value"
-    avro = AvroCodec(registry_client(settings.schema_registry_url), subject)
-    return RegistryCodec(avro, write_avro=settings.wire_format == "avro")
+    avro = AvroCodec(registry_client(settings.kafka_schema_registry_url), subject)
+    return RegistryCodec(avro, write_avro=settings.kafka_wire_format == "avro")

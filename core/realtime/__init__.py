@@ -1,0 +1,7 @@
+"""Pure realtime aggregation: event-time windows, exact distinct users, partial merging (no I/O).
+
+* :mod:`core.realtime.ids` — user id → 64-bit bitmap key (collision bound documented there).
+* :mod:`core.realtime.windows` — per-partition window state with watermark and allowed lateness.
+* :mod:`core.realtime.partials` — closed-window partials: wire form and exact cluster-wide sums.
+* :mod:`core.realtime.cardinality` — top-N + ``other`` label capping.
+"""

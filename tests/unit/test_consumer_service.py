@@ -1,0 +1,175 @@
+"""The shared consumer service, driven with a fake consumer: order of callbacks, stop, crash."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from streams.consumer import BatchHandler, ConsumerService, subscription_for
+
+
+class FakeMessage:
+    def __init__(self, topic: str, partition: int, offset: int, error: Any = None) -> None:
+        self._t, self._p, self._o, self._e = topic, partition, offset, error
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def error(self) -> Any:
+        return self._e
+
+
+class FakeConsumer:
+    """Assigns two partitions on the first poll, then serves queued batches, then empty polls."""
+
+    def __init__(self, config: dict[str, Any], batches: list[list[FakeMessage]]) -> None:
+        self.config = config
+        self.batches = list(batches)
+        self.callbacks: dict[str, Any] = {}
+        self.assigned: list[tuple[str, int, int]] = []
+        self.closed = False
+        self.polls = 0
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self.topics = topics
+        self.callbacks = callbacks
+
+    def consume(self, num: int, timeout: float) -> list[FakeMessage]:
+        self.polls += 1
+        if self.polls == 1:
+            self.callbacks["on_assign"](self, [TopicPartition("t", 0), TopicPartition("t", 1)])
+        return self.batches.pop(0) if self.batches else []
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = [(p.topic, p.partition, p.offset) for p in partitions]
+
+    def unassign(self) -> None:
+        self.assigned = []
+
+    def close(self) -> None:
+        self.callbacks["on_revoke"](self, [TopicPartition("t", 0), TopicPartition("t", 1)])
+        self.closed = True
+
+
+class Recorder(BatchHandler):
+    def __init__(self, fail_on_batch: bool = False) -> None:
+        self.calls: list[str] = []
+        self.fail_on_batch = fail_on_batch
+        self.batches_seen = threading.Event()
+
+    def assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.calls.append(f"assigned {[p.partition for p in partitions]}")
+        for tp in partitions:
+            tp.offset = 10 + tp.partition
+
+    def revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.calls.append(f"revoked {[p.partition for p in partitions]}")
+
+    def batch(self, consumer: Any, messages: list[Any]) -> None:
+        if self.fail_on_batch:
+            raise RuntimeError("handler broke on offset 10")
+        self.calls.append(f"batch {[m.offset() for m in messages]}")
+        self.batches_seen.set()
+
+    def stopping(self, consumer: Any) -> None:
+        self.calls.append("stopping")
+
+
+def _service(
+    handler: Recorder, batches: list[list[FakeMessage]]
+) -> tuple[ConsumerService, list[FakeConsumer]]:
+    made: list[FakeConsumer] = []
+
+    def factory(config: dict[str, Any]) -> Any:
+        consumer = FakeConsumer(config, batches)
+        made.append(consumer)
+        return consumer
+
+    service = ConsumerService("test", {"group.id": "g"}, ["t"], handler, consumer_factory=factory)
+    return service, made
+
+
+def test_partition_changes_and_batches_reach_the_handler_in_order() -> None:
+    handler = Recorder()
+    errored = FakeMessage("t", 0, 11, error=_Error(fatal=False))
+    service, made = _service(handler, [[FakeMessage("t", 0, 10), errored, FakeMessage("t", 1, 11)]])
+
+    async def run() -> None:
+        await service.start()
+        await asyncio.to_thread(handler.batches_seen.wait, 5)
+        await service.stop()
+
+    asyncio.run(run())
+    assert handler.calls == ["assigned [0, 1]", "batch [10, 11]", "stopping", "revoked [0, 1]"]
+    assert made[0].closed
+    assert service.failure is None
+
+
+def test_a_handler_failure_crashes_the_service_with_its_reason() -> None:
+    handler = Recorder(fail_on_batch=True)
+    service, made = _service(handler, [[FakeMessage("t", 0, 10)]])
+
+    async def run() -> BaseException | None:
+        await service.start()
+        for _ in range(200):
+            if service.crash_reason is not None:
+                break
+            await asyncio.sleep(0.01)
+        reason = service.crash_reason
+        await service.stop()
+        return reason
+
+    reason = asyncio.run(run())
+    assert isinstance(reason, RuntimeError)
+    assert "offset 10" in str(reason)
+    assert made[0].closed  # the consumer is closed even when the handler fails
+
+
+def test_fatal_consumer_errors_crash_too() -> None:
+    handler = Recorder()
+    service, _ = _service(handler, [[FakeMessage("t", 0, 10, error=_Error(fatal=True))]])
+
+    async def run() -> BaseException | None:
+        await service.start()
+        for _ in range(200):
+            if service.crash_reason is not None:
+                break
+            await asyncio.sleep(0.01)
+        reason = service.crash_reason
+        await service.stop()
+        return reason
+
+    assert asyncio.run(run()) is not None
+
+
+def test_subscription_is_names_or_one_regex() -> None:
+    assert subscription_for(["a", "b"]) == ["a", "b"]
+    assert subscription_for(["^x\\..*"]) == ["^x\\..*"]
+    with pytest.raises(ValueError, match="one"):
+        subscription_for(["^x", "b"])
+    with pytest.raises(ValueError, match="at least"):
+        subscription_for([])
+
+
+class _Error:
+    def __init__(self, fatal: bool) -> None:
+        self._fatal = fatal
+
+    def code(self) -> int:
+        return -1
+
+    def fatal(self) -> bool:
+        return self._fatal
+
+    def __str__(self) -> str:
+        return "fake error"
