@@ -27,7 +27,7 @@ lint: $(BIN)/highway
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy highway streams connectors schemas bench tests
+	$(BIN)/mypy core schemas connectors streams bench highway tests
 
 clean:
 	-$(BIN)/highway dev down
