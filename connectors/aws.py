@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT_S = 3
 READ_TIMEOUT_S = 15
-# AWS's "standard" retry mode: attempts include the first call; throttling and 5xx are retried.
+# Attempts per call, the first included (botocore "total_max_attempts", pyarrow "max_attempts"),
+# in AWS's "standard" mode: throttling, 5xx and connection errors are retried with jittered backoff.
 MAX_ATTEMPTS = 3
 # The lake writes many partitions at once from several threads.
 MAX_POOL_CONNECTIONS = 32
@@ -35,7 +36,7 @@ MAX_POOL_CONNECTIONS = 32
 def client_config() -> Config:
     """The botocore configuration of every client Highway creates."""
     return Config(
-        retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+        retries={"total_max_attempts": MAX_ATTEMPTS, "mode": "standard"},
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         max_pool_connections=MAX_POOL_CONNECTIONS,

@@ -270,8 +270,13 @@ def start_stack(
         bucket=settings.dev_bucket,
         access_key_id=key,
         secret_access_key=secret,
-        glue_endpoint=s3.endpoint if isinstance(s3, S3Server) else settings.aws_glue_endpoint_url,
+        glue_endpoint=glue_endpoint(settings, s3),
     )
+
+
+def glue_endpoint(settings: Settings, s3: S3Handle) -> str | None:
+    """Where Glue calls go: moto's port when the stack runs moto, else the configured endpoint."""
+    return s3.endpoint if isinstance(s3, S3Server) else settings.aws_glue_endpoint_url
 
 
 def stop_stack(state_dir: Path) -> list[str]:
