@@ -24,7 +24,14 @@ from rich.console import Console
 from connectors.local.kafka import KafkaBroker, broker_answers
 from connectors.local.kafka_jars import cached_jars, default_cache_root, locked
 from connectors.local.process import read_state
-from connectors.local.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, ensure_bucket
+from connectors.local.s3 import (
+    ACCESS_KEY_ID,
+    REGION,
+    SECRET_ACCESS_KEY,
+    S3Server,
+    ensure_bucket,
+    require_moto,
+)
 from core.errors import InfrastructureError
 from core.settings import Settings
 
@@ -343,4 +350,5 @@ def _choose_s3(settings: Settings, state_dir: Path, tie_to_parent: bool) -> S3Ha
     own_endpoint = f"http://127.0.0.1:{own}" if own else None
     if settings.aws_s3_endpoint_url and _explicit(settings, "aws_s3_endpoint_url", own_endpoint):
         return ExternalS3(settings.aws_s3_endpoint_url)
+    require_moto()  # before the broker starts: a missing package is the first thing to report
     return S3Server(state_dir / "s3", tie_to_parent=tie_to_parent)

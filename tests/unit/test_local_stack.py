@@ -177,9 +177,8 @@ def _refuse_to_launch(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError(f"launched a process without moto: {args}")
 
 
-class _NeverStartedKafka(_FakeKafka):
-    def start(self) -> Any:
-        raise AssertionError("the broker started although the S3 API could not")
+def _no_kafka_yet(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("Kafka was chosen before the missing moto was reported")
 
 
 MISSING_MOTO = "the local S3 API needs moto's server (moto not installed): pip install 'highway[local]'"
@@ -204,7 +203,7 @@ def test_dev_up_without_moto_prints_one_error_line(tmp_path: Path, monkeypatch: 
         monkeypatch.delenv(key)  # an exported S3 endpoint would make the stack skip moto
     monkeypatch.setitem(sys.modules, "moto", None)
     monkeypatch.setattr(subprocess, "Popen", _refuse_to_launch)
-    monkeypatch.setattr(stack_module, "_choose_kafka", lambda *args, **kwargs: _NeverStartedKafka())
+    monkeypatch.setattr(stack_module, "_choose_kafka", _no_kafka_yet)
     result = CliRunner().invoke(cli_app, ["dev", "up"], env={"HIGHWAY_STATE_DIR": str(tmp_path)})
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
