@@ -7,11 +7,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-# Dependencies first so that a code change does not reinstall them.
+# Dependencies first so that a code change does not reinstall them. The plain package only: the
+# `local` extra (moto's server and its cfn-lint, testcontainers) is for the dev stack, not the image.
 COPY pyproject.toml README.md ./
 COPY highway/__init__.py highway/__init__.py
 RUN pip install --upgrade pip && pip install . && pip uninstall --yes highway
 
+COPY core core
 COPY highway highway
 COPY streams streams
 COPY connectors connectors

@@ -2,7 +2,8 @@
 
 ``lake_catalog = "glue"``: one external Parquet table per event type (Parquet SerDe, partition keys
 ``dt``/``hour``), created on its first write, updated when its schema widens, and each new partition
-registered. ``lake_catalog = "projection"``: the same table with Athena partition projection instead of
+registered. The client talks to ``aws_glue_endpoint_url`` (None = AWS), never to the S3 endpoint.
+``lake_catalog = "projection"``: the same table with Athena partition projection instead of
 per-partition registration (``dt`` a date range up to NOW, ``hour`` 00-23). Calls are idempotent;
 what this process already registered is cached.
 """
@@ -14,10 +15,9 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from connectors.aws import glue_client
 from core.lake.encode import envelope_schema
 from core.lake.layout import PartitionValue, table_prefix
 from core.lake.schema import BOOL, DOUBLE, INT, STRING, TableSchema
@@ -42,24 +42,6 @@ def glue_columns(schema: TableSchema) -> list[dict[str, str]]:
     return envelope + props
 
 
-def glue_client(settings: Settings) -> Any:
-    key = settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None
-    secret = settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
-    return boto3.client(
-        "glue",
-        endpoint_url=settings.aws_s3_endpoint_url,
-        region_name=settings.aws_region,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        config=Config(
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=3,
-            read_timeout=15,
-            max_pool_connections=32,
-        ),
-    )
-
-
 class Catalog:
     """Registers tables (and, without projection, partitions) in one Glue database."""
 
@@ -67,7 +49,7 @@ class Catalog:
         self.settings = settings
         self.database = settings.lake_glue_database
         self.projection = settings.lake_catalog == "projection"
-        self.client = client or glue_client(settings)
+        self.client: Any = client or glue_client(settings)  # or a fake with the same calls
         self._database_ready = False
         self._database_lock = threading.Lock()
         self._tables: dict[tuple[str, str], int] = {}

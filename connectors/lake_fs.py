@@ -14,16 +14,15 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlparse
 
-import boto3
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from connectors.aws import s3_client, s3_filesystem
 from core.errors import TransientError
 from core.lake.encode import arrow_schema
 from core.lake.layout import schema_key, table_prefix
@@ -43,39 +42,7 @@ def filesystem_for(settings: Settings, uri: str | None = None) -> tuple[pafs.Fil
         return pafs.LocalFileSystem(), root.rstrip("/")
     if parsed.scheme != "s3":
         raise ValueError(f"lake URI {uri!r}: scheme must be s3:// or file://")
-    endpoint = urlparse(settings.aws_s3_endpoint_url) if settings.aws_s3_endpoint_url else None
-    key = settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None
-    secret = settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
-    fs = pafs.S3FileSystem(
-        access_key=key,
-        secret_key=secret,
-        region=settings.aws_region,
-        scheme=endpoint.scheme if endpoint else "https",
-        endpoint_override=endpoint.netloc if endpoint else None,
-        connect_timeout=3,
-        request_timeout=15,
-        background_writes=False,
-        retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2),
-    )
-    return fs, f"{parsed.netloc}{parsed.path}".rstrip("/")
-
-
-def s3_client(settings: Settings) -> Any:
-    key = settings.aws_access_key_id.get_secret_value() if settings.aws_access_key_id else None
-    secret = settings.aws_secret_access_key.get_secret_value() if settings.aws_secret_access_key else None
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.aws_s3_endpoint_url,
-        region_name=settings.aws_region,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        config=Config(
-            retries={"max_attempts": 2, "mode": "standard"},
-            connect_timeout=3,
-            read_timeout=15,
-            max_pool_connections=32,
-        ),
-    )
+    return s3_filesystem(settings), f"{parsed.netloc}{parsed.path}".rstrip("/")
 
 
 class LakeStore:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import signal
 import subprocess
@@ -23,10 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from connectors.aws import create_client
 from connectors.local.process import (
     child_preexec,
     free_ports,
@@ -47,17 +47,32 @@ MODULE = "connectors.local.s3"
 ACCESS_KEY_ID = "testing"
 SECRET_ACCESS_KEY = "testing"
 REGION = "us-east-1"
+# What ``_run`` imports: moto's server runs a flask app.
+_MOTO_SERVER_MODULES = ("moto", "flask", "flask_cors")
 
 
 def s3_client(endpoint: str, access_key: str = ACCESS_KEY_ID, secret_key: str = SECRET_ACCESS_KEY) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name=REGION,
-        config=Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=30),
-    )
+    return create_client("s3", endpoint, REGION, access_key, secret_key)
+
+
+def require_moto() -> None:
+    """Raise a one-line InfrastructureError naming the extra to install when moto's server is missing.
+
+    moto (and the flask app its server runs) is a dev-only dependency, in the ``local`` extra.
+    """
+    missing = [name for name in _MOTO_SERVER_MODULES if not _importable(name)]
+    if missing:
+        raise InfrastructureError(
+            f"the local S3 API needs moto's server ({', '.join(missing)} not installed): "
+            "pip install 'highway[local]'"
+        )
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a module blocked in sys.modules, or without a spec
+        return False
 
 
 def ensure_bucket(
@@ -138,6 +153,7 @@ class S3Server:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, signal.SIGUSR2)
         else:
+            require_moto()
             self.door_file.unlink(missing_ok=True)
             if self.port is None or not port_is_free(self.port):
                 self.port = free_ports(1)[0]
@@ -292,6 +308,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state", type=Path, required=True, help="state file naming this server")
     args = parser.parse_args(argv)
+    try:
+        require_moto()
+    except InfrastructureError as exc:
+        parser.exit(2, f"{exc}\n")
     started = time.monotonic()
     asyncio.run(_run(args.port, args.state))
     print(f"stopped after {time.monotonic() - started:.0f}s", flush=True)

@@ -7,7 +7,8 @@ stack never share ports or data.
 Kafka comes from, in order: a broker the user configured explicitly (``HIGHWAY_KAFKA_BOOTSTRAP`` set
 and answering); the Maven-resolved local broker (``connectors.local.kafka``) when java and mvn exist;
 testcontainers' Kafka when a Docker engine answers (in-process callers only: its container dies with
-the process that started it). S3 is an explicitly configured endpoint or moto (``connectors.local.s3``).
+the process that started it). S3 is an explicitly configured endpoint or moto (``connectors.local.s3``),
+which also serves Glue on the same port; moto is the ``local`` extra (``pip install 'highway[local]'``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from rich.console import Console
 from connectors.local.kafka import KafkaBroker, broker_answers
 from connectors.local.kafka_jars import cached_jars, default_cache_root, locked
 from connectors.local.process import read_state
-from connectors.local.s3 import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, S3Server, ensure_bucket
+from connectors.local.s3 import (
+    ACCESS_KEY_ID,
+    REGION,
+    SECRET_ACCESS_KEY,
+    S3Server,
+    ensure_bucket,
+    require_moto,
+)
 from core.errors import InfrastructureError
 from core.settings import Settings
 
@@ -168,6 +176,8 @@ class LocalStack:
     access_key_id: str = ACCESS_KEY_ID
     secret_access_key: str = SECRET_ACCESS_KEY
     region: str = REGION
+    # moto serves Glue on its S3 port; an external S3 endpoint says nothing about where Glue is.
+    glue_endpoint: str | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -186,6 +196,7 @@ class LocalStack:
         return {
             "HIGHWAY_KAFKA_BOOTSTRAP": self.bootstrap,
             "HIGHWAY_AWS_S3_ENDPOINT_URL": self.s3_endpoint,
+            **({"HIGHWAY_AWS_GLUE_ENDPOINT_URL": self.glue_endpoint} if self.glue_endpoint else {}),
             "HIGHWAY_LAKE_URI": self.lake_uri,
             "HIGHWAY_AWS_ACCESS_KEY_ID": self.access_key_id,
             "HIGHWAY_AWS_SECRET_ACCESS_KEY": self.secret_access_key,
@@ -199,6 +210,7 @@ class LocalStack:
         return {
             "kafka_bootstrap": self.bootstrap,
             "aws_s3_endpoint_url": self.s3_endpoint,
+            "aws_glue_endpoint_url": self.glue_endpoint,
             "lake_uri": self.lake_uri,
             "aws_access_key_id": self.access_key_id,
             "aws_secret_access_key": self.secret_access_key,
@@ -260,8 +272,18 @@ def start_stack(
     )
     ensure_bucket(s3.endpoint, settings.dev_bucket, key, secret)
     return LocalStack(
-        kafka=kafka, s3=s3, bucket=settings.dev_bucket, access_key_id=key, secret_access_key=secret
+        kafka=kafka,
+        s3=s3,
+        bucket=settings.dev_bucket,
+        access_key_id=key,
+        secret_access_key=secret,
+        glue_endpoint=glue_endpoint(settings, s3),
     )
+
+
+def glue_endpoint(settings: Settings, s3: S3Handle) -> str | None:
+    """Where Glue calls go: moto's port when the stack runs moto, else the configured endpoint."""
+    return s3.endpoint if isinstance(s3, S3Server) else settings.aws_glue_endpoint_url
 
 
 def stop_stack(state_dir: Path) -> list[str]:
@@ -328,4 +350,5 @@ def _choose_s3(settings: Settings, state_dir: Path, tie_to_parent: bool) -> S3Ha
     own_endpoint = f"http://127.0.0.1:{own}" if own else None
     if settings.aws_s3_endpoint_url and _explicit(settings, "aws_s3_endpoint_url", own_endpoint):
         return ExternalS3(settings.aws_s3_endpoint_url)
+    require_moto()  # before the broker starts: a missing package is the first thing to report
     return S3Server(state_dir / "s3", tie_to_parent=tie_to_parent)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from core.errors import ConfigError, HighwayError
 from core.settings import Settings, load_settings
@@ -27,7 +28,7 @@ class CliState:
             try:
                 built = load_settings(self.config_file, **{**self.overrides, **overrides})
             except ConfigError as exc:
-                console.print(f"[red]{exc}[/red]")
+                print_error(exc)
                 raise typer.Exit(2) from exc
             if overrides:
                 return built
@@ -51,7 +52,13 @@ def state(ctx: typer.Context) -> CliState:
     return obj
 
 
+def print_error(exc: HighwayError) -> None:
+    """``error: <message>`` on stderr, as written: no markup (``highway[local]`` is text) and no
+    wrapping at the terminal width (a one-line message stays one line)."""
+    console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+
+
 def fail(exc: HighwayError) -> typer.Exit:
     """Print a Highway error for a person and return the exit to raise."""
-    console.print(f"[red]error:[/red] {exc}")
+    print_error(exc)
     return typer.Exit(1)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+import connectors.local.stack as stack_module
 from connectors.local.process import (
     free_ports,
     owned_pid_alive,
@@ -21,10 +23,12 @@ from connectors.local.process import (
     terminate,
     write_state,
 )
+from connectors.local.s3 import S3Server, require_moto
 from connectors.local.stack import (
     ExternalKafka,
     ExternalS3,
     LocalStack,
+    glue_endpoint,
     render_exports,
     stack_status,
     start_stack,
@@ -32,6 +36,7 @@ from connectors.local.stack import (
 )
 from core.errors import InfrastructureError
 from core.settings import Settings
+from highway.cli import app as cli_app
 from highway.cli.worker import parse_roles
 from tests.support import wait_until
 
@@ -149,3 +154,60 @@ def test_dev_up_refuses_a_docker_broker_it_could_not_leave_running(tmp_path: Pat
     with pytest.raises(InfrastructureError, match=r"docker-compose\.yml"):
         start_stack(settings, tmp_path, allow_docker=False)
     assert not (tmp_path / "kafka").exists()
+
+
+def test_the_stack_sends_glue_to_moto_and_leaves_an_external_s3s_glue_alone(tmp_path: Path) -> None:
+    configured = Settings(aws_glue_endpoint_url="https://glue.example", _env_prefix="HIGHWAY_TEST_UNUSED_")
+    moto = S3Server(tmp_path / "s3")
+    moto.port = 40003
+    assert glue_endpoint(configured, moto) == "http://127.0.0.1:40003"
+    assert glue_endpoint(configured, ExternalS3("http://minio:9000")) == "https://glue.example"
+    plain = Settings(_env_prefix="HIGHWAY_TEST_UNUSED_")
+    assert glue_endpoint(plain, ExternalS3("http://minio:9000")) is None  # AWS Glue, not MinIO
+    stack = LocalStack(
+        kafka=_FakeKafka(), s3=moto, bucket="highway", glue_endpoint=glue_endpoint(plain, moto)
+    )
+    built = Settings(**stack.settings_overrides())
+    assert built.aws_glue_endpoint_url == built.aws_s3_endpoint_url == "http://127.0.0.1:40003"
+    assert stack.env()["HIGHWAY_AWS_GLUE_ENDPOINT_URL"] == "http://127.0.0.1:40003"
+    assert "HIGHWAY_AWS_GLUE_ENDPOINT_URL" not in _stack().env()
+
+
+def _refuse_to_launch(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError(f"launched a process without moto: {args}")
+
+
+def _no_kafka_yet(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("Kafka was chosen before the missing moto was reported")
+
+
+MISSING_MOTO = "the local S3 API needs moto's server (moto not installed): pip install 'highway[local]'"
+
+
+def test_the_local_s3_api_names_the_extra_when_moto_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_moto()  # the dev environment has it
+    monkeypatch.setitem(sys.modules, "moto", None)  # what `import moto` sees when it is not installed
+    monkeypatch.setattr(subprocess, "Popen", _refuse_to_launch)
+    with pytest.raises(InfrastructureError) as caught:
+        S3Server(tmp_path / "s3").start()
+    assert str(caught.value) == MISSING_MOTO
+    # Status and down never need moto.
+    assert not any(service["running"] for service in stack_status(tmp_path))
+    assert stop_stack(tmp_path) == []
+
+
+def test_dev_up_without_moto_prints_one_error_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [key for key in os.environ if key.startswith("HIGHWAY_")]:
+        monkeypatch.delenv(key)  # an exported S3 endpoint would make the stack skip moto
+    monkeypatch.setitem(sys.modules, "moto", None)
+    monkeypatch.setattr(subprocess, "Popen", _refuse_to_launch)
+    monkeypatch.setattr(stack_module, "_choose_kafka", _no_kafka_yet)
+    result = CliRunner().invoke(cli_app, ["dev", "up"], env={"HIGHWAY_STATE_DIR": str(tmp_path)})
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    # Not wrapped at the console width, and `[local]` printed as text, not taken for markup.
+    assert errors == [f"error: {MISSING_MOTO}"]
+    assert result.stdout == ""  # no export lines for eval
