@@ -7,17 +7,19 @@ chosen as "after the worker has written N more rows", so each kill lands while i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from connectors.lake_fs import LakeStore
 from core.envvars import with_overrides
 from core.lake.layout import manifest_key
 from core.lake.manifest import Manifest, orphan_files
-from streams.lake import LakeSink
+from streams.lake import build_stage
 from tests.conftest import MakeSettings
 from tests.integration.test_lake import (
     LAKE_SETTINGS,
@@ -73,7 +75,6 @@ class CrashBeforeManifest(BaseException):
     """Stands for the process dying between a flush's files and its manifest."""
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the injected crash
 def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
     make_settings: MakeSettings,
 ) -> None:
@@ -92,19 +93,30 @@ def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
         for i in range(200)
     ]
     produce_events(settings, events[:100], produced)
-    crashing = LakeSink(settings, overrides={})
+    crashing = build_stage(settings, CollectorRegistry(), overrides={})
     real_put = crashing.store.put
 
     def put(key: str, data: bytes) -> None:
-        if "/_manifests/" in key and crashing.stats.flushes >= 1:
+        if "/_manifests/" in key and crashing.handler.stats.flushes >= 1:
             raise CrashBeforeManifest(key)
         real_put(key, data)
 
     crashing.store.put = put  # type: ignore[method-assign]
-    crashing.start()
-    wait_until(lambda: crashing.stats.flushes >= 1, 60, 0.1, "a first complete flush")
-    produce_events(settings, events[100:], produced)
-    wait_until(lambda: not crashing.alive(), 60, 0.1, "the injected crash after the next flush's files")
+
+    async def first_run() -> None:
+        await crashing.service.start()
+        await asyncio.to_thread(
+            wait_until, lambda: crashing.handler.stats.flushes >= 1, 60, 0.1, "a first complete flush"
+        )
+        await asyncio.to_thread(produce_events, settings, events[100:], produced)
+        await asyncio.to_thread(
+            wait_until, lambda: crashing.service.failure is not None, 60, 0.1, "the injected crash"
+        )
+        await crashing.service.stop()
+
+    asyncio.run(first_run())
+    assert isinstance(crashing.service.failure, CrashBeforeManifest)
+    assert not crashing.alive()
     store = LakeStore(settings)
     lane = settings.lanes[0]
     raw = store.get(manifest_key(lane, settings.event_topic(lane, name), 0))
@@ -114,13 +126,19 @@ def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
     assert orphan_files(Manifest.from_bytes(raw), stranded), "the crash left no orphan to recover from"
     assert lake_report(settings, produced).duplicates == 0 or committed < 199
     # Restart with different batch boundaries: recovery deletes the orphans, replay fills the gap.
-    restarted = LakeSink(with_overrides(settings, lake_flush_rows=17), overrides={})
-    restarted.start()
-    try:
-        wait_until(lambda: restarted.stats.rows >= 199 - committed, 60, 0.2, "the replay")
-        assert restarted.stats.orphans_deleted > 0
-    finally:
-        restarted.stop()
+    restarted = build_stage(with_overrides(settings, lake_flush_rows=17), CollectorRegistry(), overrides={})
+
+    async def second_run() -> None:
+        await restarted.service.start()
+        try:
+            await asyncio.to_thread(
+                wait_until, lambda: restarted.handler.stats.rows >= 199 - committed, 60, 0.2, "the replay"
+            )
+        finally:
+            await restarted.service.stop()
+
+    asyncio.run(second_run())
+    assert restarted.handler.stats.orphans_deleted > 0
     report = lake_report(settings, produced)
     assert report.ok, report
     assert report.found == 200
