@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import time
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -19,7 +20,8 @@ from connectors.lake_fs import LakeStore
 from core.envvars import with_overrides
 from core.lake.layout import manifest_key
 from core.lake.manifest import Manifest, orphan_files
-from streams.lake import build_stage
+from core.settings import Settings
+from streams.lake import LakeStage, build_stage
 from tests.conftest import MakeSettings
 from tests.integration.test_lake import (
     LAKE_SETTINGS,
@@ -75,14 +77,10 @@ class CrashBeforeManifest(BaseException):
     """Stands for the process dying between a flush's files and its manifest."""
 
 
-def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
-    make_settings: MakeSettings,
-) -> None:
-    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_flush_rows": 40})
-    produced = Produced()
-    name, now = "team_create", int(time.time() * 1000)
-    hours = [now - 3_600_000 * (i % 3) for i in range(200)]  # three partition values interleaved
-    events = [
+def team_events(name: str, count: int) -> list[dict[str, Any]]:
+    now = int(time.time() * 1000)
+    hours = [now - 3_600_000 * (i % 3) for i in range(count)]  # three partition values interleaved
+    return [
         {
             "event_name": name,
             "event_id": f"c{i}",
@@ -90,9 +88,15 @@ def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
             "server_ts": hours[i],
             "properties": {"i": i},
         }
-        for i in range(200)
+        for i in range(count)
     ]
-    produce_events(settings, events[:100], produced)
+
+
+def run_until_crash_before_manifest(
+    settings: Settings, later: list[dict[str, Any]], produced: Produced
+) -> LakeStage:
+    """Run a lake stage whose second flush dies after its files, before its manifest (``later`` is
+    produced once the first flush is complete)."""
     crashing = build_stage(settings, CollectorRegistry(), overrides={})
     real_put = crashing.store.put
 
@@ -103,18 +107,30 @@ def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
 
     crashing.store.put = put  # type: ignore[method-assign]
 
-    async def first_run() -> None:
+    async def run() -> None:
         await crashing.service.start()
         await asyncio.to_thread(
             wait_until, lambda: crashing.handler.stats.flushes >= 1, 60, 0.1, "a first complete flush"
         )
-        await asyncio.to_thread(produce_events, settings, events[100:], produced)
+        await asyncio.to_thread(produce_events, settings, later, produced)
         await asyncio.to_thread(
             wait_until, lambda: crashing.service.failure is not None, 60, 0.1, "the injected crash"
         )
         await crashing.service.stop()
 
-    asyncio.run(first_run())
+    asyncio.run(run())
+    return crashing
+
+
+def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
+    make_settings: MakeSettings,
+) -> None:
+    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_flush_rows": 40})
+    produced = Produced()
+    name = "team_create"
+    events = team_events(name, 200)
+    produce_events(settings, events[:100], produced)
+    crashing = run_until_crash_before_manifest(settings, events[100:], produced)
     assert isinstance(crashing.service.failure, CrashBeforeManifest)
     assert not crashing.alive()
     store = LakeStore(settings)
