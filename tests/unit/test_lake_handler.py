@@ -16,7 +16,8 @@ from core.lake.commit import LakeCommitter
 from core.lake.flush import FlushPolicy
 from core.lake.layout import manifest_key
 from core.lake.manifest import Manifest
-from streams.lake import LakeHandler, LakeMetrics, StoreRetries
+from core.settings import Settings
+from streams.lake import LakeHandler, LakeMetrics, StoreRetries, build_stage, topic_regex
 from tests.unit.test_lake_protocol import BASE_MS, SETTINGS, World
 
 A0, B0 = ("l.event.a", 0), ("l.event.b", 0)
@@ -172,3 +173,16 @@ def test_s3_retries_are_read_from_the_store_when_scraped() -> None:
     registry.register(StoreRetries(cast(Any, store)))
     store.retries = 7
     assert registry.get_sample_value("highway_lake_s3_retries_total") == 7
+
+
+def test_the_stage_puts_its_metrics_on_the_registry_passed_in(tmp_path: Any) -> None:
+    registry = CollectorRegistry()
+    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["l"])
+    stage = build_stage(settings, registry, overrides={})
+    names = {metric.name for metric in registry.collect()}
+    expected = {"rows_flushed", "files_flushed", "bytes_flushed", "flushes", "errors", "buffered_rows"}
+    expected |= {"buffered_bytes", "s3_retries", "commit_seconds", "assigned_partitions"}
+    assert {f"highway_lake_{name}" for name in expected} <= names
+    assert stage.service.topics == [topic_regex(settings)]
+    assert not stage.alive()  # built, not started
+    assert stage.describe()["alive"] is False
