@@ -1,60 +1,64 @@
 """The lake stage: per-event topics → Parquet files in the lake, exactly once.
 
 Delivery guarantee: **exactly once in the lake** (every Kafka record of a per-event topic appears in
-exactly one lake row once its flush completes), by this protocol — the single commit path is
-:meth:`LakeSink.flush`; docs/lake.md has the full argument:
+exactly one lake row once its flush completes). The protocol — data files, then ``_schema.json``,
+then the partitions' manifests, then the catalog, and only then the Kafka offsets; recovery on
+assignment deletes the files above the manifest's committed offset and resumes after it — lives in
+ONE place, :class:`core.lake.commit.LakeCommitter` (``flush``/``settle``, and
+:func:`core.lake.commit.recover_partition`); docs/lake.md has the full argument.
 
-1. Records of each topic-partition are buffered; a buffer flushes on rows, bytes or age (age is
-   checked on every poll, so an idle partition still flushes), and when the total buffered bytes
-   exceed the cap (backpressure: the loop flushes before it reads more).
-2. A flush writes one Parquet file per Hive partition value. The key is a pure function of
-   (topic, partition, first offset of the file's rows, partition value) — never a uuid or the clock.
-3. Then the table's ``_schema.json`` when it changed, **then** the partition's manifest
-   ``committed_offset = last flushed offset``. The manifest is written only after its files are.
-4. Only then are Kafka offsets committed (they are a convenience for lag monitoring; the manifest
-   is the truth).
-5. On partition assignment the sink reads the manifest, deletes data files of that partition whose
-   first offset is above ``committed_offset`` (orphans of a flush that crashed before its manifest)
-   and seeks to ``committed_offset + 1``. Records at or below it are skipped if ever seen again.
+This module runs it on the shared consumer service (``streams.consumer``), subscribed to the single
+regex :func:`topic_regex` (new topics are seen within ``lake_topic_rescan_s``), with
+:class:`LakeHandler` as its handler:
 
-Transient S3 errors are retried with backoff inside the flush; the loop does not poll meanwhile, so
-consumption pauses and nothing is lost. faust's own pattern subscription does not work on its
-aiokafka driver (``subscribe`` takes names only), so the loop uses a confluent-kafka consumer with a
-regex subscription (new topics are seen within ``lake_topic_rescan_s``), run in a thread owned by a
-faust service.
+* ``assigned``: recovery from the manifests; reading starts at ``committed_offset + 1`` (or the
+  beginning). ``revoked``/``lost``: the partitions' buffers are dropped — the next owner replays them.
+* ``batch``: decode and buffer (records at or below a manifest are skipped if ever seen again).
+* ``idle`` (after every poll, with or without messages): flush the buffers that are due — rows,
+  bytes, age (so an idle partition still flushes on time), and the largest ones when all buffers
+  together exceed ``lake_max_buffered_bytes`` (backpressure: the flush runs before the next poll).
+* ``stopping``: a final flush.
+
+Failures: ``LakeStore`` retries transient S3 errors with backoff inside the flush, so consumption
+pauses and nothing is committed meanwhile. Any other error of a flush is logged, counted and retried
+after a backoff with the buffers intact (the commit path empties a buffer only once its manifest is
+written). An error during assignment, or a fatal Kafka error, crashes the service (the worker
+restarts and recovers from the manifests).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faust
-import mode
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from faust.web import Request, Response, View
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from connectors.glue import Catalog, catalog_for
+from connectors.glue import catalog_for
 from connectors.kafka_config import confluent_config
 from connectors.lake_fs import LakeStore
-from core.lake.encode import build_table, parquet_bytes
-from core.lake.flush import FilePlan, FlushPolicy, PartitionBuffer, plan_files
-from core.lake.layout import PartitionValue, manifest_key, schema_key, table_name, table_prefix
-from core.lake.manifest import Manifest, orphan_files
+from core.lake.commit import FlushResult, LakeCommitter
+from core.lake.flush import FlushPolicy, PartitionBuffer
 from core.lake.records import decode
 from core.lake.schema import TableSchema, schema_from_avro
+from core.ports import OffsetStore
 from core.settings import Settings
 from schemas import EVENT_SCHEMAS_DIR, event_schemas
+from streams.consumer import BatchHandler, ConsumerOffsets, ConsumerService
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
+MAX_BACKOFF_S = 30.0
+SETTLE_RETRY_S = 1.0
 
 
 def load_overrides(directory: Path = EVENT_SCHEMAS_DIR) -> dict[str, TableSchema]:
@@ -73,118 +77,164 @@ def topic_regex(settings: Settings) -> str:
     return "^(" + "|".join(alternatives) + ")$"
 
 
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """Manual offsets (committed by the commit path only); a long poll interval because a flush
+    blocks the consumer thread for as long as S3 is away."""
+    return confluent_config(
+        settings,
+        **{
+            "group.id": lake_group_id(settings),
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "topic.metadata.refresh.interval.ms": int(settings.lake_topic_rescan_s * 1000),
+            "max.poll.interval.ms": 600_000,
+            "session.timeout.ms": 6_000,
+            "heartbeat.interval.ms": 1_000,
+            "fetch.max.bytes": 16 * 1024 * 1024,
+            "queued.max.messages.kbytes": 32 * 1024,
+        },
+    )
+
+
+class LakeMetrics:
+    """The lake's Prometheus metrics, on the app's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
+            return Counter(f"highway_lake_{name}", doc, list(labels), registry=registry)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"highway_lake_{name}", doc, registry=registry)
+
+        self.rows = counter("rows_flushed", "Rows written to the lake (vouched for by a manifest)")
+        self.files = counter("files_flushed", "Parquet files written by completed flushes")
+        self.bytes = counter("bytes_flushed", "Parquet bytes written by completed flushes")
+        self.flushes = counter("flushes", "Buffers flushed, by reason", ["reason"])
+        self.errors = counter("errors", "Failed commit steps (flush, catalog, offsets), retried", ["step"])
+        self.orphans = counter("orphans_deleted", "Files above a manifest deleted on assignment")
+        self.skipped = counter("replayed_skipped", "Records at or below a manifest seen again")
+        self.buffered_rows = gauge("buffered_rows", "Rows buffered, not yet in the lake")
+        self.buffered_bytes = gauge("buffered_bytes", "Estimated memory of the buffered rows")
+        self.assigned = gauge("assigned_partitions", "Topic-partitions assigned to this worker")
+        self.commit_seconds = Histogram(
+            "highway_lake_commit_seconds",
+            "Duration of a flush through the whole commit path",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=registry,
+        )
+
+
+class StoreRetries(Collector):
+    """``highway_lake_s3_retries_total``, read from the store's own count when scraped."""
+
+    def __init__(self, store: LakeStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterable[Metric]:
+        doc = "Lake storage calls retried after a transient error"
+        yield CounterMetricFamily("highway_lake_s3_retries", doc, self.store.retries)
+
+
 @dataclass
 class LakeStats:
+    """What the ``/lake`` page shows (the metrics hold the same figures for Prometheus)."""
+
     rows: int = 0
     files: int = 0
     flushes: int = 0
     skipped_replayed: int = 0
     orphans_deleted: int = 0
     errors: int = 0
-    backpressure_flushes: int = 0
     last_flush_monotonic: float = 0.0
     flush_reasons: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
-class _Flushing:
-    buffer: PartitionBuffer
-    lane: str
-    table: str
-    plans: list[FilePlan]
-    manifest: Manifest
+class LakeHandler(BatchHandler):
+    """The lake's side of the consumer service (see the module docstring); all on its thread."""
 
-
-class LakeSink:
-    """The consumer loop of the lake stage (see the module docstring for the protocol)."""
-
-    def __init__(self, settings: Settings, overrides: dict[str, TableSchema] | None = None) -> None:
-        self.settings = settings
-        self._stop = threading.Event()
-        self.store = LakeStore(settings, should_stop=self._stop.is_set)
-        self.policy = FlushPolicy(
-            settings.lake_flush_rows,
-            settings.lake_flush_bytes,
-            settings.lake_flush_age_s,
-            settings.lake_max_buffered_bytes,
-        )
-        self.catalog: Catalog | None = catalog_for(settings)
-        self.overrides = load_overrides() if overrides is None else overrides
+    def __init__(
+        self,
+        committer: LakeCommitter,
+        policy: FlushPolicy,
+        metrics: LakeMetrics,
+        offsets_for: Callable[[Consumer], OffsetStore],
+        should_stop: Callable[[], bool],
+    ) -> None:
+        self.committer = committer
+        self.policy = policy
+        self.metrics = metrics
+        self.offsets_for = offsets_for
+        self.should_stop = should_stop
         self.buffers: dict[TP, PartitionBuffer] = {}
-        self.manifests: dict[TP, Manifest] = {}
-        self.schemas: dict[tuple[str, str], TableSchema] = {}
-        self.stored_schemas: dict[tuple[str, str], bytes] = {}
         self.stats = LakeStats()
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io")
-        self._consumer: Consumer | None = None
-        self._thread: threading.Thread | None = None
-        self._to_commit: list[TopicPartition] = []
+        self._backoff_s = 0.0
+        self._settle_at = 0.0
 
-    # --- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self.run, name="lake-sink", daemon=True)
-        self._thread.start()
+    # --- partitions --------------------------------------------------------------------------------
+    def assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        recoveries = self.committer.recover([(tp.topic, tp.partition) for tp in partitions])
+        for tp in partitions:
+            recovery = recoveries[(tp.topic, tp.partition)]
+            self.buffers.pop((tp.topic, tp.partition), None)
+            self.stats.orphans_deleted += len(recovery.orphans)
+            self.metrics.orphans.inc(len(recovery.orphans))
+            start = recovery.start_offset
+            tp.offset = OFFSET_BEGINNING if start is None else start
+        self.metrics.assigned.set(len(self.committer.manifests))
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        self._pool.shutdown(wait=False)
+    def revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Unflushed rows are dropped: the next owner replays them from the manifest.
+        released = [(tp.topic, tp.partition) for tp in partitions]
+        for tp in released:
+            self.buffers.pop(tp, None)
+        self.committer.release(released)
+        self.metrics.assigned.set(len(self.committer.manifests))
+        self._update_gauges()
 
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def run(self) -> None:
-        """The loop: poll a batch, buffer it, flush what is due. Survives every transient error."""
-        consumer = Consumer(
-            confluent_config(
-                self.settings,
-                **{
-                    "group.id": lake_group_id(self.settings),
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "topic.metadata.refresh.interval.ms": int(self.settings.lake_topic_rescan_s * 1000),
-                    "max.poll.interval.ms": 600_000,
-                    "session.timeout.ms": 6_000,
-                    "heartbeat.interval.ms": 1_000,
-                    "fetch.max.bytes": 16 * 1024 * 1024,
-                    "queued.max.messages.kbytes": 32 * 1024,
-                },
-            )
-        )
-        self._consumer = consumer
-        consumer.subscribe([topic_regex(self.settings)], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("lake sink consuming %s into %s", topic_regex(self.settings), self.settings.lake_uri)
-        try:
-            while not self._stop.is_set():
-                try:
-                    self._poll_once(consumer)
-                except KafkaException as exc:
-                    log.warning("lake consumer error: %s", exc)
-                    self._stop.wait(0.5)
-                except Exception:
-                    # Never let one bad moment end the sink: the buffers are only cleared by a
-                    # completed flush, so the next round retries it; nothing is committed meanwhile.
-                    self.stats.errors += 1
-                    log.exception("lake sink error; retrying")
-                    self._stop.wait(1.0)
-            self.flush(list(self.buffers.values()), "shutdown")
-        except Exception:
-            log.exception("lake sink stopped by an unexpected error")
-            raise
-        finally:
-            consumer.close()
-
-    def _poll_once(self, consumer: Consumer) -> None:
-        messages = consumer.consume(num_messages=5000, timeout=0.2)
-        if self._to_commit:
-            self._commit(self._to_commit)
-            self._to_commit = []
+    # --- records -------------------------------------------------------------------------------------
+    def batch(self, consumer: Consumer, messages: list[Message]) -> None:
         now = time.monotonic()
+        manifests = self.committer.manifests
         for message in messages:
-            self._buffer(message, now)
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert topic is not None
+            assert partition is not None
+            assert offset is not None
+            tp = (topic, partition)
+            manifest = manifests.get(tp)
+            if manifest is None:
+                continue  # not (or no longer) assigned to us: the owner reads it
+            buffer = self.buffers.get(tp)
+            if buffer is None:
+                buffer = self.buffers[tp] = PartitionBuffer(topic, partition)
+            if offset <= manifest.committed_offset or (buffer.rows and offset <= buffer.rows[-1].offset):
+                self.stats.skipped_replayed += 1
+                self.metrics.skipped.inc()
+                continue
+            buffer.add(decode(partition, offset, message.timestamp()[1], message.value() or b""), now)
+
+    def idle(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        due = self._due(now)
+        if due:
+            self._flush_or_back_off(consumer, due)
+        elif self.committer.unsettled and now >= self._settle_at:
+            step = self.committer.settle(self.offsets_for(consumer))
+            if step is not None:
+                self._count_error(step)
+                self._settle_at = now + SETTLE_RETRY_S
+        self._update_gauges()
+
+    def stopping(self, consumer: Consumer) -> None:
+        due = {tp: "shutdown" for tp, buffer in self.buffers.items() if buffer.rows}
+        try:
+            self._flush(consumer, due)
+        except Exception:
+            log.exception("lake: final flush failed; its rows are replayed from the manifests")
+        self._update_gauges()
+
+    # --- flushing ------------------------------------------------------------------------------------
+    def _due(self, now: float) -> dict[TP, str]:
         due: dict[TP, str] = {}
         for tp, buffer in self.buffers.items():
             reason = self.policy.reason(buffer, now)
@@ -192,230 +242,147 @@ class LakeSink:
                 due[tp] = reason
         for buffer in self.policy.over_cap([b for tp, b in self.buffers.items() if tp not in due]):
             due[(buffer.topic, buffer.partition)] = "backpressure"
-        if due:
-            for reason in due.values():
-                self.stats.flush_reasons[reason] = self.stats.flush_reasons.get(reason, 0) + 1
-            self.flush([self.buffers[tp] for tp in due], ",".join(sorted(set(due.values()))))
+        return due
 
-    def _buffer(self, message: Message, now: float) -> None:
-        if message.error():
-            log.warning("lake consumer: %s", message.error())
+    def _flush_or_back_off(self, consumer: Consumer, due: dict[TP, str]) -> None:
+        """Flush; on an unexpected error keep the buffers and wait (not polling, so consumption
+        pauses instead of growing the buffers) before the next attempt."""
+        try:
+            self._flush(consumer, due)
+            self._backoff_s = 0.0
+        except Exception:
+            self._count_error("flush")
+            self._backoff_s = min(max(1.0, self._backoff_s * 2), MAX_BACKOFF_S)
+            log.exception("lake: flush failed; buffers kept, retrying in %.0fs", self._backoff_s)
+            deadline = time.monotonic() + self._backoff_s
+            while time.monotonic() < deadline and not self.should_stop():
+                time.sleep(0.1)
+
+    def _flush(self, consumer: Consumer, due: dict[TP, str]) -> None:
+        if not due:
             return
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        assert topic is not None
-        assert partition is not None
-        assert offset is not None
-        tp = (topic, partition)
-        manifest = self.manifests.get(tp)
-        if manifest is None:
-            return  # not (or no longer) assigned to us: the owner will read it
-        buffer = self.buffers.setdefault(tp, PartitionBuffer(topic, partition))
-        if offset <= manifest.committed_offset or (buffer.rows and offset <= buffer.rows[-1].offset):
-            self.stats.skipped_replayed += 1
+        started = time.perf_counter()
+        result = self.committer.flush([self.buffers[tp] for tp in due], self.offsets_for(consumer))
+        self.metrics.commit_seconds.observe(time.perf_counter() - started)
+        self._record(result, due)
+        log.debug("lake flush %s: %s", sorted(set(due.values())), result)
+
+    def _record(self, result: FlushResult, due: dict[TP, str]) -> None:
+        if result.partitions == 0:
             return
-        _, ts = message.timestamp()
-        buffer.add(decode(partition, offset, ts, message.value() or b""), now)
-
-    # --- rebalance: recovery from the manifest ---------------------------------------------------
-    def _resolve(self, topic: str) -> tuple[str, str]:
-        for lane in self.settings.lanes:
-            name = table_name(topic, self.settings.topic_per_event, lane)
-            if name is not None:
-                return lane, name
-        raise ValueError(f"topic {topic!r} is not a per-event topic of lanes {self.settings.lanes}")
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        def recover(tp: TopicPartition) -> Manifest:
-            lane, table = self._resolve(tp.topic)
-            raw = self.store.get(manifest_key(lane, tp.topic, tp.partition))
-            manifest = Manifest.from_bytes(raw) if raw else Manifest(tp.topic, tp.partition)
-            listing = self.store.list_keys(table_prefix(lane, table) + "/")
-            for orphan in orphan_files(manifest, listing):
-                log.info("lake: deleting orphan %s (above offset %s)", orphan, manifest.committed_offset)
-                self.store.delete(orphan)
-                self.stats.orphans_deleted += 1
-            return manifest
-
-        # The S3 round trips of many partitions overlap; a rebalance over hundreds of topics is quick.
-        for tp, manifest in zip(partitions, self._pool.map(recover, partitions), strict=True):
-            self.manifests[(tp.topic, tp.partition)] = manifest
-            self.buffers.pop((tp.topic, tp.partition), None)
-            tp.offset = manifest.next_offset if manifest.committed_offset >= 0 else OFFSET_BEGINNING
-        consumer.assign(partitions)
-        # Bring the group's committed offsets up to the manifests (a crash between manifest and
-        # commit leaves them behind); done from the poll loop, outside the rebalance callback.
-        self._to_commit = [
-            TopicPartition(tp.topic, tp.partition, tp.offset) for tp in partitions if tp.offset >= 0
-        ]
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Unflushed rows are dropped: the next owner replays them from the manifest.
-        for tp in partitions:
-            self.buffers.pop((tp.topic, tp.partition), None)
-            self.manifests.pop((tp.topic, tp.partition), None)
-        consumer.unassign()
-
-    # --- the commit path -----------------------------------------------------------------------
-    def _table_schema(self, lane: str, table: str) -> TableSchema:
-        key = (lane, table)
-        schema = self.schemas.get(key)
-        if schema is None:
-            override = self.overrides.get(table)
-            schema = TableSchema(dict(override.columns), override.declared) if override else TableSchema()
-            stored = self.store.get(schema_key(lane, table))
-            if stored:
-                schema.merge(TableSchema.from_bytes(stored))
-                self.stored_schemas[key] = stored
-            self.schemas[key] = schema
-        return schema
-
-    def flush(self, buffers: Iterable[PartitionBuffer], reason: str) -> None:
-        """Flush buffers: data files, then schemas, then manifests, then Kafka offsets.
-
-        Every write retries until it succeeds (or the worker stops); the buffers are emptied only
-        at the end, so a failure anywhere leaves them for the next attempt or for replay.
-        """
-        buffers = [b for b in buffers if b.rows and (b.topic, b.partition) in self.manifests]
-        tables = {self._resolve(b.topic) for b in buffers}
-        list(self._pool.map(lambda key: self._table_schema(*key), tables - set(self.schemas)))
-        work: list[_Flushing] = []
-        for buffer in buffers:
-            tp = (buffer.topic, buffer.partition)
-            manifest = self.manifests.get(tp)
-            if not buffer.rows or manifest is None:
-                continue
-            lane, table = self._resolve(buffer.topic)
-            schema = self._table_schema(lane, table)
-            first = buffer.rows[0].offset
-            schema.observe(
-                (row.properties for row in buffer.rows), f"{buffer.topic}[{buffer.partition}]@{first}"
-            )
-            plans = plan_files(lane, table, buffer.rows, self.settings.lake_partition_time)
-            work.append(_Flushing(buffer, lane, table, plans, manifest))
-        if not work:
-            return
-        # 1. data files
-        compression = self.settings.lake_compression
-        files = [(item, plan) for item in work for plan in item.plans]
-
-        def write_file(pair: tuple[_Flushing, FilePlan]) -> None:
-            item, plan = pair
-            schema = self.schemas[(item.lane, item.table)]
-            self.store.put(plan.key, parquet_bytes(build_table(plan.rows, schema), compression))
-
-        list(self._pool.map(write_file, files))
-
-        # 2. table schemas that changed
-        def write_schema(key: tuple[str, str]) -> None:
-            encoded = self.schemas[key].to_bytes(key[1])
-            if self.stored_schemas.get(key) != encoded:
-                self.store.put(schema_key(*key), encoded)
-                self.stored_schemas[key] = encoded
-
-        list(self._pool.map(write_schema, tables))
-        # 3. manifests — only now do the files count as in the lake
-        advanced = {
-            id(item): item.manifest.advanced(
-                item.buffer.rows[-1].offset, len(item.buffer.rows), (plan.key for plan in item.plans)
-            )
-            for item in work
-        }
-
-        def write_manifest(item: _Flushing) -> None:
-            self.store.put(
-                manifest_key(item.lane, item.buffer.topic, item.buffer.partition),
-                advanced[id(item)].to_bytes(),
-            )
-
-        list(self._pool.map(write_manifest, work))
-        # 4. catalog (Athena sees new tables/partitions) and Kafka offsets
-        if self.catalog is not None:
-            self._register(work)
-        offsets = []
-        for item in work:
-            tp = (item.buffer.topic, item.buffer.partition)
-            self.manifests[tp] = advanced[id(item)]
-            offsets.append(TopicPartition(tp[0], tp[1], advanced[id(item)].next_offset))
-            self.stats.rows += len(item.buffer.rows)
-            self.stats.files += len(item.plans)
-            item.buffer.take()
+        for reason in due.values():
+            self.stats.flush_reasons[reason] = self.stats.flush_reasons.get(reason, 0) + 1
+            self.metrics.flushes.labels(reason).inc()
+        self.stats.rows += result.rows
+        self.stats.files += result.files
         self.stats.flushes += 1
         self.stats.last_flush_monotonic = time.monotonic()
-        self._commit(offsets)
-        log.debug("lake flush (%s): %d partitions, %d files", reason, len(work), len(files))
+        self.metrics.rows.inc(result.rows)
+        self.metrics.files.inc(result.files)
+        self.metrics.bytes.inc(result.bytes)
+        if result.unsettled is not None:
+            self._count_error(result.unsettled)
+            self._settle_at = time.monotonic() + SETTLE_RETRY_S
 
-    def _register(self, work: list[_Flushing]) -> None:
-        """Register new tables and partitions, one task per table so the catalog round trips overlap."""
-        catalog = self.catalog
-        assert catalog is not None
-        values: dict[tuple[str, str], list[PartitionValue]] = {}
-        for item in work:
-            values.setdefault((item.lane, item.table), []).extend(plan.value for plan in item.plans)
+    def _count_error(self, step: str) -> None:
+        self.stats.errors += 1
+        self.metrics.errors.labels(step).inc()
 
-        def register_table(key: tuple[str, str]) -> None:
-            lane, table = key
-            try:
-                catalog.ensure_table(lane, table, self.schemas[key])
-                catalog.ensure_partitions(lane, table, values[key])
-            except Exception as exc:  # the catalog is metadata; the lake itself is already consistent
-                log.warning(
-                    "lake: catalog registration of %s failed, retried on the next flush: %s", table, exc
-                )
-                catalog.forget(lane, table)
+    def _update_gauges(self) -> None:
+        self.metrics.buffered_rows.set(sum(len(buffer.rows) for buffer in self.buffers.values()))
+        self.metrics.buffered_bytes.set(sum(buffer.size_bytes for buffer in self.buffers.values()))
 
-        list(self._pool.map(register_table, values))
 
-    def _commit(self, offsets: list[TopicPartition]) -> None:
-        if self._consumer is None:
-            return
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            # Not fatal: the manifest already records these offsets; the next commit catches up.
-            log.info("lake: offset commit deferred: %s", exc)
+class _StopSignal:
+    """``should_stop`` for the store and the handler's backoff: the service is stopping."""
+
+    def __init__(self) -> None:
+        self.service: ConsumerService | None = None
+
+    def __call__(self) -> bool:
+        return self.service is not None and self.service.should_stop
+
+
+@dataclass
+class LakeStage:
+    """The lake stage of one worker: its consumer service, handler and store."""
+
+    service: ConsumerService
+    handler: LakeHandler
+    store: LakeStore
+
+    def alive(self) -> bool:
+        """The consumer service runs and has not failed."""
+        service = self.service
+        return service.started and not service.should_stop and service.failure is None
 
     def describe(self) -> dict[str, Any]:
+        handler, stats = self.handler, self.handler.stats
+        buffers = list(handler.buffers.values())  # a copy: the consumer thread may change the dict
         return {
             "alive": self.alive(),
-            "assigned": len(self.manifests),
-            "buffered_rows": sum(len(buffer.rows) for buffer in self.buffers.values()),
-            "buffered_bytes": sum(buffer.size_bytes for buffer in self.buffers.values()),
-            "rows": self.stats.rows,
-            "files": self.stats.files,
-            "flushes": self.stats.flushes,
-            "flush_reasons": self.stats.flush_reasons,
-            "skipped_replayed": self.stats.skipped_replayed,
-            "orphans_deleted": self.stats.orphans_deleted,
+            "assigned": len(handler.committer.manifests),
+            "buffered_rows": sum(len(buffer.rows) for buffer in buffers),
+            "buffered_bytes": sum(buffer.size_bytes for buffer in buffers),
+            "rows": stats.rows,
+            "files": stats.files,
+            "flushes": stats.flushes,
+            "flush_reasons": dict(stats.flush_reasons),
+            "skipped_replayed": stats.skipped_replayed,
+            "orphans_deleted": stats.orphans_deleted,
             "s3_retries": self.store.retries,
-            "errors": self.stats.errors,
+            "errors": stats.errors,
         }
 
 
-class LakeService(mode.Service):
-    """Owns the sink's thread: started and stopped with the app."""
-
-    def __init__(self, sink: LakeSink, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.sink = sink
-
-    async def on_start(self) -> None:
-        self.sink.start()
-
-    async def on_stop(self) -> None:
-        await self.loop.run_in_executor(None, self.sink.stop)
+def build_stage(
+    settings: Settings,
+    registry: CollectorRegistry,
+    overrides: dict[str, TableSchema] | None = None,
+    **service_kwargs: Any,
+) -> LakeStage:
+    """Build the real edges (store, catalog, pool, consumer offsets) and the service around them."""
+    stop = _StopSignal()
+    store = LakeStore(settings, should_stop=stop)
+    committer = LakeCommitter(
+        settings,
+        store,
+        catalog_for(settings),
+        ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io"),
+        load_overrides() if overrides is None else overrides,
+    )
+    policy = FlushPolicy(
+        settings.lake_flush_rows,
+        settings.lake_flush_bytes,
+        settings.lake_flush_age_s,
+        settings.lake_max_buffered_bytes,
+    )
+    handler = LakeHandler(committer, policy, LakeMetrics(registry), ConsumerOffsets, stop)
+    registry.register(StoreRetries(store))
+    service = ConsumerService(
+        "lake",
+        consumer_config(settings),
+        [topic_regex(settings)],
+        handler,
+        batch_wait_s=0.2,
+        **service_kwargs,
+    )
+    stop.service = service
+    return LakeStage(service, handler, store)
 
 
 def register(app: faust.App, settings: Settings, registry: CollectorRegistry) -> None:
-    """Run the lake sink with the app and expose its state at ``/lake``.
+    """Run the lake stage with the app and expose its state at ``/lake``.
 
     The service is a direct dependency of the app (started with its web server), not an
-    ``@app.service`` (started only once faust's own consumer group has settled): the sink does not
+    ``@app.service`` (started only once faust's own consumer group has settled): the stage does not
     use faust's consumer, and after a kill -9 faust waits out the dead member's session first,
     which would only delay the lake.
     """
-    sink = LakeSink(settings)
-    app.add_dependency(LakeService(sink, beacon=app.beacon))
+    stage = build_stage(settings, registry, beacon=app.beacon)
+    app.add_dependency(stage.service)
+    log.info("lake: consuming %s into %s", topic_regex(settings), settings.lake_uri)
 
     @app.page("/lake")
     async def lake_state(web: View, request: Request) -> Response:
-        return web.json(sink.describe())
+        return web.json(stage.describe())

@@ -7,17 +7,21 @@ chosen as "after the worker has written N more rows", so each kill lands while i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
+from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from connectors.lake_fs import LakeStore
 from core.envvars import with_overrides
 from core.lake.layout import manifest_key
 from core.lake.manifest import Manifest, orphan_files
-from streams.lake import LakeSink
+from core.settings import Settings
+from streams.lake import LakeStage, build_stage
 from tests.conftest import MakeSettings
 from tests.integration.test_lake import (
     LAKE_SETTINGS,
@@ -73,15 +77,10 @@ class CrashBeforeManifest(BaseException):
     """Stands for the process dying between a flush's files and its manifest."""
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the injected crash
-def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
-    make_settings: MakeSettings,
-) -> None:
-    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_flush_rows": 40})
-    produced = Produced()
-    name, now = "team_create", int(time.time() * 1000)
-    hours = [now - 3_600_000 * (i % 3) for i in range(200)]  # three partition values interleaved
-    events = [
+def team_events(name: str, count: int) -> list[dict[str, Any]]:
+    now = int(time.time() * 1000)
+    hours = [now - 3_600_000 * (i % 3) for i in range(count)]  # three partition values interleaved
+    return [
         {
             "event_name": name,
             "event_id": f"c{i}",
@@ -89,22 +88,51 @@ def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
             "server_ts": hours[i],
             "properties": {"i": i},
         }
-        for i in range(200)
+        for i in range(count)
     ]
-    produce_events(settings, events[:100], produced)
-    crashing = LakeSink(settings, overrides={})
+
+
+def run_until_crash_before_manifest(
+    settings: Settings, later: list[dict[str, Any]], produced: Produced
+) -> LakeStage:
+    """Run a lake stage whose second flush dies after its files, before its manifest (``later`` is
+    produced once the first flush is complete)."""
+    crashing = build_stage(settings, CollectorRegistry(), overrides={})
     real_put = crashing.store.put
 
     def put(key: str, data: bytes) -> None:
-        if "/_manifests/" in key and crashing.stats.flushes >= 1:
+        if "/_manifests/" in key and crashing.handler.stats.flushes >= 1:
             raise CrashBeforeManifest(key)
         real_put(key, data)
 
     crashing.store.put = put  # type: ignore[method-assign]
-    crashing.start()
-    wait_until(lambda: crashing.stats.flushes >= 1, 60, 0.1, "a first complete flush")
-    produce_events(settings, events[100:], produced)
-    wait_until(lambda: not crashing.alive(), 60, 0.1, "the injected crash after the next flush's files")
+
+    async def run() -> None:
+        await crashing.service.start()
+        await asyncio.to_thread(
+            wait_until, lambda: crashing.handler.stats.flushes >= 1, 60, 0.1, "a first complete flush"
+        )
+        await asyncio.to_thread(produce_events, settings, later, produced)
+        await asyncio.to_thread(
+            wait_until, lambda: crashing.service.failure is not None, 60, 0.1, "the injected crash"
+        )
+        await crashing.service.stop()
+
+    asyncio.run(run())
+    return crashing
+
+
+def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
+    make_settings: MakeSettings,
+) -> None:
+    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_flush_rows": 40})
+    produced = Produced()
+    name = "team_create"
+    events = team_events(name, 200)
+    produce_events(settings, events[:100], produced)
+    crashing = run_until_crash_before_manifest(settings, events[100:], produced)
+    assert isinstance(crashing.service.failure, CrashBeforeManifest)
+    assert not crashing.alive()
     store = LakeStore(settings)
     lane = settings.lanes[0]
     raw = store.get(manifest_key(lane, settings.event_topic(lane, name), 0))
@@ -114,13 +142,19 @@ def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
     assert orphan_files(Manifest.from_bytes(raw), stranded), "the crash left no orphan to recover from"
     assert lake_report(settings, produced).duplicates == 0 or committed < 199
     # Restart with different batch boundaries: recovery deletes the orphans, replay fills the gap.
-    restarted = LakeSink(with_overrides(settings, lake_flush_rows=17), overrides={})
-    restarted.start()
-    try:
-        wait_until(lambda: restarted.stats.rows >= 199 - committed, 60, 0.2, "the replay")
-        assert restarted.stats.orphans_deleted > 0
-    finally:
-        restarted.stop()
+    restarted = build_stage(with_overrides(settings, lake_flush_rows=17), CollectorRegistry(), overrides={})
+
+    async def second_run() -> None:
+        await restarted.service.start()
+        try:
+            await asyncio.to_thread(
+                wait_until, lambda: restarted.handler.stats.rows >= 199 - committed, 60, 0.2, "the replay"
+            )
+        finally:
+            await restarted.service.stop()
+
+    asyncio.run(second_run())
+    assert restarted.handler.stats.orphans_deleted > 0
     report = lake_report(settings, produced)
     assert report.ok, report
     assert report.found == 200

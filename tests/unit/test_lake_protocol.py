@@ -1,88 +1,313 @@
-"""The exactly-once argument of the lake, exercised on the pure protocol with an in-memory store.
+"""The exactly-once protocol of the lake, driven through the REAL commit path (``core.lake.commit``).
 
-A flush writes its files, then the manifest. A crash can stop it after any number of file writes.
-Replay restarts from the manifest with *different* batch boundaries. Whatever happens, each offset
-must end up in exactly one stored file — with recovery deleting orphans, and even without it
-(deterministic keys alone make a replay overwrite every orphan).
+In-memory fakes of the object store, the catalog and the Kafka offsets record every call in one
+ordered log and fail at a chosen step: each data-file put, the schema put, each manifest put, the
+catalog, the offset commit. After a failure at step k nothing of a later step may have happened,
+the buffers not vouched for by a manifest must be intact, and a retry — or a crash and a replay from
+the manifests with other batch boundaries — must land every row exactly once.
 """
 
 from __future__ import annotations
 
 import random
+import threading
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from core.lake.flush import plan_files
-from core.lake.layout import PartitionValue, partition_for_ms
+from core.lake.commit import LakeCommitter, recover_partition
+from core.lake.flush import PartitionBuffer
+from core.lake.layout import PartitionValue, manifest_key, parse_data_file, partition_for_ms
 from core.lake.manifest import Manifest, orphan_files
 from core.lake.records import LakeRow, decode
+from core.lake.schema import TableSchema
+from core.settings import Settings
 
 HOUR_MS = 3_600_000
+BASE_MS = 1_800_000_000_000
+SETTINGS = Settings(lake_uri="file:///nonexistent/lake", lanes=["l"])
+HOURS = {partition_for_ms(BASE_MS + hour * HOUR_MS) for hour in range(3)}
+TPS = [("l.event.a", 0), ("l.event.a", 1), ("l.event.b", 0)]
+STEPS = {"data": 1, "schema": 2, "manifest": 3, "catalog": 4, "offsets": 5}
 
 
-def make_rows(rng: random.Random, count: int) -> list[LakeRow]:
-    base = 1_800_000_000_000
-    rows = []
-    for offset in range(count):
-        ts = base + rng.choice([0, 1, 2, 5]) * HOUR_MS + rng.randrange(HOUR_MS)  # out-of-order hours
-        raw = orjson.dumps({"event_id": f"e{offset}", "server_ts": ts, "properties": {}})
-        rows.append(decode(0, offset, ts, raw))
-    return rows
+class Boom(Exception):
+    """The injected failure."""
 
 
-def run_with_crashes(seed: int, delete_orphans: bool) -> dict[str, list[int]]:
+class World:
+    """Store, catalog and offsets sharing one ordered log of (step, key) and one failure switch."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.log: list[tuple[str, str]] = []
+        self.fail: tuple[str, str] | None = None  # (step, key) to fail at; key "" = any
+        self.committed: dict[tuple[str, int], int] = {}
+        self.registered: set[tuple[str, PartitionValue]] = set()
+        self.forgotten: list[str] = []
+        self.deletes = True  # False: recovery's deletions do nothing (replays must overwrite orphans)
+        self._lock = threading.Lock()
+
+    def _call(self, step: str, key: str) -> None:
+        with self._lock:
+            if self.fail is not None and self.fail[0] == step and self.fail[1] in ("", key):
+                raise Boom(f"{step} {key}")
+            self.log.append((step, key))
+
+    # ObjectStore
+    def put(self, key: str, data: bytes) -> None:
+        step = "manifest" if "/_manifests/" in key else "schema" if key.endswith("_schema.json") else "data"
+        self._call(step, key)
+        self.objects[key] = data
+
+    def get(self, key: str) -> bytes | None:
+        return self.objects.get(key)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        return sorted(key for key in list(self.objects) if key.startswith(prefix))
+
+    def delete(self, key: str) -> None:
+        if self.deletes:
+            self.objects.pop(key, None)
+
+    # Catalog
+    def ensure_table(self, lane: str, table: str, schema: TableSchema) -> None:
+        self._call("catalog", table)
+
+    def ensure_partitions(self, lane: str, table: str, values: Iterable[PartitionValue]) -> None:
+        self._call("catalog", table)
+        self.registered.update((table, value) for value in values)
+
+    def forget(self, lane: str, table: str) -> None:
+        self.forgotten.append(table)
+
+    # OffsetStore
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        self._call("offsets", "")
+        self.committed.update(offsets)
+
+    # What the lake holds: (topic, partition) → offsets, over every stored data file
+    def lake_offsets(self) -> dict[tuple[str, int], list[int]]:
+        found: dict[tuple[str, int], list[int]] = {}
+        for key, data in self.objects.items():
+            if parse_data_file(key) is None:
+                continue
+            table = pq.read_table(pa.BufferReader(data), columns=["_kafka_partition", "_kafka_offset"])
+            topic = f"l.event.{key.split('/')[1]}"
+            for partition, offset in zip(*(table.column(i).to_pylist() for i in range(2)), strict=True):
+                found.setdefault((topic, partition), []).append(offset)
+        return {tp: sorted(offsets) for tp, offsets in found.items()}
+
+
+def first_offsets(world: World, tp: tuple[str, int]) -> list[int]:
+    """First offsets of the data files of one topic-partition."""
+    table = tp[0].rsplit(".", 1)[1]
+    names = [parse_data_file(key) for key in world.list_keys(f"l/{table}/")]
+    return [name.first_offset for name in names if name is not None and name.partition == tp[1]]
+
+
+def row(partition: int, offset: int) -> LakeRow:
+    ts = BASE_MS + (offset % 3) * HOUR_MS  # three Hive partitions interleaved: several files per flush
+    return decode(
+        partition,
+        offset,
+        ts,
+        orjson.dumps(
+            {
+                "event_id": f"e{offset}",
+                "server_ts": ts,
+                "properties": {"i": offset, **({"late": 1} if offset >= 10 else {})},
+            }
+        ),
+    )
+
+
+def committer(world: World, pool: ThreadPoolExecutor) -> LakeCommitter:
+    commit = LakeCommitter(SETTINGS, world, world, pool)
+    recoveries = commit.recover(TPS)
+    assert all(recovery.start_offset is None for recovery in recoveries.values())
+    return commit
+
+
+def filled(first: int, count: int) -> dict[tuple[str, int], PartitionBuffer]:
+    buffers = {}
+    for topic, partition in TPS:
+        buffer = PartitionBuffer(topic, partition)
+        for offset in range(first, first + count):
+            buffer.add(row(partition, offset), 0.0)
+        buffers[(topic, partition)] = buffer
+    return buffers
+
+
+def failure_points(after_first_flush: bool = False) -> list[tuple[str, str]]:
+    """Every (step, key) a clean flush of ``filled(0, 30)`` goes through — or, after a first flush of
+    ``filled(0, 10)``, a flush of ``filled(10, 20)``."""
+    world = World()
+    with ThreadPoolExecutor(4) as pool:
+        commit = committer(world, pool)
+        if after_first_flush:
+            commit.flush(filled(0, 10).values(), world)
+            world.log.clear()
+            commit.flush(filled(10, 20).values(), world)
+        else:
+            commit.flush(filled(0, 30).values(), world)
+    return sorted(set(world.log), key=lambda call: (STEPS[call[0]], call[1]))
+
+
+def test_a_clean_flush_runs_the_steps_in_order_and_lands_every_row() -> None:
+    world = World()
+    with ThreadPoolExecutor(4) as pool:
+        result = committer(world, pool).flush(filled(0, 30).values(), world)
+    steps = [STEPS[step] for step, _ in world.log]
+    assert steps == sorted(steps), world.log  # each step is a barrier
+    assert set(steps) == set(STEPS.values())
+    assert (result.partitions, result.rows, result.files, result.unsettled) == (3, 90, 9, None)
+    assert world.lake_offsets() == {tp: list(range(30)) for tp in TPS}
+    assert world.committed == dict.fromkeys(TPS, 30)
+    for topic, partition in TPS:
+        manifest = Manifest.from_bytes(world.objects[manifest_key("l", topic, partition)])
+        assert manifest.committed_offset == 29
+
+
+@pytest.mark.parametrize(("step", "key"), failure_points())
+def test_a_failure_at_any_step_stops_later_steps_keeps_buffers_and_a_retry_lands_rows_once(
+    step: str, key: str
+) -> None:
+    world = World()
+    with ThreadPoolExecutor(4) as pool:
+        commit = committer(world, pool)
+        buffers = filled(0, 30)
+        world.fail = (step, key)
+        if STEPS[step] <= STEPS["manifest"]:
+            with pytest.raises(Boom):
+                commit.flush(buffers.values(), world)
+        else:
+            assert commit.flush(buffers.values(), world).unsettled == step
+        later = [call for call in world.log if STEPS[call[0]] > STEPS[step]]
+        assert later == [], f"after a failure at {step} {key}: {later}"
+        assert world.committed == {}, "Kafka offsets committed before everything else was durable"
+        for tp, buffer in buffers.items():
+            vouched = (step == "manifest" and key != manifest_key("l", *tp)) or STEPS[step] > STEPS[
+                "manifest"
+            ]
+            assert [r.offset for r in buffer.rows] == ([] if vouched else list(range(30)))
+            assert commit.manifests[tp].committed_offset == (29 if vouched else -1)
+        # The retry: the failure is gone; more rows have arrived meanwhile.
+        world.fail = None
+        for tp, buffer in buffers.items():
+            for offset in range(30, 40):
+                buffer.add(row(tp[1], offset), 0.0)
+        assert commit.flush(buffers.values(), world).unsettled is None
+        assert commit.settle(world) is None
+    assert world.lake_offsets() == {tp: list(range(40)) for tp in TPS}
+    assert world.committed == dict.fromkeys(TPS, 40)
+    assert world.registered == {(table, value) for table in ("a", "b") for value in HOURS}
+    assert all(not buffer.rows for buffer in buffers.values())
+    assert not commit.unsettled
+
+
+@pytest.mark.parametrize(
+    ("step", "key"), [p for p in failure_points(after_first_flush=True) if STEPS[p[0]] <= STEPS["manifest"]]
+)
+def test_a_crash_at_any_step_is_recovered_from_the_manifests(step: str, key: str) -> None:
+    world = World()
+    with ThreadPoolExecutor(4) as pool:
+        first = committer(world, pool)
+        first.flush(filled(0, 10).values(), world)  # a complete flush: offsets 0..9 are in the lake
+        world.fail = (step, key)
+        with pytest.raises(Boom):
+            first.flush(filled(10, 20).values(), world)
+        # The process dies here. A new one recovers: orphans go, reading resumes after the manifest.
+        world.fail = None
+        before = set(world.objects)
+        restarted = LakeCommitter(SETTINGS, world, world, pool)
+        recoveries = restarted.recover(TPS)
+        for tp, recovery in recoveries.items():
+            vouched = step == "manifest" and key != manifest_key("l", *tp)
+            assert recovery.start_offset == (30 if vouched else 10)
+            assert recovery.start_offset is not None
+            assert max(first_offsets(world, tp)) < recovery.start_offset  # no orphan is left
+        assert set().union(*(r.orphans for r in recoveries.values())) == before - set(world.objects)
+        # the group's offsets are brought up to the manifests on the next settle
+        assert restarted.pending_offsets == {tp: r.start_offset for tp, r in recoveries.items()}
+        for tp, recovery in recoveries.items():  # replay with other batch boundaries
+            assert recovery.start_offset is not None
+            for start in range(recovery.start_offset, 40, 7):
+                buffer = PartitionBuffer(*tp)
+                for offset in range(start, min(start + 7, 40)):
+                    buffer.add(row(tp[1], offset), 0.0)
+                restarted.flush([buffer], world)
+    assert world.lake_offsets() == {tp: list(range(40)) for tp in TPS}
+    assert world.committed == dict.fromkeys(TPS, 40)
+
+
+def run_with_failures(seed: int, delete_orphans: bool) -> World:
+    """Random batch sizes, random failures at random steps; after each, a retry or a crash."""
     rng = random.Random(seed)
-    rows = make_rows(rng, 400)
-    store: dict[str, list[int]] = {}
-    manifest_bytes: bytes | None = None
-    for _attempt in range(30):
-        manifest = Manifest.from_bytes(manifest_bytes) if manifest_bytes else Manifest("t", 0)
-        if delete_orphans:
-            for orphan in orphan_files(manifest, list(store)):
-                del store[orphan]
-        position = manifest.next_offset
-        crashed = False
-        while position < len(rows) and not crashed:
-            size = rng.randint(1, 80)
-            batch = rows[position : position + size]
-            plans = plan_files("lane", "table", batch, "server")
-            crash_after = rng.randint(0, len(plans)) if rng.random() < 0.4 else None
-            for index, plan in enumerate(plans):
-                if crash_after is not None and index == crash_after:
-                    crashed = True
-                    break
-                store[plan.key] = [row.offset for row in plan.rows]
-            if crashed or crash_after == len(plans):
-                crashed = True  # died after the files, before the manifest
-                break
-            manifest = manifest.advanced(batch[-1].offset, len(batch), (p.key for p in plans))
-            manifest_bytes = manifest.to_bytes()
-            position = batch[-1].offset + 1
-        if not crashed:
-            return store
+    world = World()
+    world.deletes = delete_orphans
+    end = 150
+    with ThreadPoolExecutor(3) as pool:
+        commit = LakeCommitter(SETTINGS, world, world, pool)
+        buffers: dict[tuple[str, int], PartitionBuffer] = {}
+        read: dict[tuple[str, int], int] = {}
+        for _attempt in range(400):
+            if not buffers:  # (re)start: recover and resume after the manifests
+                commit = LakeCommitter(SETTINGS, world, world, pool)
+                starts = {tp: r.start_offset or 0 for tp, r in commit.recover(TPS).items()}
+                buffers, read = {tp: PartitionBuffer(*tp) for tp in TPS}, dict(starts)
+            for tp, buffer in buffers.items():  # more records arrive
+                upto = min(read[tp] + rng.randint(0, 40), end)
+                for offset in range(read[tp], upto):
+                    buffer.add(row(tp[1], offset), 0.0)
+                read[tp] = upto
+            world.fail = (rng.choice(list(STEPS)), "") if rng.random() < 0.5 else None
+            try:
+                commit.flush(buffers.values(), world)
+            except Boom:
+                if rng.random() < 0.5:
+                    buffers = {}  # crash: whatever is in memory is gone
+                continue
+            world.fail = None
+            done = all(offset == end for offset in read.values()) and not any(
+                b.rows for b in buffers.values()
+            )
+            if done and commit.settle(world) is None:
+                return world
     raise AssertionError("never finished")
 
 
 @pytest.mark.parametrize("delete_orphans", [True, False])
-@pytest.mark.parametrize("seed", range(40))
-def test_every_offset_lands_exactly_once_across_crashes_and_shifted_replays(
+@pytest.mark.parametrize("seed", range(20))
+def test_every_offset_lands_exactly_once_across_random_failures_retries_and_crashes(
     seed: int, delete_orphans: bool
 ) -> None:
-    store = run_with_crashes(seed, delete_orphans)
-    offsets = sorted(offset for stored in store.values() for offset in stored)
-    assert offsets == list(range(400))
+    world = run_with_failures(seed, delete_orphans)
+    assert world.lake_offsets() == {tp: list(range(150)) for tp in TPS}
+    assert world.committed == dict.fromkeys(TPS, 150)
 
 
-def test_orphans_are_the_files_above_the_manifest() -> None:
-    manifest = Manifest("t", 2, committed_offset=99)
-    keys = [
-        "l/t/dt=2026-01-01/hour=00/part-00002-00000000000000000050.parquet",
-        "l/t/dt=2026-01-01/hour=01/part-00002-00000000000000000100.parquet",
-        "l/t/dt=2026-01-01/hour=01/part-00001-00000000000000000500.parquet",  # another partition
-        "l/t/_schema.json",
-    ]
-    assert orphan_files(manifest, keys) == [keys[1]]
+def test_recovery_deletes_only_orphans_above_the_committed_offset() -> None:
+    world = World()
+    keep = "l/a/dt=2026-01-01/hour=00/part-00002-00000000000000000050.parquet"
+    orphan = "l/a/dt=2026-01-01/hour=01/part-00002-00000000000000000100.parquet"
+    other = "l/a/dt=2026-01-01/hour=01/part-00001-00000000000000000500.parquet"  # another partition
+    for key in (keep, orphan, other, "l/a/_schema.json"):
+        world.objects[key] = b"x"
+    world.objects[manifest_key("l", "l.event.a", 2)] = Manifest(
+        "l.event.a", 2, committed_offset=99
+    ).to_bytes()
+    recovery = recover_partition(world, "l", "a", "l.event.a", 2)
+    assert recovery.orphans == [orphan]
+    assert recovery.start_offset == 100
+    assert sorted(world.objects) == sorted(
+        [keep, other, "l/a/_schema.json", manifest_key("l", "l.event.a", 2)]
+    )
+    assert recover_partition(world, "l", "b", "l.event.b", 0).start_offset is None  # no manifest yet
 
 
 def test_manifest_never_moves_back_and_round_trips() -> None:
@@ -93,14 +318,4 @@ def test_manifest_never_moves_back_and_round_trips() -> None:
     assert again.rows == 21
     with pytest.raises(ValueError, match="cannot move back"):
         again.advanced(20, 1, [])
-
-
-def test_file_keys_are_a_pure_function_of_the_data() -> None:
-    rng = random.Random(3)
-    rows = make_rows(rng, 50)
-    first = [plan.key for plan in plan_files("l", "t", rows, "server")]
-    second = [plan.key for plan in plan_files("l", "t", list(rows), "server")]
-    assert first == second
-    assert all("part-00000-" in key for key in first)
-    value = partition_for_ms(rows[0].kafka_ts_ms)
-    assert isinstance(value, PartitionValue)
+    assert orphan_files(again, ["l/t/dt=2026-01-01/hour=00/part-00000-00000000000000000021.parquet"])

@@ -1,0 +1,188 @@
+"""The lake stage's consumer-service handler, driven directly with fake messages and in-memory edges:
+recovery on assignment, buffering, flush reasons (age flushes an idle partition), failures that keep
+the buffers, revocation, the final flush, and the metrics on the registry passed in."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
+
+import orjson
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from core.lake.commit import LakeCommitter
+from core.lake.flush import FlushPolicy
+from core.lake.layout import manifest_key
+from core.lake.manifest import Manifest
+from core.settings import Settings
+from streams.lake import LakeHandler, LakeMetrics, StoreRetries, build_stage, topic_regex
+from tests.unit.test_lake_protocol import BASE_MS, SETTINGS, World
+
+A0, B0 = ("l.event.a", 0), ("l.event.b", 0)
+ORPHAN = "l/a/dt=2027-01-15/hour=08/part-00000-00000000000000000010.parquet"
+CONSUMER = cast(Any, object())
+
+
+class Message:
+    def __init__(self, tp: tuple[str, int], offset: int) -> None:
+        self.tp, self._offset = tp, offset
+
+    def topic(self) -> str:
+        return self.tp[0]
+
+    def partition(self) -> int:
+        return self.tp[1]
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, BASE_MS)
+
+    def value(self) -> bytes:
+        return orjson.dumps({"event_id": f"e{self._offset}", "server_ts": BASE_MS, "properties": {}})
+
+
+@pytest.fixture
+def pool() -> Any:
+    with ThreadPoolExecutor(2) as executor:
+        yield executor
+
+
+def handler_for(
+    world: World, pool: ThreadPoolExecutor, **policy: Any
+) -> tuple[LakeHandler, CollectorRegistry]:
+    registry = CollectorRegistry()
+    limits = {"max_rows": 1000, "max_bytes": 1 << 30, "max_age_s": 60.0, "max_buffered_bytes": 1 << 30}
+    handler = LakeHandler(
+        LakeCommitter(SETTINGS, world, world, pool),
+        FlushPolicy(**{**limits, **policy}),
+        LakeMetrics(registry),
+        offsets_for=lambda consumer: world,
+        should_stop=lambda: True,  # no backoff wait in tests
+    )
+    return handler, registry
+
+
+def assign(handler: LakeHandler, *tps: tuple[str, int]) -> list[TopicPartition]:
+    partitions = [TopicPartition(*tp) for tp in tps]
+    handler.assigned(CONSUMER, partitions)
+    return partitions
+
+
+def feed(handler: LakeHandler, tp: tuple[str, int], offsets: range) -> None:
+    handler.batch(CONSUMER, cast(Any, [Message(tp, offset) for offset in offsets]))
+
+
+def metric(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(f"highway_lake_{name}", labels)
+
+
+def test_assignment_recovers_from_the_manifest_and_seeks_after_it(pool: ThreadPoolExecutor) -> None:
+    world = World()
+    world.objects[manifest_key("l", *A0)] = Manifest(*A0, committed_offset=9).to_bytes()
+    world.objects[ORPHAN] = b"left by a flush that died before its manifest"
+    handler, registry = handler_for(world, pool)
+    a0, b0 = assign(handler, A0, B0)
+    assert (a0.offset, b0.offset) == (10, OFFSET_BEGINNING)
+    assert ORPHAN not in world.objects
+    assert handler.stats.orphans_deleted == 1
+    assert metric(registry, "assigned_partitions") == 2
+    feed(handler, A0, range(8, 12))  # 8 and 9 are already in the lake
+    assert [row.offset for row in handler.buffers[A0].rows] == [10, 11]
+    assert metric(registry, "replayed_skipped_total") == 2
+    handler.idle(CONSUMER)  # the assignment's offsets are brought up to the manifest
+    assert world.committed == {A0: 10}
+
+
+def test_age_flushes_a_partition_that_receives_nothing_more(pool: ThreadPoolExecutor) -> None:
+    world = World()
+    handler, registry = handler_for(world, pool)
+    assign(handler, A0)
+    feed(handler, A0, range(5))
+    handler.idle(CONSUMER)
+    assert world.lake_offsets() == {}  # not due yet
+    handler.buffers[A0].started_at -= 61  # a minute passes without a record
+    handler.idle(CONSUMER)
+    assert world.lake_offsets() == {A0: [0, 1, 2, 3, 4]}
+    assert world.committed == {A0: 5}
+    assert metric(registry, "flushes_total", reason="age") == 1
+    assert metric(registry, "rows_flushed_total") == 5
+    assert metric(registry, "files_flushed_total") == 1
+    assert (metric(registry, "bytes_flushed_total") or 0) > 0
+    assert metric(registry, "commit_seconds_count") == 1
+    assert metric(registry, "buffered_rows") == 0
+
+
+def test_rows_and_backpressure_are_flush_reasons(pool: ThreadPoolExecutor) -> None:
+    world = World()
+    handler, registry = handler_for(world, pool, max_rows=3, max_buffered_bytes=300)
+    assign(handler, A0, B0)
+    feed(handler, A0, range(3))
+    feed(handler, B0, range(2))  # under every per-buffer limit, but the total is over the cap
+    handler.idle(CONSUMER)
+    assert metric(registry, "flushes_total", reason="rows") == 1
+    assert metric(registry, "flushes_total", reason="backpressure") == 1
+    assert world.lake_offsets() == {A0: [0, 1, 2], B0: [0, 1]}
+
+
+def test_a_failing_flush_keeps_the_buffers_and_is_retried(pool: ThreadPoolExecutor) -> None:
+    world = World()
+    handler, registry = handler_for(world, pool, max_rows=2)
+    assign(handler, A0)
+    feed(handler, A0, range(4))
+    world.fail = ("manifest", "")
+    handler.idle(CONSUMER)  # does not raise: the service must not crash on it
+    assert [row.offset for row in handler.buffers[A0].rows] == [0, 1, 2, 3]
+    assert world.committed == {}
+    assert metric(registry, "errors_total", step="flush") == 1
+    assert metric(registry, "buffered_rows") == 4
+    world.fail = None
+    handler.idle(CONSUMER)
+    assert world.lake_offsets() == {A0: [0, 1, 2, 3]}
+    assert world.committed == {A0: 4}
+
+
+def test_revoked_partitions_drop_their_buffers_and_the_final_flush_takes_the_rest(
+    pool: ThreadPoolExecutor,
+) -> None:
+    world = World()
+    handler, registry = handler_for(world, pool)
+    assign(handler, A0, B0)
+    feed(handler, A0, range(3))
+    feed(handler, B0, range(3))
+    handler.revoked(CONSUMER, [TopicPartition(*A0)])
+    assert A0 not in handler.buffers
+    assert A0 not in handler.committer.manifests
+    feed(handler, A0, range(3, 5))  # late records of a revoked partition are not ours
+    assert A0 not in handler.buffers
+    handler.stopping(CONSUMER)
+    assert world.lake_offsets() == {B0: [0, 1, 2]}
+    assert metric(registry, "flushes_total", reason="shutdown") == 1
+    assert metric(registry, "assigned_partitions") == 1
+
+
+def test_s3_retries_are_read_from_the_store_when_scraped() -> None:
+    class Store:
+        retries = 0
+
+    store = Store()
+    registry = CollectorRegistry()
+    registry.register(StoreRetries(cast(Any, store)))
+    store.retries = 7
+    assert registry.get_sample_value("highway_lake_s3_retries_total") == 7
+
+
+def test_the_stage_puts_its_metrics_on_the_registry_passed_in(tmp_path: Any) -> None:
+    registry = CollectorRegistry()
+    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["l"])
+    stage = build_stage(settings, registry, overrides={})
+    names = {metric.name for metric in registry.collect()}
+    expected = {"rows_flushed", "files_flushed", "bytes_flushed", "flushes", "errors", "buffered_rows"}
+    expected |= {"buffered_bytes", "s3_retries", "commit_seconds", "assigned_partitions"}
+    assert {f"highway_lake_{name}" for name in expected} <= names
+    assert stage.service.topics == [topic_regex(settings)]
+    assert not stage.alive()  # built, not started
+    assert stage.describe()["alive"] is False
