@@ -27,7 +27,7 @@ lint: $(BIN)/highway
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy core schemas connectors streams bench highway tests
+	$(BIN)/mypy core schemas connectors streams bench highway tests examples
 
 clean:
 	-$(BIN)/highway dev down
