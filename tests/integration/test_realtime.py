@@ -196,6 +196,9 @@ def test_closed_windows_exact_late_counted_metrics_parse(make_settings: Any) -> 
         found = httpx.get(f"{worker.base_url}/api/v1/users/{user}", params={"lane": settings.lanes[0]}).json()
         assert found["owned_here"] is True
         assert found["last_seen_ms"] >= traffic.base_ms + 5 * MIN
+        bad = httpx.get(f"{worker.base_url}/api/v1/concurrency", params={"from": "1e400"}, timeout=5)
+        assert bad.status_code == 400
+        assert "from='1e400' is not a finite number" in bad.json()["error"]
 
         # kill -9 and restart: the windows resume from the checkpoint, still exact.
         worker.kill()

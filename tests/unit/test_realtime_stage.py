@@ -17,9 +17,11 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from core.realtime.params import BadParameter
 from core.realtime.publish import PartialNotPublished
 from core.realtime.windows import Checkpoint
 from streams.realtime import RealtimeHandler
+from streams.realtime_api import query
 from streams.realtime_state import RealtimeMetrics, RealtimeState
 from tests.conftest import isolated_settings
 
@@ -149,6 +151,18 @@ def test_revoked_parks_and_a_returning_partition_continues_when_at_least_as_far(
     assert assign(handler, topic, [0]) == {0: 3}
     assert state.states[(topic, 0)] is parked
     assert (topic, 1) not in state.parked, "parked partitions outside the new assignment are evicted"
+
+
+def test_api_answers_from_the_published_partials_and_rejects_bad_times() -> None:
+    handler, state, publisher, _ = stage()
+    topic = state.settings.common_topic("a")
+    assign(handler, topic, [0])
+    handler.batch(FakeConsumer(), minutes(topic, 0, 0, 3))  # type: ignore[arg-type]
+    state.view.records_by_lane["a"] = [dict(r) for _, _, r in publisher.sent]  # type: ignore[union-attr]
+    answer = query(state, {"from": "0", "to": str(2 * MIN)}, {"1m": "users"})
+    assert [(w["window_start"], w["counts"]["all"]) for w in answer["windows"]] == [(0, 1), (MIN, 1)]
+    with pytest.raises(BadParameter, match="not a finite number"):
+        query(state, {"from": "1e400"}, {"1m": "users"})
 
 
 def test_a_returning_partition_restores_when_another_worker_got_further() -> None:
