@@ -1,4 +1,4 @@
-"""Pure realtime aggregation: event-time windows, exact distinct users, partial merging, the publish sequence (no I/O).
+"""Pure realtime logic: event-time windows, exact distinct users, partials, publish order (no I/O).
 
 * :mod:`core.realtime.ids` — user id → 64-bit bitmap key (collision bound documented there).
 * :mod:`core.realtime.windows` — per-partition window state with watermark and allowed lateness.
