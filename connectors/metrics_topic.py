@@ -7,15 +7,13 @@ one partition of the topic, so every reader sees them in the order they were clo
 every partition of the topic from the beginning in a background thread, keeps the latest record
 per key and can wait until it has read everything written before the wait began (used before
 restoring checkpoints).
-
-Also here: :func:`read_offsets`, the bounded re-read of one input partition used by recovery.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -44,10 +42,17 @@ def ensure_concurrency_topics(settings: Settings, admin: KafkaAdmin | None = Non
 
 
 class ConcurrencyPublisher:
-    """Produces partials; call :meth:`flush` before giving up partitions."""
+    """The Kafka :class:`core.realtime.ports.PartialPublisher`: ``send`` produces, ``wait`` flushes.
 
-    def __init__(self, settings: Settings) -> None:
+    All partials of one input partition go to one partition of the topic: readers infer "this input
+    partition closed window W without users in it" from a later checkpoint's ``closed_until``, which
+    is only sound if they cannot see a later window's partial before an earlier one of the same input
+    partition (``core.realtime.publish`` also never sends a later one before the earlier is acked).
+    """
+
+    def __init__(self, settings: Settings, timeout_s: float = 30.0) -> None:
         self._settings = settings
+        self._timeout_s = timeout_s
         self._producer = Producer(producer_config(settings, **{"linger.ms": 5}))
         self._failed: list[str] = []
         self._partitions: dict[str, int] = {}
@@ -56,23 +61,16 @@ class ConcurrencyPublisher:
         if err is not None:
             self._failed.append(f"{msg.topic()} key={msg.key()!r}: {err}")
 
-    def publish(self, lane: str, keyed_records: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        """Produce partials; all partials of one input partition go to one partition, in order.
-
-        Readers infer "this input partition closed window W without users in it" from a later
-        checkpoint's ``closed_until``; that is only sound if they cannot see a later window's
-        partial before an earlier one of the same input partition, hence the explicit partition.
-        """
+    def send(self, lane: str, key: str, record: Mapping[str, Any]) -> None:
         topic = self._settings.concurrency_topic(lane)
         partitions = self._partition_count(topic)
-        for key, record in keyed_records:
-            self._producer.produce(
-                topic,
-                orjson.dumps(record),
-                key.encode(),
-                partition=int(record["partition"]) % partitions,
-                on_delivery=self._delivered,
-            )
+        self._producer.produce(
+            topic,
+            orjson.dumps(dict(record)),
+            key.encode(),
+            partition=int(record["partition"]) % partitions,
+            on_delivery=self._delivered,
+        )
         self._producer.poll(0)
 
     def _partition_count(self, topic: str) -> int:
@@ -84,8 +82,8 @@ class ConcurrencyPublisher:
             count = self._partitions[topic] = len(found.partitions)
         return count
 
-    def flush(self, timeout_s: float = 10.0) -> None:
-        remaining = self._producer.flush(timeout_s)
+    def wait(self) -> None:
+        remaining = self._producer.flush(self._timeout_s)
         if self._failed or remaining:
             failed, self._failed = self._failed, []
             raise TransientError(f"concurrency partials not delivered ({remaining} pending): {failed[:3]}")
@@ -198,35 +196,3 @@ class ConcurrencyView:
     def records(self, lane: str) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._records.get(lane, {}).values())
-
-
-def read_offsets(
-    settings: Settings, topic: str, partition: int, start: int, end: int, batch: int = 5000
-) -> Iterator[list[Message]]:
-    """Messages of one partition with ``start <= offset < end``, in batches (a fresh assigned consumer)."""
-    if end <= start:
-        return
-    consumer = Consumer(
-        confluent_config(
-            settings, **{"group.id": f"{settings.app_id}-realtime-replay", "enable.auto.commit": False}
-        )
-    )
-    try:
-        consumer.assign([TopicPartition(topic, partition, start)])
-        position = start
-        idle_deadline = time.monotonic() + 30.0
-        while position < end:
-            messages = [m for m in consumer.consume(batch, 0.5) if m.error() is None]
-            if not messages:
-                # Control records (transaction markers) are skipped without a message.
-                position = max(position, consumer.position([TopicPartition(topic, partition)])[0].offset or 0)
-                if time.monotonic() > idle_deadline:
-                    raise TransientError(f"replay of {topic}[{partition}] stalled at {position} < {end}")
-                continue
-            idle_deadline = time.monotonic() + 30.0
-            wanted = [m for m in messages if (m.offset() or 0) < end]
-            position = (messages[-1].offset() or 0) + 1
-            if wanted:
-                yield wanted
-    finally:
-        consumer.close()

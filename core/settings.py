@@ -118,9 +118,6 @@ class Settings(BaseSettings):
     )
     realtime_event_name_top_n: int = Field(50, ge=1, description="event_name label cardinality cap")
     realtime_history_hours: int = Field(6, ge=1, description="closed windows kept for the HTTP API")
-    realtime_consumer: Literal["confluent", "faust"] = Field(
-        "confluent", description="realtime input: confluent-kafka consumer thread, or a faust agent per lane"
-    )
 
     # --- HTTP (http_*) ---
     http_host: str = "127.0.0.1"

@@ -262,9 +262,3 @@ class PartitionWindows:
         stale = [user for user, packed in self._active.items() if packed < bound]
         for user in stale:
             del self._active[user]
-
-
-def replay_gap(checkpoint: Checkpoint | None, first_offset: int, low_offset: int) -> tuple[int, int]:
-    """Offsets ``[start, end)`` to re-read before ``first_offset`` (the first delivered event)."""
-    start = checkpoint.resume_offset if checkpoint is not None else low_offset
-    return start, max(start, first_offset)
