@@ -6,6 +6,7 @@ within 5 s; hostile input is routed or dead-lettered count for count; kill -9 lo
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -262,3 +263,51 @@ def test_kill_9_mid_stream_loses_nothing(make_settings: MakeSettings, tmp_path: 
     assert results["dlq"].passed, results["dlq"]
     duplicates = results["per-event-topics"].duplicates
     print(f"\nkill -9 after {progress} of {total}: 0 lost, {duplicates} duplicates per-event")
+
+
+def test_a_delivery_failure_stops_the_worker_with_the_reason_and_commits_nothing_past_it(
+    make_settings: MakeSettings,
+) -> None:
+    settings = make_settings()
+    lane = settings.lanes[0]
+    source = settings.all_events_topic(lane)
+    # A real failure, no fault injection: a dead-letter topic too small for the letter to come.
+    KafkaAdmin(settings).ensure_topics([settings.dlq_topic(lane)], config={"max.message.bytes": "10000"})
+
+    worker = WorkerProcess(settings, roles="router").start()
+    try:
+        worker.wait_healthy()
+        with EventProducer(settings) as producer:
+            for index in range(10):
+                producer.produce_raw(source, orjson.dumps(_event("contest_join", index)), b"same-key")
+            producer.flush()
+        wait_until(lambda: sum(_committed(settings).values()) == 10, 60, 0.3, "the good events committed")
+        before = _committed(settings)
+        with EventProducer(settings) as producer:
+            # 45 kB of noise: a dead letter the compression cannot shrink under the topic's limit
+            producer.produce_raw(source, os.urandom(45_000), b"same-key")
+            producer.produce_raw(source, orjson.dumps(_event("contest_join", 11)), b"same-key")
+            producer.flush()
+        wait_until(lambda: not worker.alive(), 120, 0.3, "the worker stopped on the failure")
+    finally:
+        worker.stop()
+    assert worker.proc is not None
+    assert worker.proc.returncode != 0
+    log = (worker.log_dir / f"worker-{settings.http_port}-1.log").read_text(errors="replace")
+    assert "ConsumerService[router-" in log, log[-3000:]
+    assert "dead-letter topic" in log, log[-3000:]
+    assert _committed(settings) == before
+    assert sum(before.values()) == 10
+
+
+def _committed(settings: Settings) -> dict[int, int]:
+    topic = settings.all_events_topic(settings.lanes[0])
+    ends = KafkaAdmin(settings).end_offsets(topic)
+    consumer = Consumer(confluent_config(settings, **{"group.id": input_group_id(settings)}))
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+    except KafkaException:  # e.g. the group coordinator is still loading: nothing known yet
+        return {}
+    finally:
+        consumer.close()
+    return {tp.partition: max(tp.offset, 0) for tp in committed}  # nothing committed yet: 0
