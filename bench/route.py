@@ -3,10 +3,9 @@
 One run on one broker, on the same pre-loaded simulator events (a fresh lane per run):
 
 1. **passthrough** — :func:`bench.baseline.passthrough_rate`, the ceiling for Python here;
-2. **router** — the real ``highway worker --role router`` in a subprocess, once per engine
-   (``router_consumer`` = ``confluent`` and ``faust``; the ratios use the configured one), timed from
-   its first common-topic record until the common topic holds every event (each event is also routed
-   to its per-event topic in the same acknowledged batch: two output records per input);
+2. **router** — the real ``highway worker --role router`` in a subprocess, timed from its first
+   common-topic record until the common topic holds every event (each event is also routed to its
+   per-event topic in the same acknowledged batch: two output records per input);
 3. **naive** — ``bench.naive_agent``: a faust agent forwarding each event with ``await topic.send``.
 
 Stages 2 and 3 are timed from outside by polling their output's high watermarks (start-up and group
@@ -38,7 +37,6 @@ from bench.baseline import (
     time_output,
 )
 from connectors.kafka_admin import KafkaAdmin
-from core.envvars import with_overrides
 from core.settings import Settings
 
 console = Console()
@@ -83,19 +81,15 @@ def run_route_bench(
             f"fan-out passthrough (raw confluent-kafka, two records per event, {event_types} topics) …"
         )
         fan_out = passthrough_rate(settings, source, n_events, fan_out_topics=event_types)
-        routers: list[BaselineResult] = []
-        for engine in ("confluent", "faust"):
-            console.print(f"router (highway worker --role router, router_consumer={engine}) …")
-            routers.append(
-                _timed_process(
-                    with_overrides(settings, router_consumer=engine),
-                    f"router ({engine})",
-                    ["highway.cli", "worker", "--role", "router"],
-                    settings.common_topic(lane),
-                    n_events,
-                    work_dir / lane / f"router-{engine}.log",
-                )
-            )
+        console.print("router (highway worker --role router) …")
+        router = _timed_process(
+            settings,
+            "router",
+            ["highway.cli", "worker", "--role", "router"],
+            settings.common_topic(lane),
+            n_events,
+            work_dir / lane / "router.log",
+        )
         console.print("naive faust agent (await topic.send per event) …")
         admin.ensure_topics([f"{source}.naive"])
         naive = _timed_process(
@@ -111,16 +105,14 @@ def run_route_bench(
             topics = [t for t in admin.list_topics() if t.startswith(f"{lane}.")]
             if topics:
                 admin.delete_topics(topics)
-    router = routers[0] if settings.router_consumer == "confluent" else routers[1]
     return {
-        "router_consumer": settings.router_consumer,
         "events": n_events,
         "event_types": event_types,
         "partitions": settings.topic_partitions,
         "router_batch_size": settings.router_batch_size,
         "cpus": os.cpu_count(),
-        "rates": {r.name: round(r.rate, 1) for r in (*routers, passthrough, fan_out, naive)},
-        "seconds": {r.name: round(r.seconds, 3) for r in (*routers, passthrough, fan_out, naive)},
+        "rates": {r.name: round(r.rate, 1) for r in (router, passthrough, fan_out, naive)},
+        "seconds": {r.name: round(r.seconds, 3) for r in (router, passthrough, fan_out, naive)},
         "router_vs_passthrough": round(router.rate / passthrough.rate, 3) if passthrough.rate else None,
         "router_vs_naive": round(router.rate / naive.rate, 3) if naive.rate else None,
         "router_vs_fan_out": round(router.rate / fan_out.rate, 3) if fan_out.rate else None,
@@ -134,10 +126,9 @@ def _render(result: dict[str, Any]) -> Table:
     table.add_column("seconds", justify="right")
     for name, rate in result["rates"].items():
         table.add_row(name, f"{rate:,.0f}", f"{result['seconds'][name]:.2f}")
-    engine = result["router_consumer"]
-    table.add_row(f"router ({engine}) / passthrough", f"{result['router_vs_passthrough']}x", "", style="bold")
-    table.add_row(f"router ({engine}) / naive", f"{result['router_vs_naive']}x", "", style="bold")
-    table.add_row(f"router ({engine}) / fan-out passthrough", f"{result['router_vs_fan_out']}x", "")
+    table.add_row("router / passthrough", f"{result['router_vs_passthrough']}x", "", style="bold")
+    table.add_row("router / naive", f"{result['router_vs_naive']}x", "", style="bold")
+    table.add_row("router / fan-out passthrough", f"{result['router_vs_fan_out']}x", "")
     return table
 
 

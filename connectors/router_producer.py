@@ -4,7 +4,7 @@ One idempotent, acks=all confluent-kafka producer per :class:`BulkProducer`, ser
 thread. :meth:`BulkProducer.send` enqueues a batch and returns a :class:`PendingDelivery` that
 completes once every record has a delivery report, so a caller can enqueue the next batch while
 earlier ones are in flight (records enqueued in order keep their per-partition order).
-:meth:`BulkProducer.deliver` / :meth:`BulkProducer.deliver_async` wait and re-send records whose
+:meth:`BulkProducer.deliver` / :meth:`BulkProducer.complete` wait and re-send records whose
 delivery failed for any reason but the record itself (a new attempt: a re-sent record may be a
 duplicate, which at-least-once allows). Records Kafka refuses for good (too large, invalid
 timestamp, …: ``REFUSED_FOR_GOOD``) are returned to the caller to dead-letter. When other failures
@@ -13,11 +13,10 @@ persist past ``attempts`` they raise ``TransientError``: the caller must not com
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol, cast
@@ -57,7 +56,6 @@ class PendingDelivery:
         self.refused: list[Refused] = []
         self._lock = threading.Lock()
         self._done = threading.Event()
-        self._callbacks: list[Callable[[], None]] = []
         if count == 0:
             self._done.set()
 
@@ -70,20 +68,8 @@ class PendingDelivery:
                 else:
                     self.failed.append((index, str(err)))
             self.remaining -= 1
-            finished = self.remaining == 0
-            if finished:
+            if self.remaining == 0:
                 self._done.set()
-                callbacks, self._callbacks = self._callbacks, []
-        if finished:
-            for callback in callbacks:
-                callback()
-
-    def add_done_callback(self, callback: Callable[[], None]) -> None:
-        with self._lock:
-            if not self._done.is_set():
-                self._callbacks.append(callback)
-                return
-        callback()
 
     @property
     def done(self) -> bool:
@@ -91,20 +77,6 @@ class PendingDelivery:
 
     def wait(self, timeout_s: float | None = None) -> bool:
         return self._done.wait(timeout_s)
-
-    async def wait_async(self) -> None:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def resolve() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(resolve)
-
-        self.add_done_callback(wake)
-        await done
 
 
 class BulkProducer:
@@ -200,20 +172,6 @@ class BulkProducer:
             time.sleep(self.backoff_s * attempt)
             pending = self.send(records, [index for index, _ in pending.failed])
         pending.wait()
-        return self._give_up(pending, refused)
-
-    async def deliver_async(self, records: Sequence[Producible], pending: PendingDelivery) -> list[Refused]:
-        """Like :meth:`deliver`, for a batch already sent (``pending``), without blocking the loop."""
-        refused: list[Refused] = []
-        for attempt in range(1, self.attempts + 1):
-            await pending.wait_async()
-            refused.extend(pending.refused)
-            if not pending.failed:
-                return refused
-            self._log_retry(records, pending, attempt)
-            await asyncio.sleep(self.backoff_s * attempt)
-            pending = await asyncio.to_thread(self.send, records, [index for index, _ in pending.failed])
-        await pending.wait_async()
         return self._give_up(pending, refused)
 
     def _give_up(self, pending: PendingDelivery, refused: list[Refused]) -> list[Refused]:

@@ -82,9 +82,6 @@ class Settings(BaseSettings):
     router_new_types_per_minute: int = Field(1000, ge=1, description="per lane")
     router_max_event_types: int = Field(5000, ge=1, description="per lane, total")
     router_event_name_allow: str | None = Field(None, description="regex an event name must fullmatch")
-    router_consumer: Literal["confluent", "faust"] = Field(
-        "confluent", description="router input: confluent-kafka consumer thread, or a faust agent"
-    )
 
     # --- Lake (lake_*) ---
     lake_uri: str = Field("file://./.highway/lake", description="s3://bucket/prefix or file:///path")

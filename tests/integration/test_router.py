@@ -1,8 +1,7 @@
 """The router on the real broker, run as `highway worker --role router` subprocesses.
 
 Simulator traffic lands per type (checked with `highway verify`'s checks); a new type gets its topic
-within 5 s; hostile input is routed or dead-lettered count for count (both engines); kill -9 loses
-nothing (the default engine; the faust engine too in long mode, ``HIGHWAY_LONG_TESTS=1``).
+within 5 s; hostile input is routed or dead-lettered count for count; kill -9 loses nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from tests.conftest import MakeSettings
 from tests.support import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
-LONG = os.environ.get("HIGHWAY_LONG_TESTS") == "1"  # test-mode switch, not product configuration
 
 TOPIC_CHECKS = ["input", "per-event-topics", "common", "dlq"]
 EVENTS = 12_000  # enough for 200+ types with several events each under the simulator's Zipf law
@@ -50,7 +48,7 @@ def _committed_all(settings: Settings) -> bool:
     """The router's consumer group has committed every input offset (all output acknowledged)."""
     topic = settings.all_events_topic(settings.lanes[0])
     ends = KafkaAdmin(settings).end_offsets(topic)
-    consumer = Consumer(confluent_config(settings, **{"group.id": input_group_id(settings, ["router"])}))
+    consumer = Consumer(confluent_config(settings, **{"group.id": input_group_id(settings)}))
     try:
         committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
     except KafkaException:  # e.g. the group coordinator is still loading: ask again
@@ -174,12 +172,11 @@ def _dlq_outcomes(settings: Settings) -> dict[bytes, list[str]]:
     return outcomes
 
 
-@pytest.mark.parametrize("engine", ["confluent", "faust"])
 def test_hostile_input_is_routed_or_dead_lettered_count_for_count(
-    make_settings: MakeSettings, tmp_path: Path, engine: str
+    make_settings: MakeSettings, tmp_path: Path
 ) -> None:
     cap = 100
-    settings = make_settings(router_max_event_types=cap, router_consumer=engine)
+    settings = make_settings(router_max_event_types=cap)
     lane = settings.lanes[0]
     source = settings.all_events_topic(lane)
     corpus = _hostile_corpus(lane)
@@ -237,18 +234,9 @@ def test_hostile_input_is_routed_or_dead_lettered_count_for_count(
         assert worker.alive()
 
 
-@pytest.mark.parametrize(
-    ("engine", "total"),
-    [
-        ("confluent", EVENTS),
-        # faust's restarted consumer waits out the killed member's session (~60 s): long mode only.
-        pytest.param("faust", 6_000, marks=pytest.mark.skipif(not LONG, reason="HIGHWAY_LONG_TESTS=1")),
-    ],
-)
-def test_kill_9_mid_stream_loses_nothing(
-    make_settings: MakeSettings, tmp_path: Path, engine: str, total: int
-) -> None:
-    settings = make_settings(router_batch_size=1000, router_consumer=engine)
+def test_kill_9_mid_stream_loses_nothing(make_settings: MakeSettings, tmp_path: Path) -> None:
+    total = EVENTS
+    settings = make_settings(router_batch_size=1000)
     lane = settings.lanes[0]
     truth = tmp_path / "truth.json"
     _produce(settings, events=total, event_types=200, truth=truth, seed=11)
@@ -274,4 +262,52 @@ def test_kill_9_mid_stream_loses_nothing(
         assert results[name].missing == 0, results[name]
     assert results["dlq"].passed, results["dlq"]
     duplicates = results["per-event-topics"].duplicates
-    print(f"\n{engine}: kill -9 after {progress} of {total}: 0 lost, {duplicates} duplicates per-event")
+    print(f"\nkill -9 after {progress} of {total}: 0 lost, {duplicates} duplicates per-event")
+
+
+def test_a_delivery_failure_stops_the_worker_with_the_reason_and_commits_nothing_past_it(
+    make_settings: MakeSettings,
+) -> None:
+    settings = make_settings()
+    lane = settings.lanes[0]
+    source = settings.all_events_topic(lane)
+    # A real failure, no fault injection: a dead-letter topic too small for the letter to come.
+    KafkaAdmin(settings).ensure_topics([settings.dlq_topic(lane)], config={"max.message.bytes": "10000"})
+
+    worker = WorkerProcess(settings, roles="router").start()
+    try:
+        worker.wait_healthy()
+        with EventProducer(settings) as producer:
+            for index in range(10):
+                producer.produce_raw(source, orjson.dumps(_event("contest_join", index)), b"same-key")
+            producer.flush()
+        wait_until(lambda: sum(_committed(settings).values()) == 10, 60, 0.3, "the good events committed")
+        before = _committed(settings)
+        with EventProducer(settings) as producer:
+            # 45 kB of noise: a dead letter the compression cannot shrink under the topic's limit
+            producer.produce_raw(source, os.urandom(45_000), b"same-key")
+            producer.produce_raw(source, orjson.dumps(_event("contest_join", 11)), b"same-key")
+            producer.flush()
+        wait_until(lambda: not worker.alive(), 120, 0.3, "the worker stopped on the failure")
+    finally:
+        worker.stop()
+    assert worker.proc is not None
+    assert worker.proc.returncode != 0
+    log = (worker.log_dir / f"worker-{settings.http_port}-1.log").read_text(errors="replace")
+    assert "ConsumerService[router-" in log, log[-3000:]
+    assert "dead-letter topic" in log, log[-3000:]
+    assert _committed(settings) == before
+    assert sum(before.values()) == 10
+
+
+def _committed(settings: Settings) -> dict[int, int]:
+    topic = settings.all_events_topic(settings.lanes[0])
+    ends = KafkaAdmin(settings).end_offsets(topic)
+    consumer = Consumer(confluent_config(settings, **{"group.id": input_group_id(settings)}))
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+    except KafkaException:  # e.g. the group coordinator is still loading: nothing known yet
+        return {}
+    finally:
+        consumer.close()
+    return {tp.partition: max(tp.offset, 0) for tp in committed}  # nothing committed yet: 0

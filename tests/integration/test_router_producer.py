@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import pytest
@@ -54,8 +55,9 @@ def test_two_routers_racing_on_a_new_name_both_deliver(make_settings: MakeSettin
     import orjson
 
     from core.routing.classify import SourceRecord
+    from core.routing.commit import BatchStats, LaneCommitPath
     from core.routing.naming import event_topic_for
-    from streams.routing import LaneRouter, ensure_lane_topics
+    from streams.routing import ensure_lane_topics
 
     settings = make_settings()
     lane = settings.lanes[0]
@@ -78,12 +80,29 @@ def test_two_routers_racing_on_a_new_name_both_deliver(make_settings: MakeSettin
         )
 
     producers = [BulkProducer(settings), BulkProducer(settings)]
-    routers = [LaneRouter(settings, lane, KafkaAdmin(settings), producer) for producer in producers]
+    routed = [0, 0]
+    committed: list[dict[tuple[str, int], int]] = []
+
+    def counter(which: int) -> Callable[[BatchStats], None]:
+        def count(stats: BatchStats) -> None:
+            routed[which] += stats.routed
+
+        return count
+
+    routers = [
+        LaneCommitPath(settings, lane, KafkaAdmin(settings), producer, orjson.loads, on_settled=counter(i))
+        for i, producer in enumerate(producers)
+    ]
+
+    class Offsets:
+        def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+            committed.append(dict(offsets))
 
     def route(which: int) -> int:
         batch = [SourceRecord(None, event(which * 100 + i), which, i, now) for i in range(50)]
-        prepared = routers[which].prepare(batch)
-        return routers[which].settle_blocking(prepared).routed
+        routers[which].route(batch, Offsets())
+        routers[which].drain(Offsets())
+        return routed[which]
 
     try:
         with ThreadPoolExecutor(2) as pool:
@@ -94,3 +113,5 @@ def test_two_routers_racing_on_a_new_name_both_deliver(make_settings: MakeSettin
     topic = event_topic_for(settings, lane, "raced_type")
     assert admin.list_topics(settings.event_topic_pattern(lane)) == [topic]
     assert len(read_topics(settings, [topic])[topic]) == 100
+    source = settings.all_events_topic(lane)
+    assert sorted(committed, key=str) == [{(source, 0): 50}, {(source, 1): 50}]
