@@ -10,12 +10,14 @@ in input order, :class:`LaneCommitPath`:
 4. once Kafka acknowledged every record of the **oldest** in-flight batch (records refused for good
    are dead-lettered and those letters acknowledged too), commits that batch's next offsets.
 
-At most ``max_in_flight`` batches await their acknowledgements. Any failure — classifying, creating
-topics, sending, delivering, dead-lettering, committing — marks the path failed and propagates: from
-then on nothing is committed, not by a later batch, not by :meth:`drain` on a revoke or a stop. The
-failed batch and every later one are consumed again after a restart: duplicates downstream, never a
-gap. A failed commit counts too: its batch was delivered, but a commit that keeps failing (e.g. no
-rights on the group) must stop the router rather than let it run without ever committing.
+At most ``max_in_flight`` batches await their acknowledgements. Any failure to make a batch durable —
+classifying, creating topics, sending, delivering, dead-lettering — marks the path failed and
+propagates: from then on nothing is committed, not by a later batch, not by :meth:`drain` on a revoke
+or a stop. The failed batch and every later one are consumed again after a restart: duplicates
+downstream, never a gap. A commit that fails (a ``TransientError`` from the offset store, e.g. during
+a rebalance) is different: its batch *is* durable, and commits are cumulative per partition, so the
+next successful commit covers it. It is logged and counted (``commit_failures``), never fatal — at
+worst the batch is routed again after a restart.
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ class LaneCommitPath(Generic[PendingT]):
         self.classifier = BatchClassifier(settings, lane, self.gate, decode)
         self.in_flight: deque[InFlight[PendingT]] = deque()
         self.failure: BaseException | None = None
+        self.commit_failures = 0
 
     # --- the two entry points -----------------------------------------------------------------
     def route(self, batch: Sequence[SourceRecord], offsets: OffsetStore) -> None:
@@ -176,7 +179,11 @@ class LaneCommitPath(Generic[PendingT]):
         out = oldest.out
         if refused:
             self._dead_letter_refused(out, [(oldest.records[r.index], r.error) for r in refused])
-        offsets.commit(oldest.next_offsets)
+        try:
+            offsets.commit(oldest.next_offsets)
+        except TransientError as exc:
+            self.commit_failures += 1
+            log.warning("lane %s: offset commit failed, the next one covers it: %s", self.lane, exc)
         self.in_flight.popleft()
         reasons = Counter(out.reasons)
         self.on_settled(BatchStats(oldest.events, len(out.routed), len(out.dead), oldest.created, reasons))
