@@ -100,7 +100,26 @@ def passthrough_rate(
     target = target_topic or f"{source_topic}.passthrough-{uuid.uuid4().hex[:6]}"
     fan_out = [f"{target}.fan{i}" for i in range(fan_out_topics)]
     KafkaAdmin(settings).ensure_topics([target, *fan_out])
-    consumer = Consumer(
+    consumer = _passthrough_consumer(settings)
+    copier = _Copier(settings, target, fan_out)
+    consumer.subscribe([source_topic])
+    try:
+        seen, started = _copy_all(consumer, copier, source_topic, n_events, timeout_s)
+        copier.flush()
+    finally:
+        consumer.close()
+    if copier.failures:
+        raise TransientError(
+            f"passthrough: {len(copier.failures)} deliveries failed, first: {copier.failures[0]}"
+        )
+    if fan_out:
+        KafkaAdmin(settings).delete_topics(fan_out)
+    name = f"fan-out passthrough (x2, {len(fan_out)} topics)" if fan_out else "passthrough (confluent-kafka)"
+    return BaselineResult(name, seen, time.monotonic() - started)
+
+
+def _passthrough_consumer(settings: Settings) -> Consumer:
+    return Consumer(
         confluent_config(
             settings,
             **{
@@ -111,24 +130,43 @@ def passthrough_rate(
             },
         )
     )
-    producer = Producer(producer_config(settings, **{"delivery.report.only.error": True}))
-    failures: list[str] = []
 
-    def on_error(err: KafkaError | None, _msg: object) -> None:
+
+class _Copier:
+    """Produces consumed records unchanged to the target (and, fanning out, to one of the fan-out topics)."""
+
+    def __init__(self, settings: Settings, target: str, fan_out: list[str]) -> None:
+        self.producer = Producer(producer_config(settings, **{"delivery.report.only.error": True}))
+        self.target = target
+        self.fan_out = fan_out
+        self.failures: list[str] = []
+
+    def copy(self, message: Message, seen: int) -> None:
+        if self.fan_out:
+            topic = self.fan_out[hash(message.key()) % len(self.fan_out)]
+            self._produce(topic, message, seen, [("event_name", topic.encode())])
+        self._produce(self.target, message, seen, None)
+
+    def flush(self) -> None:
+        while self.producer.flush(1.0):
+            pass
+
+    def _on_error(self, err: KafkaError | None, _msg: object) -> None:
         if err is not None:
-            failures.append(str(err))
+            self.failures.append(str(err))
 
-    def on_delivery(_index: int, err: KafkaError | None, _msg: object) -> None:
+    def _on_delivery(self, _index: int, err: KafkaError | None, _msg: object) -> None:
         if err is not None:
-            failures.append(str(err))
+            self.failures.append(str(err))
 
-    def produce(
-        topic: str, message: Message, seen: int, headers: list[tuple[str, str | bytes | None]] | None
+    def _produce(
+        self, topic: str, message: Message, seen: int, headers: list[tuple[str, str | bytes | None]] | None
     ) -> None:
-        callback = partial(on_delivery, seen) if fan_out else on_error
+        # Fanning out, every record gets its own callback object, as the router's records do.
+        callback = partial(self._on_delivery, seen) if self.fan_out else self._on_error
         while True:
             try:
-                producer.produce(
+                self.producer.produce(
                     topic,
                     message.value(),
                     message.key(),
@@ -138,38 +176,29 @@ def passthrough_rate(
                 )
                 return
             except BufferError:
-                producer.poll(0.01)
+                self.producer.poll(0.01)
 
-    consumer.subscribe([source_topic])
+
+def _copy_all(
+    consumer: Consumer, copier: _Copier, source_topic: str, n_events: int, timeout_s: float
+) -> tuple[int, float]:
+    """Copy ``n_events`` records; returns how many and the monotonic time the first one was consumed."""
     seen = 0
     started: float | None = None
     deadline = time.monotonic() + timeout_s
-    try:
-        while seen < n_events:
-            if time.monotonic() > deadline:
-                raise TransientError(f"passthrough read only {seen} of {n_events} events of {source_topic}")
-            for message in consumer.consume(num_messages=10_000, timeout=0.5):
-                if message.error() is not None:
-                    continue
-                if started is None:
-                    started = time.monotonic()
-                if fan_out:
-                    topic = fan_out[hash(message.key()) % len(fan_out)]
-                    produce(topic, message, seen, [("event_name", topic.encode())])
-                produce(target, message, seen, None)
-                seen += 1
-            producer.poll(0)
-        while producer.flush(1.0):
-            pass
-    finally:
-        consumer.close()
-    if failures:
-        raise TransientError(f"passthrough: {len(failures)} deliveries failed, first: {failures[0]}")
+    while seen < n_events:
+        if time.monotonic() > deadline:
+            raise TransientError(f"passthrough read only {seen} of {n_events} events of {source_topic}")
+        for message in consumer.consume(num_messages=10_000, timeout=0.5):
+            if message.error() is not None:
+                continue
+            if started is None:
+                started = time.monotonic()
+            copier.copy(message, seen)
+            seen += 1
+        copier.producer.poll(0)
     assert started is not None
-    if fan_out:
-        KafkaAdmin(settings).delete_topics(fan_out)
-    name = f"fan-out passthrough (x2, {len(fan_out)} topics)" if fan_out else "passthrough (confluent-kafka)"
-    return BaselineResult(name, seen, time.monotonic() - started)
+    return seen, started
 
 
 def time_output(

@@ -144,6 +144,22 @@ def put_rate(settings: Settings, lane: str, objects: int = 400, size: int = 16 *
     return objects / seconds
 
 
+def _run_lake_worker(
+    settings: Settings, lane: str, n_events: int, probes: int, work: Path
+) -> tuple[float, dict[str, Any], list[float]]:
+    """Time a real lake worker through the pre-loaded events, then probe its latency while idle."""
+    proc = spawn(settings, ["highway.cli", "worker", "--role", "lake"], work / lane / "lake.log")
+    try:
+        url = f"http://{settings.http_host}:{settings.http_port}/lake"
+        seconds, state = _time_lake(url, n_events, lambda: proc.poll() is None)
+        console.print(f"latency: {probes} probes …")
+        latencies = _latencies(settings, lane, probes)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return seconds, state, latencies
+
+
 def run_lake_bench(
     base: Settings,
     n_events: int,
@@ -164,15 +180,7 @@ def run_lake_bench(
         console.print("S3 PUT rate (16 KiB objects, 16 threads) …")
         puts_per_s = put_rate(settings, lane)
         console.print("lake (highway worker --role lake) …")
-        proc = spawn(settings, ["highway.cli", "worker", "--role", "lake"], work / lane / "lake.log")
-        try:
-            url = f"http://{settings.http_host}:{settings.http_port}/lake"
-            seconds, state = _time_lake(url, n_events, lambda: proc.poll() is None)
-            console.print(f"latency: {probes} probes …")
-            latencies = _latencies(settings, lane, probes)
-        finally:
-            proc.terminate()
-            proc.wait(60)
+        seconds, state, latencies = _run_lake_worker(settings, lane, n_events, probes, work)
         store = LakeStore(settings)
         parquet_bytes = store.total_bytes(f"{lane}/", ".parquet")
     finally:

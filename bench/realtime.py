@@ -132,40 +132,14 @@ def _latency(worker: Worker, topic: str, rate: float, seconds: float) -> list[fl
     """Background load at ``rate`` events/s plus sequential probes; returns probe latencies (s)."""
     settings = worker.settings
     stop = threading.Event()
-
-    def load() -> None:
-        with EventProducer(settings, None, **{"linger.ms": 1}) as producer:
-            i = 0
-            started = time.monotonic()
-            while not stop.is_set():
-                due = int((time.monotonic() - started) * rate)
-                now = int(time.time() * 1000)
-                producer.produce_events(topic, (_event(f"bg-{j % 50_000}", now, j) for j in range(i, due)))
-                i = max(i, due)
-                producer.poll(0.005)
-
-    thread = threading.Thread(target=load, daemon=True)
+    thread = threading.Thread(target=_background_load, args=(settings, topic, rate, stop), daemon=True)
     thread.start()
     latencies: list[float] = []
-    lane = settings.lanes[0]
     try:
         with EventProducer(settings, None, **{"linger.ms": 0}) as probes, httpx.Client(timeout=2) as http:
 
             def probe(n: int) -> float:
-                """Seconds until a new user is visible over HTTP; ``PROBE_GIVE_UP_S`` if never."""
-                user = f"probe-{uuid.uuid4().hex[:10]}"
-                sent = time.monotonic()
-                probes.produce_events(topic, [_event(user, int(time.time() * 1000), n)])
-                probes.poll(0)
-                while time.monotonic() - sent < PROBE_GIVE_UP_S:
-                    try:
-                        answer = http.get(f"{worker.url}/api/v1/users/{user}", params={"lane": lane}).json()
-                    except httpx.HTTPError:
-                        answer = {}  # a slow answer is latency too: keep asking
-                    if answer.get("owned_here"):
-                        return time.monotonic() - sent
-                    time.sleep(0.005)
-                return PROBE_GIVE_UP_S
+                return _probe(worker, probes, http, topic, n)
 
             # Warm-up: the first probe also waits for partition assignment and state restore.
             warm_up_until = time.monotonic() + 60
@@ -182,6 +156,37 @@ def _latency(worker: Worker, topic: str, rate: float, seconds: float) -> list[fl
         stop.set()
         thread.join(10)
     return latencies
+
+
+def _background_load(settings: Settings, topic: str, rate: float, stop: threading.Event) -> None:
+    """Events with ``server_ts = now`` at ``rate`` per second until ``stop`` is set."""
+    with EventProducer(settings, None, **{"linger.ms": 1}) as producer:
+        i = 0
+        started = time.monotonic()
+        while not stop.is_set():
+            due = int((time.monotonic() - started) * rate)
+            now = int(time.time() * 1000)
+            producer.produce_events(topic, (_event(f"bg-{j % 50_000}", now, j) for j in range(i, due)))
+            i = max(i, due)
+            producer.poll(0.005)
+
+
+def _probe(worker: Worker, probes: EventProducer, http: httpx.Client, topic: str, n: int) -> float:
+    """Seconds until a new user is visible over HTTP; ``PROBE_GIVE_UP_S`` if never."""
+    lane = worker.settings.lanes[0]
+    user = f"probe-{uuid.uuid4().hex[:10]}"
+    sent = time.monotonic()
+    probes.produce_events(topic, [_event(user, int(time.time() * 1000), n)])
+    probes.poll(0)
+    while time.monotonic() - sent < PROBE_GIVE_UP_S:
+        try:
+            answer = http.get(f"{worker.url}/api/v1/users/{user}", params={"lane": lane}).json()
+        except httpx.HTTPError:
+            answer = {}  # a slow answer is latency too: keep asking
+        if answer.get("owned_here"):
+            return time.monotonic() - sent
+        time.sleep(0.005)
+    return PROBE_GIVE_UP_S
 
 
 def _percentile(values: list[float], q: float) -> float:

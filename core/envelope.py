@@ -95,6 +95,11 @@ def validate_event(event: dict[str, Any]) -> None:
     """Raise SchemaError (``missing_field`` / ``bad_type``, naming the field) unless ``event`` fits."""
     if type(event) is not dict:
         raise SchemaError("not_an_object", None, f"the event is a {_type_name(event)}, not an object")
+    _check_common(event)
+    _check_properties(event)
+
+
+def _check_common(event: dict[str, Any]) -> None:
     for name in STRING_FIELDS:
         value = event.get(name)
         if type(value) is not str:
@@ -109,6 +114,9 @@ def validate_event(event: dict[str, Any]) -> None:
             if value is None and name not in event:
                 raise SchemaError("missing_field", name, f"required field {name!r} is absent")
             raise _bad(name, "integer epoch milliseconds", value)
+
+
+def _check_properties(event: dict[str, Any]) -> None:
     properties = event.get("properties")
     if properties is None:
         if "properties" in event:

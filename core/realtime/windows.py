@@ -85,6 +85,22 @@ class _Window:
     events: int = 0
     events_by: dict[str, Counter[str]] = field(default_factory=dict)
 
+    def add(self, user: int, dims: tuple[str, ...], values: tuple[str, ...]) -> None:
+        self.users.add(user)
+        self.events += 1
+        users_by = self.users_by
+        events_by = self.events_by
+        for dim, value in zip(dims, values, strict=True):
+            per_dim = users_by.get(dim)
+            if per_dim is None:
+                per_dim = users_by[dim] = {}
+                events_by[dim] = Counter()
+            bitmap = per_dim.get(value)
+            if bitmap is None:
+                bitmap = per_dim[value] = BitMap64()
+            bitmap.add(user)
+            events_by[dim][value] += 1
+
 
 def _bitmap_counts(total: BitMap64, by: dict[str, dict[str, BitMap64]]) -> Counts:
     return {"all": len(total), "by": {dim: {v: len(b) for v, b in vals.items()} for dim, vals in by.items()}}
@@ -137,20 +153,7 @@ class PartitionWindows:
                 window = windows.get(start)
                 if window is None:
                     window = windows[start] = _Window(start, event.offset, running_max)
-                window.users.add(event.user)
-                window.events += 1
-                users_by = window.users_by
-                events_by = window.events_by
-                for dim, value in zip(dims, event.values, strict=True):
-                    per_dim = users_by.get(dim)
-                    if per_dim is None:
-                        per_dim = users_by[dim] = {}
-                        events_by[dim] = Counter()
-                    bitmap = per_dim.get(value)
-                    if bitmap is None:
-                        bitmap = per_dim[value] = BitMap64()
-                    bitmap.add(event.user)
-                    events_by[dim][value] += 1
+                window.add(event.user, dims, event.values)
                 accepted += 1
             self._touch_active(event.user, ts, event.platform)
             if ts > running_max:

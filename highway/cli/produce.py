@@ -23,6 +23,7 @@ from rich.table import Table
 from connectors.producer import EventProducer
 from connectors.simulator_feed import ProduceSummary, produce_simulated_traffic
 from core.errors import HighwayError
+from core.settings import Settings
 from core.sim import SimConfig
 from highway.cli.common import console, fail, state
 
@@ -78,7 +79,17 @@ def produce(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    total = events if events is not None else None
+    try:
+        summary = _send_with_progress(settings, config, lane, rate, truth)
+    except HighwayError as exc:
+        raise fail(exc) from exc
+    _print_summary(summary)
+
+
+def _send_with_progress(
+    settings: Settings, config: SimConfig, lane: str, rate: float, truth: Path | None
+) -> ProduceSummary:
+    """Run the simulator into the lane with a progress bar fed by the producer's counters."""
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -88,26 +99,27 @@ def produce(
         TimeElapsedColumn(),
     )
     started = time.monotonic()
-    try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task(
-                f"produce → {settings.all_events_topic(lane)}", total=total, rate=0.0, delivered=0, failed=0
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(
+            f"produce → {settings.all_events_topic(lane)}",
+            total=config.events,
+            rate=0.0,
+            delivered=0,
+            failed=0,
+        )
+
+        def update(producer: EventProducer) -> None:
+            progress.update(
+                task,
+                completed=producer.produced,
+                rate=producer.produced / max(1e-6, time.monotonic() - started),
+                delivered=producer.delivered,
+                failed=producer.failed,
             )
 
-            def update(producer: EventProducer) -> None:
-                progress.update(
-                    task,
-                    completed=producer.produced,
-                    rate=producer.produced / max(1e-6, time.monotonic() - started),
-                    delivered=producer.delivered,
-                    failed=producer.failed,
-                )
-
-            summary = produce_simulated_traffic(settings, config, lane, rate, truth, on_batch=update)
-            progress.update(task, completed=summary.events, total=summary.events, delivered=summary.delivered)
-    except HighwayError as exc:
-        raise fail(exc) from exc
-    _print_summary(summary)
+        summary = produce_simulated_traffic(settings, config, lane, rate, truth, on_batch=update)
+        progress.update(task, completed=summary.events, total=summary.events, delivered=summary.delivered)
+    return summary
 
 
 def _print_summary(summary: ProduceSummary) -> None:
