@@ -10,7 +10,9 @@ A stage implements :class:`BatchHandler` and owns its own state; this service ow
   ``cooperative-sticky`` strategy only the partitions that move are passed (incremental);
 * batches of good messages (``batch``), then ``idle`` after every poll — with or without messages —
   so time-based work (a flush on age, a watermark on the wall clock) needs no thread of its own;
-* stop: ``stopping`` runs on the consumer thread, then the consumer closes (which revokes);
+* stop: ``stopping`` runs on the consumer thread, then the consumer closes (which revokes); a
+  stage still busy after ``stop_timeout_s`` (e.g. waiting on an absent broker) is left behind so that
+  the process can exit — its uncommitted work is read again after a restart;
 * failure: an exception from the handler or the consumer ends the thread and **crashes this
   service with that exception** (mode propagates the crash to the worker). Nothing polls for it.
 
@@ -97,6 +99,7 @@ class ConsumerService(mode.Service):
         batch_size: int = 5000,
         batch_wait_s: float = 0.05,
         consumer_factory: ConsumerFactory = Consumer,
+        stop_timeout_s: float = 30.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -107,6 +110,7 @@ class ConsumerService(mode.Service):
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
         self.consumer_factory = consumer_factory
+        self.stop_timeout_s = stop_timeout_s
         self.cooperative = self.config.get("partition.assignment.strategy") == "cooperative-sticky"
         self._stop_requested = threading.Event()
         self._thread: threading.Thread | None = None
@@ -126,7 +130,16 @@ class ConsumerService(mode.Service):
         self._stop_requested.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            await asyncio.to_thread(thread.join)
+            await asyncio.to_thread(thread.join, self.stop_timeout_s)
+            if thread.is_alive():
+                # A stage blocked on an absent broker or S3 must not keep the process from exiting:
+                # nothing uncommitted is lost, it is read again by the next owner.
+                log.warning(
+                    "%s: still busy %.0fs after stop was asked; leaving it (its uncommitted work is "
+                    "read again after a restart)",
+                    self.name,
+                    self.stop_timeout_s,
+                )
 
     def request_stop(self) -> None:
         """Ask the thread to stop after the current batch (for callers outside the event loop)."""

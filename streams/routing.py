@@ -10,12 +10,14 @@ wires the real edges into it: ``connectors.kafka_admin.KafkaAdmin``, one idempot
 
 One :class:`~streams.consumer.ConsumerService` per lane (``router-<lane>``, consumer group
 :func:`input_group_id`) feeds batches to a :class:`LaneHandler` on its consumer thread. A revoke or
-a stop settles and commits the in-flight batches first; lost partitions are dropped uncommitted. Any
-failure (delivery failing past its retries, a topic the broker does not answer for, a failed commit)
-propagates from the handler, crashes that service and so stops the worker with the reason; nothing
-is committed after it, so the failed batch and the ones after it are routed again after a restart:
-duplicates downstream, never a gap. Input can never stop the router: every bad record becomes a
-dead letter, including records Kafka refuses for good.
+a stop settles and commits the in-flight batches first; lost partitions are dropped uncommitted.
+Any failure to make a batch durable (delivery failing past its retries, a topic the broker does not
+answer for) propagates from the handler, crashes that service and so stops the worker with the
+reason. Nothing is committed after it, so the failed batch and the ones after it are routed again
+after a restart: duplicates downstream, never a gap. A refused offset commit (e.g. mid-rebalance)
+is logged and counted, not fatal: its batch is durable and the next commit covers it. Input can
+never stop the router: every bad record becomes a dead letter, including records Kafka refuses for
+good.
 """
 
 from __future__ import annotations

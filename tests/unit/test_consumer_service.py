@@ -173,3 +173,31 @@ class _Error:
 
     def __str__(self) -> str:
         return "fake error"
+
+
+def test_a_stage_stuck_at_stop_does_not_keep_the_process_from_stopping() -> None:
+    class Stuck(Recorder):
+        def stopping(self, consumer: Any) -> None:
+            release.wait(10)  # e.g. waiting for acks from a broker that is gone
+
+    release = threading.Event()
+    handler = Stuck()
+    made: list[FakeConsumer] = []
+
+    def factory(config: dict[str, Any]) -> Any:
+        made.append(FakeConsumer(config, [[FakeMessage("t", 0, 10)]]))
+        return made[-1]
+
+    service = ConsumerService("stuck", {}, ["t"], handler, consumer_factory=factory, stop_timeout_s=0.2)
+
+    async def run() -> None:
+        await service.start()
+        await asyncio.to_thread(handler.batches_seen.wait, 5)
+        await service.stop()
+
+    try:
+        asyncio.run(run())
+        assert not service.join(0)  # still stuck in stopping(), yet stop() returned
+    finally:
+        release.set()
+    assert service.join(5)
