@@ -44,19 +44,19 @@ def register_pages(app: faust.App, state: RealtimeState) -> None:
     }
     count_measures: dict[str, Measure] = {window_label(settings.realtime_window_s): "events"}
 
-    @app.page("/api/v1/concurrency")
-    async def concurrency(web: View, request: Request) -> Response:
+    def answer(web: View, request: Request, measures: dict[str, Measure]) -> Response:
         try:
-            return web.json(query(state, request.query, users_measures))
+            return web.json(query(state, request.query, measures))
         except BadParameter as exc:
             return web.json({"error": str(exc)}, status=400)
 
+    @app.page("/api/v1/concurrency")
+    async def concurrency(web: View, request: Request) -> Response:
+        return answer(web, request, users_measures)
+
     @app.page("/api/v1/counts")
     async def counts(web: View, request: Request) -> Response:
-        try:
-            return web.json(query(state, request.query, count_measures))
-        except BadParameter as exc:
-            return web.json({"error": str(exc)}, status=400)
+        return answer(web, request, count_measures)
 
     @app.page("/api/v1/users/{user_id}")
     async def user(web: View, request: Request, user_id: str) -> Response:

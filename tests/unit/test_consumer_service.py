@@ -99,6 +99,18 @@ def _service(
     return service, made
 
 
+async def _crash_reason(service: ConsumerService) -> BaseException | None:
+    """Start ``service``, wait up to 2 s for the crash its thread schedules, stop it, return the reason."""
+    await service.start()
+    for _ in range(200):
+        if service.crash_reason is not None:
+            break
+        await asyncio.sleep(0.01)
+    reason = service.crash_reason
+    await service.stop()
+    return reason
+
+
 def test_partition_changes_and_batches_reach_the_handler_in_order() -> None:
     handler = Recorder()
     errored = FakeMessage("t", 0, 11, error=_Error(fatal=False))
@@ -119,17 +131,7 @@ def test_a_handler_failure_crashes_the_service_with_its_reason() -> None:
     handler = Recorder(fail_on_batch=True)
     service, made = _service(handler, [[FakeMessage("t", 0, 10)]])
 
-    async def run() -> BaseException | None:
-        await service.start()
-        for _ in range(200):
-            if service.crash_reason is not None:
-                break
-            await asyncio.sleep(0.01)
-        reason = service.crash_reason
-        await service.stop()
-        return reason
-
-    reason = asyncio.run(run())
+    reason = asyncio.run(_crash_reason(service))
     assert isinstance(reason, RuntimeError)
     assert "offset 10" in str(reason)
     assert made[0].closed  # the consumer is closed even when the handler fails
@@ -139,17 +141,7 @@ def test_fatal_consumer_errors_crash_too() -> None:
     handler = Recorder()
     service, _ = _service(handler, [[FakeMessage("t", 0, 10, error=_Error(fatal=True))]])
 
-    async def run() -> BaseException | None:
-        await service.start()
-        for _ in range(200):
-            if service.crash_reason is not None:
-                break
-            await asyncio.sleep(0.01)
-        reason = service.crash_reason
-        await service.stop()
-        return reason
-
-    assert asyncio.run(run()) is not None
+    assert asyncio.run(_crash_reason(service)) is not None
 
 
 def test_subscription_is_names_or_one_regex() -> None:
