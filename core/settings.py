@@ -71,7 +71,10 @@ class Settings(BaseSettings):
     topic_per_event: str = "{lane}.event.{name}"
     topic_dlq: str = "{lane}.events.dlq"
     topic_concurrency: str = "{lane}.metrics.concurrency"
-    topic_partitions: int = Field(6, ge=1, le=10_000)
+    topic_partitions: int = Field(6, ge=1, le=10_000, description="partitions of a lane's own topics")
+    topic_event_partitions: int = Field(
+        1, ge=1, le=10_000, description="partitions of a new per-event topic (grow one: highway topics grow)"
+    )
     topic_replication_factor: int = Field(1, ge=1, le=16)
     topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)
 
@@ -82,6 +85,27 @@ class Settings(BaseSettings):
     router_new_types_per_minute: int = Field(1000, ge=1, description="per lane")
     router_max_event_types: int = Field(5000, ge=1, description="per lane, total")
     router_event_name_allow: str | None = Field(None, description="regex an event name must fullmatch")
+    router_delivery: Literal["exactly_once", "at_least_once"] = Field(
+        "exactly_once", description="exactly_once: Kafka transactions; at_least_once: flush, then commit"
+    )
+    router_commit_interval_s: float = Field(
+        0.1, gt=0, le=60, description="how often routed output is committed (one transaction per interval)"
+    )
+    router_transaction_timeout_s: float = Field(
+        30.0, ge=1, le=900, description="broker aborts a transaction of a vanished router after this"
+    )
+    router_instance_id: str = Field(
+        "", description="stable per-process id in the transactional id; empty = the host name"
+    )
+    router_topic_wait_s: float = Field(
+        30.0, gt=0, description="longest a new type's events wait for their topic before backing off"
+    )
+    router_max_held_events: int = Field(
+        200_000, ge=1, description="events of not-yet-ready types held before the router stops reading"
+    )
+    router_failure_deadline_s: float = Field(
+        600.0, gt=0, description="transient failures this long without progress fail the stage"
+    )
 
     # --- Lake (lake_*) ---
     lake_uri: str = Field("file://./.highway/lake", description="s3://bucket/prefix or file:///path")
