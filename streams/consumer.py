@@ -220,7 +220,7 @@ class ConsumerService(mode.Service):
     def _tell_lost(self, consumer: Consumer) -> None:
         try:
             partitions = consumer.assignment()
-        except KafkaException:
+        except Exception:  # the consumer itself may be what failed
             partitions = []
         try:
             self.handler.lost(consumer, partitions)

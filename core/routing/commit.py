@@ -285,7 +285,7 @@ class LaneCommitPath:
             if error is None:
                 keep.append(record)
             elif record.topic == self.classifier.dlq_topic:
-                raise TerminalError(f"the dead-letter topic {record.topic} refused a letter for good: {error}")
+                raise TerminalError(f"dead-letter topic {record.topic} refused a letter for good: {error}")
             else:
                 dead.append(self._dead_letter(record, PRODUCE_REFUSED, error))
         log.warning("lane %s: Kafka refused %d records for good; dead-lettering them", self.lane, len(dead))
