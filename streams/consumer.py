@@ -41,6 +41,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 log = logging.getLogger(__name__)
 
+CLIENT_ERROR_FRESH_S = 15.0
+"""A client error (e.g. all brokers down) keeps the service degraded this long; librdkafka repeats
+it on every failed reconnect, so it stays fresh while the broker is away."""
+
 ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 
 
@@ -141,6 +145,8 @@ class ConsumerService(mode.Service):
         self._backoff = restart_backoff_s[0]
         self._running_since = 0.0
         self._after_failure = False
+        self._client_error: tuple[float, str] | None = None
+        self.config.setdefault("error_cb", self._on_client_error)
 
     @property
     def shortlabel(self) -> str:
@@ -187,7 +193,19 @@ class ConsumerService(mode.Service):
             state = "failed" if waited > self.failure_deadline_s else "degraded"
             return state, f"{self.name}: restarted {self.restarts}x in {waited:.0f}s, last: {failure}"
         reason = self.handler.degraded()
+        client_error = self._client_error
+        if (
+            reason is None
+            and client_error is not None
+            and time.monotonic() - client_error[0] < CLIENT_ERROR_FRESH_S
+        ):
+            reason = client_error[1]
         return ("degraded", f"{self.name}: {reason}") if reason else ("ok", None)
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        """librdkafka's own errors (all brokers down, transport failures); it retries by itself."""
+        self._client_error = (time.monotonic(), str(error))
+        log.warning("%s: kafka client: %s", self.name, error)
 
     # --- the consumer thread ------------------------------------------------------------------
     def _run(self) -> None:
