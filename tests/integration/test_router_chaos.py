@@ -20,6 +20,7 @@ from connectors.kafka_config import confluent_config
 from connectors.local.stack import LocalStack
 from connectors.producer import EventProducer
 from connectors.simulator_feed import produce_simulated_traffic
+from core.errors import TransientError
 from core.settings import Settings
 from core.sim import SimConfig
 from streams.routing import input_group_id
@@ -75,20 +76,25 @@ def test_a_burst_of_300_new_types_under_a_cpu_hog(make_settings: MakeSettings, t
 
 
 def test_kill_9_mid_burst_leaves_no_duplicates(make_settings: MakeSettings, tmp_path: Path) -> None:
-    settings = make_settings(router_batch_size=1000)
+    settings = make_settings(router_batch_size=500)
     common = settings.common_topic(settings.lanes[0])
     truth = tmp_path / "truth.json"
-    total = 20_000
+    total = 60_000
+    admin = KafkaAdmin(settings)
     produce(settings, events=total, event_types=300, truth=truth, seed=11)
     worker = WorkerProcess(settings, roles="router").start()
     kills = []
     try:
-        for fraction in (4, 2):
+        for fraction in (10, 3):
             worker.wait_healthy()
 
             def past(share: int = fraction) -> int:
-                routed = committed_counts(settings, [common])[common]
-                return routed if routed >= total // share else 0
+                # High watermarks (markers included) are a cheap, close enough progress gauge.
+                try:
+                    written = sum(admin.end_offsets(common).values())
+                except TransientError:
+                    return 0
+                return written if written >= total // share else 0
 
             progress = wait_until(past, 180, 0.2)
             worker.kill()
