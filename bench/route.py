@@ -185,9 +185,11 @@ def print_report(result: dict[str, Any]) -> None:
         f"(burst {result['burst_events']:,} events, {result['burst_types']} types), "
         f"{result['repeat']} repetitions, {result['topic_event_partitions']} partition(s) per event topic"
     )
-    console.print(render(result, title))
+    # Piped or captured output would be cut to 80 columns, and the table is wider.
+    out = console if console.is_terminal else Console(width=180)
+    out.print(render(result, title))
     for line in bound_lines(result, result["cpus"] or 1):
-        console.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:

@@ -181,7 +181,19 @@ def bound_lines(summary: dict[str, Any], cpus: int) -> list[str]:
     for entry in summary["measurements"].values():
         lines.append(
             f"  {entry['label']}: measured {_fmt(entry['process_cores'], '.2f')}, "
-            f"broker {_fmt(entry['broker_cores'], '.2f')}, machine {_fmt(entry['machine_share'], '.0%')} "
-            f"→ {entry['bound']}"
+            f"broker {_fmt(entry['broker_cores'], '.2f')}, other {_other(entry, cpus)}, "
+            f"machine {_fmt(entry['machine_share'], '.0%')} → {entry['bound']}"
         )
     return lines
+
+
+def _other(entry: dict[str, Any], cpus: int) -> str:
+    """Median cores busy outside the measured processes and the broker (other work on the machine)."""
+    medians = [
+        entry[name]["median"] if entry[name] else None
+        for name in ("machine_share", "process_cores", "broker_cores")
+    ]
+    share, measured, broker = medians
+    if share is None or measured is None:
+        return "-"
+    return f"{max(0.0, share * cpus - measured - (broker or 0.0)):.2f}"
