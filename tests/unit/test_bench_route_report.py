@@ -19,7 +19,8 @@ def test_spread_is_median_and_range_of_finite_values() -> None:
     assert value.format(",.0f") == "3 (1-10)"
     assert spread([None, math.inf]) is None
     single = spread([2.5])
-    assert single is not None and single.format(".1f", "x") == "2.5x"
+    assert single is not None
+    assert single.format(".1f", "x") == "2.5x"
 
 
 def test_percentile_and_ratio() -> None:
@@ -27,7 +28,8 @@ def test_percentile_and_ratio() -> None:
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.99) == 4.0
     assert math.isnan(percentile([], 0.5))
     assert ratio(1.0, 4.0) == 0.25
-    assert ratio(1.0, 0.0) is None and ratio(None, 2.0) is None
+    assert ratio(1.0, 0.0) is None
+    assert ratio(None, 2.0) is None
 
 
 def test_rotation_moves_every_measurement_through_every_position() -> None:
@@ -41,7 +43,8 @@ def test_rotation_moves_every_measurement_through_every_position() -> None:
     ]
     orders = [rotated(keys, rep) for rep in range(len(keys))]
     assert orders[0] == keys
-    assert orders[1][0] == "fanout:exactly_once" and orders[1][-1] == "passthrough"
+    assert orders[1][0] == "fanout:exactly_once"
+    assert orders[1][-1] == "passthrough"
     for position in range(len(keys)):
         assert sorted(order[position] for order in orders) == sorted(keys)
     assert rotated(keys, len(keys)) == keys
@@ -77,12 +80,14 @@ def test_summary_takes_ratios_within_a_repetition_then_median_and_range() -> Non
     fan = goals["router / matched fan-out (at_least_once)"]
     # per repetition: 0.8, 0.5, 1.0 — not the ratio of the medians (8000 / 9000)
     assert fan["value"] == {"median": 0.8, "min": 0.5, "max": 1.0, "n": 3}
-    assert fan["met"] is True and fan["goal"] == "≥ 0.8"
+    assert fan["met"] is True
+    assert fan["goal"] == "≥ 0.8"
     assert goals["router / single passthrough (at_least_once)"]["value"]["median"] == 0.2
     assert goals["router / single passthrough (at_least_once)"]["met"] is False
     assert goals["router / naive agent (at_least_once)"]["value"]["median"] == 10.0
     burst = goals["burst fully routed, seconds (at_least_once)"]
-    assert burst["value"]["median"] == 6.0 and burst["met"] is True
+    assert burst["value"]["median"] == 6.0
+    assert burst["met"] is True
 
 
 def test_missing_measurements_leave_goals_open_and_render_anyway() -> None:
@@ -126,6 +131,8 @@ def test_offset_layout_follows_load_order_per_partition() -> None:
     events = BenchEvents(records, partitions=2)
     layout = events.topics_by_offset(settings, "l1")
     assert [topic for topic, _ in layout[1]] == ["l1.event.contest_join", "l1.event.app_open"]
-    assert layout[0][0][1] == b"Odd Name" and layout[0][0][0].startswith("l1.event.odd_name--")
+    assert layout[0][0][1] == b"Odd Name"
+    assert layout[0][0][0].startswith("l1.event.odd_name--")
     assert events.event_names == ["Odd Name", "app_open", "contest_join"]
-    assert len(events.head(2)) == 2 and events.head(2).partitions == 2
+    assert len(events.head(2)) == 2
+    assert events.head(2).partitions == 2
