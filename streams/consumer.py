@@ -293,6 +293,7 @@ class ConsumerService(mode.Service):
             log.warning("%s: consumer error: %s", self.name, error)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s: assigned %d partitions", self.name, len(partitions))
         self.handler.assigned(consumer, partitions)
         if self.cooperative:
             consumer.incremental_assign(partitions)
@@ -300,6 +301,7 @@ class ConsumerService(mode.Service):
             consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("%s: %d partitions revoked", self.name, len(partitions))
         if self._after_failure:
             self.handler.lost(consumer, partitions)
         else:

@@ -23,6 +23,7 @@ from connectors.lake_fs import filesystem_for
 from core.lake.layout import parse_data_file
 from core.settings import Settings
 from highway.demo.view import ConcurrencyReading, Snapshot, latest_concurrency
+from highway.verify.kafka_read import CommittedCounter, outputs_regex
 
 
 class PipelineProbe:
@@ -38,36 +39,41 @@ class PipelineProbe:
         self._rows_by_file: dict[str, int] = {}
         self._http = httpx.Client(timeout=2.0)
         self._event_counts: dict[str, int] = {}
+        outputs = [settings.event_topic_pattern(lane), settings.common_topic(lane), settings.dlq_topic(lane)]
+        self._output = CommittedCounter(settings, "^(?:" + "|".join(outputs_regex(outputs)) + ")$")
 
     def close(self) -> None:
         self._http.close()
+        self._output.close()
 
     # --- Kafka ---------------------------------------------------------------------------------
     def topic_counts(self) -> tuple[dict[str, int], list[str]]:
-        """Records written per topic of this lane (sum of partition high watermarks), event topics."""
+        """Records per topic of this lane, and its event topics.
+
+        The input (written by plain producers) is counted by high watermarks; the router's output by
+        a ``read_committed`` consumer that counts what it reads, since the router writes in
+        transactions whose commit markers take offsets too.
+        """
         settings = self.settings
         metadata = self._admin.list_topics(timeout=5)
         event_regex = re.compile(settings.event_topic_pattern(self.lane))
-        fixed = {
-            settings.all_events_topic(self.lane),
-            settings.common_topic(self.lane),
-            settings.dlq_topic(self.lane),
-        }
         event_topics = sorted(name for name in metadata.topics if event_regex.fullmatch(name))
-        wanted = [name for name in metadata.topics if name in fixed or name in event_topics]
-        requests = {
-            TopicPartition(name, partition): OffsetSpec.latest()
-            for name in wanted
-            for partition in metadata.topics[name].partitions
-        }
-        counts = dict.fromkeys(wanted, 0)
-        if requests:
+        source = settings.all_events_topic(self.lane)
+        counts: dict[str, int] = dict(self._output.poll())
+        if source in metadata.topics:
+            requests = {
+                TopicPartition(source, partition): OffsetSpec.latest()
+                for partition in metadata.topics[source].partitions
+            }
+            counts[source] = 0
             for tp, future in self._admin.list_offsets(requests, request_timeout=5).items():
-                # A partition whose leader is not elected yet (a topic created a moment ago) counts
-                # as empty for now instead of blanking every figure.
+                # A partition whose leader is not elected yet counts as empty for now.
                 with contextlib.suppress(KafkaException):
                     counts[tp.topic] += max(future.result(timeout=10).offset, 0)
-        self._event_counts = {name: counts[name] for name in event_topics if name in counts}
+        for name in [settings.common_topic(self.lane), settings.dlq_topic(self.lane), *event_topics]:
+            if name in metadata.topics:
+                counts.setdefault(name, 0)
+        self._event_counts = {name: counts.get(name, 0) for name in event_topics}
         return counts, event_topics
 
     def largest_event_topic(self) -> str | None:

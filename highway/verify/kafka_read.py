@@ -7,6 +7,7 @@ multiset per topic, so verifying millions of events does not hold the messages i
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -178,3 +179,51 @@ def topic_event_ids(
     for topic in scan_topics(settings, topics, reduce, timeout_s):
         result.setdefault(topic, TopicIds())
     return result
+
+
+def outputs_regex(patterns_or_names: Iterable[str]) -> list[str]:
+    """Alternatives for one subscription regex: regexes as they are (without anchors), names escaped."""
+    out = []
+    for item in patterns_or_names:
+        if any(char in item for char in "()[]*+?\\"):
+            out.append(item.removeprefix("^").removesuffix("$"))
+        else:
+            out.append(re.escape(item))
+    return out
+
+
+class CommittedCounter:
+    """Counts the records of the topics matching ``regex`` as a ``read_committed`` reader sees them,
+    incrementally: each :meth:`poll` reads only what arrived since the last one."""
+
+    def __init__(self, settings: Settings, regex: str, poll_budget_s: float = 0.5) -> None:
+        self._consumer = Consumer(
+            confluent_config(
+                settings,
+                **{
+                    "group.id": f"highway-count-{uuid.uuid4().hex[:12]}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed",
+                    "topic.metadata.refresh.interval.ms": 1000,
+                    "log_level": 0,
+                },
+            )
+        )
+        self._consumer.subscribe([regex])
+        self._budget_s = poll_budget_s
+        self.counts: Counter[str] = Counter()
+
+    def poll(self) -> Counter[str]:
+        deadline = time.monotonic() + self._budget_s
+        while time.monotonic() < deadline:
+            batch = self._consumer.consume(num_messages=10_000, timeout=0.05)
+            for message in batch:
+                if message.error() is None:
+                    self.counts[str(message.topic())] += 1
+            if not batch and self.counts:
+                break
+        return self.counts
+
+    def close(self) -> None:
+        self._consumer.close()
