@@ -174,24 +174,27 @@ class LaneCommitPath:
         unit = self._open()
         self._apply_provisioning()
         out = self.classifier.classify(batch, int(self.wall_clock() * 1000))
-        if out.new_topics:
-            self.provisioning.request(out.new_topics)
         ready, held, now = self.ready, self.held, self.clock()
         to_send: list[OutRecord] = []
         waiting: list[OutRecord] = []
+        doomed = 0
         for record in out.routed:
             topic = record.topic
             if topic in ready and topic not in held:
                 to_send.append(record)
             elif topic in self.refused_topics:
                 out.dead.append(self._dead_letter(record, TOPIC_CREATE_FAILED, self.refused_topics[topic]))
+                out.reasons[TOPIC_CREATE_FAILED] += 1
+                doomed += 1
             else:
                 waiting.append(record)
+        if out.new_topics:
+            self.provisioning.request(out.new_topics)
         held.hold(waiting, now)
         self._send(to_send + out.projections + out.dead)
         stats = unit.stats
         stats.events += len(batch)
-        stats.routed += len(out.routed)
+        stats.routed += len(out.routed) - doomed
         stats.dead += len(out.dead)
         stats.reasons.update(out.reasons)
         offsets = unit.next_offsets
