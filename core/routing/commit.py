@@ -188,8 +188,11 @@ class LaneCommitPath:
                 doomed += 1
             else:
                 waiting.append(record)
-        if out.new_topics:
-            self.provisioning.request(out.new_topics)
+        # Every topic that starts waiting is asked for, not only the batch's new ones: a type admitted
+        # by a batch that then failed (and was discarded) is known to the gate but was never requested.
+        asked = out.new_topics | {record.topic for record in waiting if record.topic not in held}
+        if asked:
+            self.provisioning.request(asked)
         held.hold(waiting, now)
         self._send(to_send + out.projections + out.dead)
         stats = unit.stats
