@@ -283,17 +283,21 @@ class LaneCommitPath:
 
     def _replace_refused(self, unit: Unit, refused: list[RefusedRecord]) -> None:
         """Dead-letter the records Kafka refused at commit; re-send the unit if it was aborted."""
-        wanted = {(r.topic, r.value): r.error for r in refused}
+        # Identical records (an input event sent twice) are refused once each: match them by count.
+        wanted: dict[tuple[str, bytes], list[str]] = {}
+        for refusal in refused:
+            wanted.setdefault((refusal.topic, refusal.value), []).append(refusal.error)
         keep: list[OutRecord] = []
         dead: list[OutRecord] = []
         for record in unit.records:
-            error = wanted.pop((record.topic, record.value), None)
-            if error is None:
+            errors = wanted.get((record.topic, record.value))
+            if not errors:
                 keep.append(record)
-            elif record.topic == self.classifier.dlq_topic:
+                continue
+            error = errors.pop(0)
+            if record.topic == self.classifier.dlq_topic:
                 raise TerminalError(f"dead-letter topic {record.topic} refused a letter for good: {error}")
-            else:
-                dead.append(self._dead_letter(record, PRODUCE_REFUSED, error))
+            dead.append(self._dead_letter(record, PRODUCE_REFUSED, error))
         log.warning("lane %s: Kafka refused %d records for good; dead-lettering them", self.lane, len(dead))
         unit.stats.dead += len(dead)
         unit.stats.reasons[PRODUCE_REFUSED] += len(dead)
@@ -302,4 +306,5 @@ class LaneCommitPath:
             self.session.begin()
             self._send(keep + dead)
         else:
+            unit.records = keep
             self._send(dead)
