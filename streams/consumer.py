@@ -103,6 +103,9 @@ def subscription_for(topics: Sequence[str]) -> list[str]:
 class ConsumerService(mode.Service):
     """Runs one consumer thread for one stage (see the module docstring for the contract)."""
 
+    HEALTHY_RUN_S = 10.0
+    """An attempt running this long without failing ends a streak of failures (health ok again)."""
+
     def __init__(
         self,
         name: str,
@@ -231,7 +234,9 @@ class ConsumerService(mode.Service):
         """Record a failure of a restartable service; how long to wait before the next attempt."""
         now = time.monotonic()
         first, longest = self.restart_backoff_s
-        if self._failing_since is None or now - self._running_since > max(10.0, 2 * self._backoff):
+        if self._failing_since is None or now - self._running_since > max(
+            self.HEALTHY_RUN_S, 2 * self._backoff
+        ):
             self._failing_since = now  # a new streak: the last attempt ran healthily for a while
             self._backoff = first
         wait = self._backoff
@@ -242,7 +247,7 @@ class ConsumerService(mode.Service):
         return wait
 
     def _recovered(self) -> None:
-        if self._failing_since is not None and time.monotonic() - self._running_since > 10.0:
+        if self._failing_since is not None and time.monotonic() - self._running_since > self.HEALTHY_RUN_S:
             log.info("%s: recovered after %d restarts", self.name, self.restarts)
             self._failing_since = None
             self.failure = None
