@@ -206,10 +206,12 @@ class ConsumerService(mode.Service):
                     return
 
     def _run_once(self) -> None:
+        # Set before anything can fail: an attempt failing in starting() (the broker away) belongs to
+        # the current streak of failures, not to a new one (which would reset the backoff and deadline).
+        self._running_since = time.monotonic()
         self.handler.starting()
         consumer = self.consumer_factory(self.config)
         self._after_failure = False
-        self._running_since = time.monotonic()
         try:
             self._consume(consumer)
         except BaseException:
