@@ -8,7 +8,8 @@ since both run on the consumer thread.
 
 Errors, by kind:
 
-* a record refused before sending (too large for the client) → handed back by ``send``;
+* a record refused before sending for good (too large for the client) → handed back by ``send``;
+  any other error raised by ``produce`` (stale metadata, a fatal producer) → ``TransientError``;
 * a record the broker refuses for good (``REFUSED_FOR_GOOD``) → handed back by ``commit`` (the
   transaction aborted first);
 * anything else (timeouts, broker away, leaders moving) → ``TransientError`` after aborting;
@@ -129,9 +130,16 @@ class RouterOutput:
                     break
                 except BufferError:
                     poll(0.005)  # the local queue is full: let librdkafka send some
-                except KafkaException as exc:  # refused before sending, e.g. larger than message.max.bytes
-                    refused.append((index, str(exc.args[0])))
-                    break
+                except KafkaException as exc:
+                    error = exc.args[0]
+                    if isinstance(error, KafkaError) and error.code() in REFUSED_FOR_GOOD:
+                        refused.append((index, str(error)))  # e.g. larger than message.max.bytes
+                        break
+                    # Not the record's fault (e.g. _UNKNOWN_TOPIC while metadata is stale, a fatal
+                    # producer): dead-lettering it would lose a valid event from its topic.
+                    if isinstance(error, KafkaError) and error.fatal():
+                        self._fatal = error
+                    raise TransientError(f"could not send to {record.topic}: {error}") from exc
         poll(0)
         return refused
 

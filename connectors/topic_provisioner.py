@@ -150,7 +150,8 @@ class TopicProvisioner:
                     self._ready.append(topic)
         if progressed:
             self._last_error = None
-        return progressed or not to_confirm
+        # A round whose creations all failed made no progress either: back off (and count the retry).
+        return progressed or not (to_create or to_confirm)
 
     def _confirmed(self, topic: str) -> bool:
         try:

@@ -107,6 +107,9 @@ def subscription_for(topics: Sequence[str]) -> list[str]:
 class ConsumerService(mode.Service):
     """Runs one consumer thread for one stage (see the module docstring for the contract)."""
 
+    HEALTHY_RUN_S = 10.0
+    """An attempt running this long without failing ends a streak of failures (health ok again)."""
+
     def __init__(
         self,
         name: str,
@@ -221,10 +224,12 @@ class ConsumerService(mode.Service):
                     return
 
     def _run_once(self) -> None:
+        # Set before anything can fail: an attempt failing in starting() (the broker away) belongs to
+        # the current streak of failures, not to a new one (which would reset the backoff and deadline).
+        self._running_since = time.monotonic()
         self.handler.starting()
         consumer = self.consumer_factory(self.config)
         self._after_failure = False
-        self._running_since = time.monotonic()
         try:
             self._consume(consumer)
         except BaseException:
@@ -249,7 +254,9 @@ class ConsumerService(mode.Service):
         """Record a failure of a restartable service; how long to wait before the next attempt."""
         now = time.monotonic()
         first, longest = self.restart_backoff_s
-        if self._failing_since is None or now - self._running_since > max(10.0, 2 * self._backoff):
+        if self._failing_since is None or now - self._running_since > max(
+            self.HEALTHY_RUN_S, 2 * self._backoff
+        ):
             self._failing_since = now  # a new streak: the last attempt ran healthily for a while
             self._backoff = first
         wait = self._backoff
@@ -260,7 +267,7 @@ class ConsumerService(mode.Service):
         return wait
 
     def _recovered(self) -> None:
-        if self._failing_since is not None and time.monotonic() - self._running_since > 10.0:
+        if self._failing_since is not None and time.monotonic() - self._running_since > self.HEALTHY_RUN_S:
             log.info("%s: recovered after %d restarts", self.name, self.restarts)
             self._failing_since = None
             self.failure = None

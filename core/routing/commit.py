@@ -174,24 +174,30 @@ class LaneCommitPath:
         unit = self._open()
         self._apply_provisioning()
         out = self.classifier.classify(batch, int(self.wall_clock() * 1000))
-        if out.new_topics:
-            self.provisioning.request(out.new_topics)
         ready, held, now = self.ready, self.held, self.clock()
         to_send: list[OutRecord] = []
         waiting: list[OutRecord] = []
+        doomed = 0
         for record in out.routed:
             topic = record.topic
             if topic in ready and topic not in held:
                 to_send.append(record)
             elif topic in self.refused_topics:
                 out.dead.append(self._dead_letter(record, TOPIC_CREATE_FAILED, self.refused_topics[topic]))
+                out.reasons[TOPIC_CREATE_FAILED] += 1
+                doomed += 1
             else:
                 waiting.append(record)
+        # Every topic that starts waiting is asked for, not only the batch's new ones: a type admitted
+        # by a batch that then failed (and was discarded) is known to the gate but was never requested.
+        asked = out.new_topics | {record.topic for record in waiting if record.topic not in held}
+        if asked:
+            self.provisioning.request(asked)
         held.hold(waiting, now)
         self._send(to_send + out.projections + out.dead)
         stats = unit.stats
         stats.events += len(batch)
-        stats.routed += len(out.routed)
+        stats.routed += len(out.routed) - doomed
         stats.dead += len(out.dead)
         stats.reasons.update(out.reasons)
         offsets = unit.next_offsets
@@ -277,17 +283,21 @@ class LaneCommitPath:
 
     def _replace_refused(self, unit: Unit, refused: list[RefusedRecord]) -> None:
         """Dead-letter the records Kafka refused at commit; re-send the unit if it was aborted."""
-        wanted = {(r.topic, r.value): r.error for r in refused}
+        # Identical records (an input event sent twice) are refused once each: match them by count.
+        wanted: dict[tuple[str, bytes], list[str]] = {}
+        for refusal in refused:
+            wanted.setdefault((refusal.topic, refusal.value), []).append(refusal.error)
         keep: list[OutRecord] = []
         dead: list[OutRecord] = []
         for record in unit.records:
-            error = wanted.pop((record.topic, record.value), None)
-            if error is None:
+            errors = wanted.get((record.topic, record.value))
+            if not errors:
                 keep.append(record)
-            elif record.topic == self.classifier.dlq_topic:
+                continue
+            error = errors.pop(0)
+            if record.topic == self.classifier.dlq_topic:
                 raise TerminalError(f"dead-letter topic {record.topic} refused a letter for good: {error}")
-            else:
-                dead.append(self._dead_letter(record, PRODUCE_REFUSED, error))
+            dead.append(self._dead_letter(record, PRODUCE_REFUSED, error))
         log.warning("lane %s: Kafka refused %d records for good; dead-lettering them", self.lane, len(dead))
         unit.stats.dead += len(dead)
         unit.stats.reasons[PRODUCE_REFUSED] += len(dead)
@@ -296,4 +306,5 @@ class LaneCommitPath:
             self.session.begin()
             self._send(keep + dead)
         else:
+            unit.records = keep
             self._send(dead)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from confluent_kafka import TopicPartition
 
+from core.errors import TransientError
 from streams.consumer import BatchHandler, ConsumerService, subscription_for
 
 
@@ -56,6 +58,9 @@ class FakeConsumer:
     def unassign(self) -> None:
         self.assigned = []
 
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(topic, partition) for topic, partition, _ in self.assigned]
+
     def close(self) -> None:
         self.callbacks["on_revoke"](self, [TopicPartition("t", 0), TopicPartition("t", 1)])
         self.closed = True
@@ -83,6 +88,9 @@ class Recorder(BatchHandler):
 
     def stopping(self, consumer: Any) -> None:
         self.calls.append("stopping")
+
+    def lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.calls.append(f"lost {[p.partition for p in partitions]}")
 
 
 def _service(
@@ -193,3 +201,108 @@ def test_a_stage_stuck_at_stop_does_not_keep_the_process_from_stopping() -> None
     finally:
         release.set()
     assert service.join(5)
+
+
+class Flaky(Recorder):
+    """Fails its first ``failures`` batches (or, with ``in_starting``, its first starts) transiently."""
+
+    def __init__(self, failures: int, in_starting: bool = False) -> None:
+        super().__init__()
+        self.failures = failures
+        self.in_starting = in_starting
+
+    def _maybe_fail(self) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransientError("broker away")
+
+    def starting(self) -> None:
+        if self.in_starting:
+            self._maybe_fail()
+
+    def batch(self, consumer: Any, messages: list[Any]) -> None:
+        if not self.in_starting:
+            self._maybe_fail()
+        super().batch(consumer, messages)
+
+
+def _restartable(
+    handler: Recorder, healthy_run_s: float = 0.2, deadline_s: float = 60.0
+) -> tuple[ConsumerService, list[FakeConsumer]]:
+    made: list[FakeConsumer] = []
+
+    def factory(config: dict[str, Any]) -> Any:
+        made.append(FakeConsumer(config, [[FakeMessage("t", 0, 10)]]))
+        return made[-1]
+
+    service = ConsumerService(
+        "restartable",
+        {},
+        ["t"],
+        handler,
+        consumer_factory=factory,
+        restart_on_failure=True,
+        failure_deadline_s=deadline_s,
+        restart_backoff_s=(0.01, 0.05),
+    )
+    service.HEALTHY_RUN_S = healthy_run_s
+    return service, made
+
+
+def _watch_health(
+    service: ConsumerService, until: Callable[[list[str]], bool], timeout_s: float = 5.0
+) -> list[str]:
+    """Start ``service``, note its changes of health until ``until(seen)``, stop it; the states seen."""
+    seen: list[str] = []
+
+    async def run() -> None:
+        await service.start()
+        for _ in range(int(timeout_s / 0.005)):
+            state, _ = service.health()
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            if until(seen):
+                break
+            await asyncio.sleep(0.005)
+        await service.stop()
+
+    asyncio.run(run())
+    return seen
+
+
+def test_a_restartable_service_recovers_from_a_transient_failure() -> None:
+    handler = Flaky(failures=1)
+    service, made = _restartable(handler)
+    seen = _watch_health(service, until=lambda seen: seen[-2:] == ["degraded", "ok"])
+    assert seen[-2:] == ["degraded", "ok"], seen
+    assert len(made) == 2  # a new consumer after the failure
+    assert service.restarts == 1
+    assert service.crash_reason is None
+    first = handler.calls[: handler.calls.index("lost [0, 1]") + 1]
+    assert first == [
+        "assigned [0, 1]",
+        "lost [0, 1]",
+    ]  # the failed attempt's partitions are lost, not revoked
+    assert handler.calls.count("batch [10]") == 1
+    assert handler.calls[-2:] == ["stopping", "revoked [0, 1]"]
+
+
+@pytest.mark.parametrize("in_starting", [False, True], ids=["in_batch", "in_starting"])
+def test_a_service_failing_past_its_deadline_is_failed_and_keeps_trying(in_starting: bool) -> None:
+    handler = Flaky(failures=10_000, in_starting=in_starting)
+    service, _ = _restartable(handler, healthy_run_s=0.2, deadline_s=0.3)
+    seen = _watch_health(service, until=lambda seen: seen[-1] == "failed")
+    assert seen[-1] == "failed", seen
+    assert "degraded" in seen
+    assert service.restarts >= 3
+    reason = service.health()[1] or ""
+    assert "broker away" in reason
+    assert service.crash_reason is None
+
+
+def test_a_service_that_is_not_restartable_reports_failed_and_is_not_restarted() -> None:
+    handler = Recorder(fail_on_batch=True)
+    service, made = _service(handler, [[FakeMessage("t", 0, 10)]])
+    assert asyncio.run(_crash_reason(service)) is not None
+    assert service.health()[0] == "failed"
+    assert len(made) == 1
