@@ -92,8 +92,11 @@ class Settings(BaseSettings):
         1000, ge=1, description="keys and array items in one event's properties, counted over the whole tree"
     )
     router_future_tolerance_s: int = Field(
-        300, ge=0, le=3600, description="server_ts this far ahead of the router's clock is still accepted"
-        " (at most the broker's 1 h log.message.timestamp.after.max.ms)"
+        300,
+        ge=0,
+        le=3600,
+        description="server_ts this far ahead of the router's clock is still accepted"
+        " (at most the broker's 1 h log.message.timestamp.after.max.ms)",
     )
     router_max_event_age_s: int | None = Field(
         None, ge=1, description="older server_ts is out of bounds; None = topic_retention_ms (none if -1)"

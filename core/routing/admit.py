@@ -23,17 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import orjson
-
 from core.envelope import (
     PropertyLimits,
-    common_projection,
     encode_json,
     normalise_event,
     parse_json_event,
     validate_event,
 )
-from core.envelope_fast import decode_fast, projection_of
+from core.envelope_fast import decode_fast, projection_json, projection_json_of
 from core.errors import SchemaError
 from core.settings import Settings
 
@@ -101,7 +98,7 @@ class Admission:
                 and oldest <= envelope.server_ts <= newest
                 and len(envelope.properties) <= self.limits.max_keys
             ):
-                projection = orjson.dumps(projection_of(envelope))
+                projection = projection_json(envelope)
                 return Admitted(
                     envelope.event_name, envelope.user_id, envelope.server_ts, raw, projection, None
                 )
@@ -120,7 +117,7 @@ class Admission:
             event["server_ts"] = server_ts = now_ms
             changed = True
         value = self.reencode(raw, event) if changed else raw
-        projection = encode_json(common_projection(event))
+        projection = projection_json_of(event)
         return Admitted(event["event_name"], event["user_id"], server_ts, value, projection, original)
 
     def _out_of_bounds(self, server_ts: int, oldest: int, newest: int, now_ms: int) -> SchemaError:

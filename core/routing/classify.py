@@ -162,6 +162,8 @@ class BatchClassifier:
                 routed_headers = routed_headers + projection_headers
             routed.append(OutRecord(topic, user_key, event.value, timestamp, routed_headers, source))
             projections.append(
-                OutRecord(self.common_topic, user_key, event.projection, timestamp, projection_headers, source)
+                OutRecord(
+                    self.common_topic, user_key, event.projection, timestamp, projection_headers, source
+                )
             )
         return out
