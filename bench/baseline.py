@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import typer
@@ -89,22 +88,19 @@ def passthrough_rate(
     n_events: int,
     target_topic: str | None = None,
     timeout_s: float = 600,
-    fan_out_topics: int = 0,
+    on_start: Callable[[], None] | None = None,
 ) -> BaselineResult:
     """Raw confluent-kafka consume → produce of ``n_events`` records of ``source_topic`` (from the start).
 
-    With ``fan_out_topics=N`` each record is produced twice, as the router does: once to one of N
-    topics (by key) with a header, and once to the target, every record with its own delivery
-    callback. That is the ceiling for the router's output pattern, parsing aside.
+    ``on_start`` is called when the first record is consumed, the start of the timed window.
     """
     target = target_topic or f"{source_topic}.passthrough-{uuid.uuid4().hex[:6]}"
-    fan_out = [f"{target}.fan{i}" for i in range(fan_out_topics)]
-    KafkaAdmin(settings).ensure_topics([target, *fan_out])
+    KafkaAdmin(settings).ensure_topics([target])
     consumer = _passthrough_consumer(settings)
-    copier = _Copier(settings, target, fan_out)
+    copier = _Copier(settings, target)
     consumer.subscribe([source_topic])
     try:
-        seen, started = _copy_all(consumer, copier, source_topic, n_events, timeout_s)
+        seen, started = _copy_all(consumer, copier, source_topic, n_events, timeout_s, on_start)
         copier.flush()
     finally:
         consumer.close()
@@ -112,10 +108,7 @@ def passthrough_rate(
         raise TransientError(
             f"passthrough: {len(copier.failures)} deliveries failed, first: {copier.failures[0]}"
         )
-    if fan_out:
-        KafkaAdmin(settings).delete_topics(fan_out)
-    name = f"fan-out passthrough (x2, {len(fan_out)} topics)" if fan_out else "passthrough (confluent-kafka)"
-    return BaselineResult(name, seen, time.monotonic() - started)
+    return BaselineResult("passthrough (confluent-kafka)", seen, time.monotonic() - started)
 
 
 def _passthrough_consumer(settings: Settings) -> Consumer:
@@ -133,19 +126,24 @@ def _passthrough_consumer(settings: Settings) -> Consumer:
 
 
 class _Copier:
-    """Produces consumed records unchanged to the target (and, fanning out, to one of the fan-out topics)."""
+    """Produces consumed records unchanged to the target; only failures get a delivery report."""
 
-    def __init__(self, settings: Settings, target: str, fan_out: list[str]) -> None:
-        self.producer = Producer(producer_config(settings, **{"delivery.report.only.error": True}))
+    def __init__(self, settings: Settings, target: str) -> None:
+        self.producer = Producer(
+            producer_config(settings, **{"delivery.report.only.error": True, "on_delivery": self._on_error})
+        )
         self.target = target
-        self.fan_out = fan_out
         self.failures: list[str] = []
 
-    def copy(self, message: Message, seen: int) -> None:
-        if self.fan_out:
-            topic = self.fan_out[hash(message.key()) % len(self.fan_out)]
-            self._produce(topic, message, seen, [("event_name", topic.encode())])
-        self._produce(self.target, message, seen, None)
+    def copy(self, message: Message) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    self.target, message.value(), message.key(), timestamp=message.timestamp()[1]
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.01)
 
     def flush(self) -> None:
         while self.producer.flush(1.0):
@@ -155,32 +153,14 @@ class _Copier:
         if err is not None:
             self.failures.append(str(err))
 
-    def _on_delivery(self, _index: int, err: KafkaError | None, _msg: object) -> None:
-        if err is not None:
-            self.failures.append(str(err))
-
-    def _produce(
-        self, topic: str, message: Message, seen: int, headers: list[tuple[str, str | bytes | None]] | None
-    ) -> None:
-        # Fanning out, every record gets its own callback object, as the router's records do.
-        callback = partial(self._on_delivery, seen) if self.fan_out else self._on_error
-        while True:
-            try:
-                self.producer.produce(
-                    topic,
-                    message.value(),
-                    message.key(),
-                    on_delivery=callback,
-                    timestamp=message.timestamp()[1],
-                    headers=headers,
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.01)
-
 
 def _copy_all(
-    consumer: Consumer, copier: _Copier, source_topic: str, n_events: int, timeout_s: float
+    consumer: Consumer,
+    copier: _Copier,
+    source_topic: str,
+    n_events: int,
+    timeout_s: float,
+    on_start: Callable[[], None] | None,
 ) -> tuple[int, float]:
     """Copy ``n_events`` records; returns how many and the monotonic time the first one was consumed."""
     seen = 0
@@ -194,7 +174,9 @@ def _copy_all(
                 continue
             if started is None:
                 started = time.monotonic()
-            copier.copy(message, seen)
+                if on_start is not None:
+                    on_start()
+            copier.copy(message)
             seen += 1
         copier.producer.poll(0)
     assert started is not None
@@ -202,7 +184,12 @@ def _copy_all(
 
 
 def time_output(
-    name: str, count: Callable[[], int], n_events: int, alive: Callable[[], bool], timeout_s: float = 900
+    name: str,
+    count: Callable[[], int],
+    n_events: int,
+    alive: Callable[[], bool],
+    timeout_s: float = 900,
+    on_start: Callable[[], None] | None = None,
 ) -> BaselineResult:
     """Time a stage from outside: from its first output record until ``count()`` reaches ``n_events``."""
     deadline = time.monotonic() + timeout_s
@@ -213,6 +200,8 @@ def time_output(
         now = time.monotonic()
         if started is None and done > 0:
             started = now
+            if on_start is not None:
+                on_start()
         if done >= n_events and started is not None:
             return BaselineResult(name, done, now - started)
         if not alive():

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.baseline import SettingsFor, bench_settings, passthrough_rate, spawn, time_output
+from bench.stats import percentile
 from connectors.kafka_admin import KafkaAdmin
 from connectors.producer import EventProducer
 from core.settings import Settings
@@ -189,13 +190,6 @@ def _probe(worker: Worker, probes: EventProducer, http: httpx.Client, topic: str
     return PROBE_GIVE_UP_S
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def run_realtime_bench(
     base: Settings, n_events: int, users: int, rss_users: list[int], latency_s: float, work_dir: Path
 ) -> dict[str, Any]:
@@ -226,8 +220,8 @@ def run_realtime_bench(
                 "realtime_vs_passthrough": round(realtime.rate / passthrough.rate, 3),
                 "latency_load_events_per_s": round(half, 1),
                 "latency_probes": len(latencies),
-                "latency_p50_s": round(_percentile(latencies, 0.5), 4),
-                "latency_p99_s": round(_percentile(latencies, 0.99), 4),
+                "latency_p50_s": round(percentile(latencies, 0.5), 4),
+                "latency_p99_s": round(percentile(latencies, 0.99), 4),
             }
         )
         result["rss_bytes"] = _memory(settings, rss_users, work_dir)

@@ -6,11 +6,20 @@ import re
 from collections.abc import Iterable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from connectors.kafka_config import confluent_config
 from core.errors import TransientError
 from core.settings import Settings
+
+REFUSED_NAMES = frozenset(
+    {
+        KafkaError.TOPIC_EXCEPTION,
+        KafkaError.POLICY_VIOLATION,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    }
+)
+"""Creation errors about the name itself: the events of that type are dead-lettered, not retried."""
 
 
 class KafkaAdmin:
@@ -61,6 +70,58 @@ class KafkaAdmin:
                     f"within {self._timeout_s:.0f}s"
                 ) from exc
         return created
+
+    def create_each(
+        self, names: Iterable[str], partitions: int, config: dict[str, str] | None = None
+    ) -> tuple[list[str], dict[str, str], dict[str, str]]:
+        """Create ``names`` in one request: (existing now, refused for good, failed for now) with reasons.
+
+        Refused for good are the errors about one name (invalid, forbidden by policy or ACL);
+        everything else — a broker away, a timeout, a cluster-wide misconfiguration — may pass later.
+        """
+        settings = self._settings
+        topic_config = {"retention.ms": str(settings.topic_retention_ms), **(config or {})}
+        new = [
+            NewTopic(
+                name,
+                num_partitions=partitions,
+                replication_factor=settings.topic_replication_factor,
+                config=topic_config,
+            )
+            for name in sorted(set(names))
+        ]
+        existing: list[str] = []
+        refused: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        if not new:
+            return existing, refused, failed
+        for name, future in self._client.create_topics(new, request_timeout=self._timeout_s).items():
+            try:
+                future.result(timeout=self._timeout_s)
+                existing.append(name)
+            except KafkaException as exc:
+                error = exc.args[0]
+                code = error.code() if isinstance(error, KafkaError) else None
+                if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                    existing.append(name)
+                elif code in REFUSED_NAMES:
+                    refused[name] = str(error)
+                else:
+                    failed[name] = str(error)
+            except TimeoutError:
+                failed[name] = f"no answer from {settings.kafka_bootstrap} within {self._timeout_s:.0f}s"
+        return existing, refused, failed
+
+    def grow_partitions(self, topic: str, partitions: int) -> None:
+        """Raise ``topic``'s partition count to ``partitions`` (Kafka never shrinks one)."""
+        futures = self._client.create_partitions(
+            [NewPartitions(topic, partitions)], request_timeout=self._timeout_s
+        )
+        for future in futures.values():
+            try:
+                future.result(timeout=self._timeout_s)
+            except KafkaException as exc:
+                raise TransientError(f"could not grow {topic!r} to {partitions} partitions: {exc}") from exc
 
     def list_topics(self, pattern: str | None = None) -> list[str]:
         """Topic names (internal ones excluded), optionally those that fullmatch ``pattern``."""

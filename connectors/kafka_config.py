@@ -75,14 +75,18 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     )
 
 
-def router_transactional_id(settings: Settings, lane: str) -> str:
+def router_transactional_id(settings: Settings, lane: str, instance: str | None = None) -> str:
     """Stable per (app, lane, router process): a restarted router fences and aborts its predecessor's
-    open transaction at once instead of leaving read_committed readers waiting for its timeout."""
-    instance = settings.router_instance_id or socket.gethostname()
-    return f"{settings.app_id}-router-{lane}-{instance}"
+    open transaction at once instead of leaving read_committed readers waiting for its timeout.
+
+    ``instance`` is the process's claimed slot (``connectors.instance_slot``); the setting
+    ``router_instance_id`` wins over it, and the host name stands in when neither is given.
+    """
+    chosen = settings.router_instance_id or instance or socket.gethostname()
+    return f"{settings.app_id}-router-{lane}-{chosen}"
 
 
-def router_producer_config(settings: Settings, lane: str) -> dict[str, Any]:
+def router_producer_config(settings: Settings, lane: str, instance: str | None = None) -> dict[str, Any]:
     """The router's producer — also the bench's matched fan-out passthrough, so both send alike.
 
     No delivery report on success (``delivery.report.only.error``): the barrier that says every
@@ -95,7 +99,7 @@ def router_producer_config(settings: Settings, lane: str) -> dict[str, Any]:
         "message.timeout.ms": 60_000,
     }
     if settings.router_delivery == "exactly_once":
-        extra["transactional.id"] = router_transactional_id(settings, lane)
+        extra["transactional.id"] = router_transactional_id(settings, lane, instance)
         extra["transaction.timeout.ms"] = int(settings.router_transaction_timeout_s * 1000)
         extra["message.timeout.ms"] = min(60_000, int(settings.router_transaction_timeout_s * 1000))
     return producer_config(settings, **extra)

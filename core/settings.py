@@ -119,8 +119,8 @@ class Settings(BaseSettings):
     router_topic_wait_s: float = Field(
         30.0, gt=0, description="longest a new type's events wait for their topic before backing off"
     )
-    router_max_held_events: int = Field(
-        200_000, ge=1, description="events of not-yet-ready types held before the router stops reading"
+    router_max_pending_events: int = Field(
+        200_000, ge=1, description="uncommitted events (e.g. waiting for a new topic) before reading pauses"
     )
     router_failure_deadline_s: float = Field(
         600.0, gt=0, description="transient failures this long without progress fail the stage"

@@ -20,6 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from connectors.kafka_config import faust_broker_url, faust_credentials
 from core.errors import ConfigError
 from core.settings import Settings
+from streams.health import health_board
 from streams.plugins import load_plugins
 
 ROLES = ("router", "lake", "realtime")
@@ -74,9 +75,12 @@ def create_app(
 
 
 def _serve_health_and_metrics(app: faust.App, roles: Sequence[str], registry: CollectorRegistry) -> None:
+    board = health_board(app)
+
     @app.page("/health")
     async def health(web: View, request: Request) -> Response:
-        return web.json({"status": "ok", "roles": list(roles)})
+        status, body = board.report()
+        return web.json({**body, "roles": list(roles)}, status=status)
 
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:

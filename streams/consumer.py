@@ -13,8 +13,14 @@ A stage implements :class:`BatchHandler` and owns its own state; this service ow
 * stop: ``stopping`` runs on the consumer thread, then the consumer closes (which revokes); a
   stage still busy after ``stop_timeout_s`` (e.g. waiting on an absent broker) is left behind so that
   the process can exit — its uncommitted work is read again after a restart;
-* failure: an exception from the handler or the consumer ends the thread and **crashes this
-  service with that exception** (mode propagates the crash to the worker). Nothing polls for it.
+* failure: an exception from the handler or the consumer ends the consumer. A *restartable* service
+  (``restart_on_failure``) tells the handler its partitions are ``lost`` (nothing more may be
+  committed), closes the consumer, waits (exponential backoff) and starts a new one, which reads
+  again from the committed offsets: a broker away or leaders late never kill the worker, and one
+  failing stage never stops the others. Its :meth:`ConsumerService.health` says ``degraded`` while it
+  recovers and ``failed`` once it has failed for ``failure_deadline_s`` without a healthy run (it
+  keeps retrying: an orchestrator may restart the process on the 503). A service that is not
+  restartable **crashes with the exception** (mode propagates the crash to the worker).
 
 Why not a Faust agent: Faust's per-event stream machinery (a task and an event object per message in
 its aiokafka driver) tops out at a few thousand events/s here, and its driver cannot subscribe by
@@ -26,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +40,10 @@ import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 log = logging.getLogger(__name__)
+
+CLIENT_ERROR_FRESH_S = 15.0
+"""A client error (e.g. all brokers down) keeps the service degraded this long; librdkafka repeats
+it on every failed reconnect, so it stays fresh while the broker is away."""
 
 ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 
@@ -42,6 +53,9 @@ class BatchHandler:
 
     The defaults do nothing (``lost`` treats the partitions as revoked); a stage overrides what it needs.
     """
+
+    def starting(self) -> None:
+        """Before the consumer subscribes (on the consumer thread; again after every restart)."""
 
     def assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions about to be read; set ``tp.offset`` to choose a start position."""
@@ -61,6 +75,10 @@ class BatchHandler:
 
     def stopping(self, consumer: Consumer) -> None:
         """The service is stopping: finish what can be finished before the consumer closes."""
+
+    def degraded(self) -> str | None:
+        """Why the stage is working but impaired, or None (called from the event loop: read only)."""
+        return None
 
 
 class ConsumerOffsets:
@@ -100,6 +118,9 @@ class ConsumerService(mode.Service):
         batch_wait_s: float = 0.05,
         consumer_factory: ConsumerFactory = Consumer,
         stop_timeout_s: float = 30.0,
+        restart_on_failure: bool = False,
+        failure_deadline_s: float = 600.0,
+        restart_backoff_s: tuple[float, float] = (1.0, 30.0),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -116,6 +137,16 @@ class ConsumerService(mode.Service):
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.failure: BaseException | None = None
+        self.restart_on_failure = restart_on_failure
+        self.failure_deadline_s = failure_deadline_s
+        self.restart_backoff_s = restart_backoff_s
+        self.restarts = 0
+        self._failing_since: float | None = None
+        self._backoff = restart_backoff_s[0]
+        self._running_since = 0.0
+        self._after_failure = False
+        self._client_error: tuple[float, str] | None = None
+        self.config.setdefault("error_cb", self._on_client_error)
 
     @property
     def shortlabel(self) -> str:
@@ -152,16 +183,87 @@ class ConsumerService(mode.Service):
             return not self._thread.is_alive()
         return True
 
+    def health(self) -> tuple[str, str | None]:
+        """``ok``, ``degraded`` (recovering, or the handler says so) or ``failed``, with the reason."""
+        failing_since, failure = self._failing_since, self.failure
+        if failure is not None and (failing_since is None or not self.restart_on_failure):
+            return "failed", f"{self.name}: {failure!r}"
+        if failing_since is not None and failure is not None:
+            waited = time.monotonic() - failing_since
+            state = "failed" if waited > self.failure_deadline_s else "degraded"
+            return state, f"{self.name}: restarted {self.restarts}x in {waited:.0f}s, last: {failure}"
+        reason = self.handler.degraded()
+        client_error = self._client_error
+        if (
+            reason is None
+            and client_error is not None
+            and time.monotonic() - client_error[0] < CLIENT_ERROR_FRESH_S
+        ):
+            reason = client_error[1]
+        return ("degraded", f"{self.name}: {reason}") if reason else ("ok", None)
+
+    def _on_client_error(self, error: KafkaError) -> None:
+        """librdkafka's own errors (all brokers down, transport failures); it retries by itself."""
+        self._client_error = (time.monotonic(), str(error))
+        log.warning("%s: kafka client: %s", self.name, error)
+
     # --- the consumer thread ------------------------------------------------------------------
     def _run(self) -> None:
-        try:
-            consumer = self.consumer_factory(self.config)
+        while True:
             try:
-                self._consume(consumer)
-            finally:
-                consumer.close()
-        except BaseException as exc:
-            self._fail(exc)
+                self._run_once()
+                return
+            except BaseException as exc:
+                if not self.restart_on_failure:
+                    self._fail(exc)
+                    return
+                if self._stop_requested.wait(self._note_failure(exc)):
+                    return
+
+    def _run_once(self) -> None:
+        self.handler.starting()
+        consumer = self.consumer_factory(self.config)
+        self._after_failure = False
+        self._running_since = time.monotonic()
+        try:
+            self._consume(consumer)
+        except BaseException:
+            # Nothing more may be committed: the partitions are lost to this attempt, not revoked.
+            self._after_failure = True
+            self._tell_lost(consumer)
+            raise
+        finally:
+            consumer.close()
+
+    def _tell_lost(self, consumer: Consumer) -> None:
+        try:
+            partitions = consumer.assignment()
+        except Exception:  # the consumer itself may be what failed
+            partitions = []
+        try:
+            self.handler.lost(consumer, partitions)
+        except Exception:
+            log.exception("%s: dropping the lost partitions' work failed", self.name)
+
+    def _note_failure(self, exc: BaseException) -> float:
+        """Record a failure of a restartable service; how long to wait before the next attempt."""
+        now = time.monotonic()
+        first, longest = self.restart_backoff_s
+        if self._failing_since is None or now - self._running_since > max(10.0, 2 * self._backoff):
+            self._failing_since = now  # a new streak: the last attempt ran healthily for a while
+            self._backoff = first
+        wait = self._backoff
+        self._backoff = min(longest, self._backoff * 2)
+        self.failure = exc
+        self.restarts += 1
+        log.warning("%s: failed (%r); restarting in %.1fs", self.name, exc, wait)
+        return wait
+
+    def _recovered(self) -> None:
+        if self._failing_since is not None and time.monotonic() - self._running_since > 10.0:
+            log.info("%s: recovered after %d restarts", self.name, self.restarts)
+            self._failing_since = None
+            self.failure = None
 
     def _consume(self, consumer: Consumer) -> None:
         consumer.subscribe(
@@ -177,6 +279,8 @@ class ConsumerService(mode.Service):
             if good:
                 handler.batch(consumer, good)
             handler.idle(consumer)
+            if self._failing_since is not None:
+                self._recovered()
         handler.stopping(consumer)
 
     def _check_errors(self, messages: list[Message]) -> None:
@@ -196,7 +300,10 @@ class ConsumerService(mode.Service):
             consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.handler.revoked(consumer, partitions)
+        if self._after_failure:
+            self.handler.lost(consumer, partitions)
+        else:
+            self.handler.revoked(consumer, partitions)
         self._unassign(consumer, partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

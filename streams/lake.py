@@ -54,6 +54,7 @@ from core.ports import OffsetStore
 from core.settings import Settings
 from schemas import EVENT_SCHEMAS_DIR, event_schemas
 from streams.consumer import BatchHandler, ConsumerOffsets, ConsumerService
+from streams.health import health_board
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
@@ -380,6 +381,7 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
     which would only delay the lake.
     """
     stage = build_stage(settings, registry, beacon=app.beacon)
+    health_board(app).add(stage.service.name, stage.service.health)
     app.add_dependency(stage.service)
     log.info("lake: consuming %s into %s", topic_regex(settings), settings.lake_uri)
 

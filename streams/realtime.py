@@ -39,6 +39,7 @@ from core.realtime.ports import PartialPublisher
 from core.realtime.publish import PartialNotPublished, publish_in_order
 from core.settings import Settings
 from streams.consumer import BatchHandler, ConsumerService
+from streams.health import health_board
 from streams.realtime_api import register_pages
 from streams.realtime_state import TP, RealtimeMetrics, RealtimeState, register_gauges
 
@@ -150,6 +151,9 @@ class RealtimeService(mode.Service):
         )
         await self.add_runtime_dependency(self.consumer)
 
+    def health(self) -> tuple[str, str | None]:
+        return self.consumer.health() if self.consumer is not None else ("degraded", "realtime: starting")
+
     async def on_stop(self) -> None:
         # The consumer first (it waits for the last partials), then the view it restores from.
         if self.consumer is not None:
@@ -166,5 +170,7 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
     """
     state = RealtimeState(settings, RealtimeMetrics.on(registry))
     register_gauges(registry, state)
-    app.add_dependency(RealtimeService(settings, state, beacon=app.beacon))
+    service = RealtimeService(settings, state, beacon=app.beacon)
+    health_board(app).add("realtime", service.health)
+    app.add_dependency(service)
     register_pages(app, state)

@@ -1,42 +1,45 @@
 """The router: each lane's all-events topic → per-event topics, the common projection and the DLQ.
 
-Delivery guarantee: **at-least-once, no commit past a failure.** The sequence that decides what is
-durable before an input offset is committed lives in ``core.routing.commit.LaneCommitPath``
-(classify → create the topics of newly admitted types → enqueue every derived record → once Kafka
-acknowledged every record of the oldest in-flight batch, commit its next offsets). This module only
-wires the real edges into it: ``connectors.kafka_admin.KafkaAdmin``, one idempotent acks=all
-``connectors.router_producer.BulkProducer`` shared by the lanes, and each lane's consumer
-(``streams.consumer.ConsumerOffsets``).
+What is durable before an input offset is committed lives in ``core.routing.commit.LaneCommitPath``
+(classify → hold the events of types whose topic is not ready → send → commit a unit per
+``router_commit_interval_s``). This module wires the real edges into it, per lane:
 
-One :class:`~streams.consumer.ConsumerService` per lane (``router-<lane>``, consumer group
-:func:`input_group_id`) feeds batches to a :class:`LaneHandler` on its consumer thread. A revoke or
-a stop settles and commits the in-flight batches first; lost partitions are dropped uncommitted.
-Any failure to make a batch durable (delivery failing past its retries, a topic the broker does not
-answer for) propagates from the handler, crashes that service and so stops the worker with the
-reason. Nothing is committed after it, so the failed batch and the ones after it are routed again
-after a restart: duplicates downstream, never a gap. A refused offset commit (e.g. mid-rebalance)
-is logged and counted, not fatal: its batch is durable and the next commit covers it. Input can
-never stop the router: every bad record becomes a dead letter, including records Kafka refuses for
-good.
+* ``connectors.router_output.RouterOutput`` — one producer; Kafka transactions in the default
+  ``exactly_once`` mode (``send_offsets_to_transaction`` + ``commit_transaction``), flush-then-commit
+  in ``at_least_once``;
+* ``connectors.topic_provisioner.TopicProvisioner`` — new per-event topics, created off the hot path;
+* a restartable :class:`~streams.consumer.ConsumerService` (``router-<lane>``, consumer group
+  :func:`input_group_id`) feeding a :class:`LaneHandler` on its consumer thread.
+
+A transient failure (broker slow or away, leaders late, a commit timing out) aborts the open unit
+and restarts the lane's consumer with backoff from the committed offsets: the worker and its other
+stages keep running, ``/health`` says ``degraded`` with the reason, and ``highway_router_restarts``
+counts it. Only after ``router_failure_deadline_s`` without a
+healthy run does ``/health`` say ``failed`` (503). Input can never stop the router: every bad record
+becomes a dead letter, including records Kafka refuses for good.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import faust
 from confluent_kafka import Consumer, Message, TopicPartition
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from connectors.instance_slot import claim_instance
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config
-from connectors.router_producer import BulkProducer, PendingDelivery
+from connectors.router_output import RouterOutput
+from connectors.topic_provisioner import TopicProvisioner
 from connectors.wire import codec_for
 from core.routing.classify import SourceRecord
-from core.routing.commit import BatchStats, LaneCommitPath
+from core.routing.commit import LaneCommitPath, UnitStats
 from core.settings import Settings
 from streams.consumer import BatchHandler, ConsumerOffsets, ConsumerService
+from streams.health import health_board
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +47,28 @@ DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 65_536
 
 
 class RouterMetrics:
-    """The router's counters, on the app's registry."""
+    """The router's metrics, on the app's registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.events = Counter(
-            "highway_router_events_total", "Input events routed or dead-lettered", ["lane"], registry=registry
-        )
-        self.dead = Counter(
-            "highway_router_dlq_total",
-            "Events sent to the dead-letter topic",
-            ["lane", "reason"],
-            registry=registry,
-        )
-        self.new_topics = Counter(
-            "highway_router_new_topics_total", "Per-event topics created", ["lane"], registry=registry
-        )
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(f"highway_router_{name}", doc, ["lane", *labels], registry=registry)
 
-    def observe(self, lane: str, stats: BatchStats) -> None:
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"highway_router_{name}", doc, ["lane"], registry=registry)
+
+        self.events = counter("events_total", "Input events routed or dead-lettered")
+        self.dead = counter("dlq_total", "Events sent to the dead-letter topic", "reason")
+        self.commits = counter("commits_total", "Units committed (transactions in exactly_once)")
+        self.new_topics = gauge("new_topics_created", "Per-event topics this process created")
+        self.restarts = gauge("restarts", "Times the lane's consumer restarted after a failure")
+        self.topic_retries = gauge("topic_retries", "Topic provisioning rounds that failed and backed off")
+        self.held = gauge("held_events", "Events waiting for their new topic")
+
+    def observe(self, lane: str, stats: UnitStats) -> None:
         self.events.labels(lane).inc(stats.events)
+        self.commits.labels(lane).inc()
         for reason, count in stats.reasons.items():
             self.dead.labels(lane, reason).inc(count)
-        if stats.new_topics:
-            self.new_topics.labels(lane).inc(stats.new_topics)
 
 
 def source_record(message: Message) -> SourceRecord:
@@ -79,28 +82,76 @@ def source_record(message: Message) -> SourceRecord:
     )
 
 
-class LaneHandler(BatchHandler):
-    """One lane's side of its consumer service: every call goes to the lane's commit path."""
+class ConsumerGroup(ConsumerOffsets):
+    """The input group as the commit path sees it: offsets, or its metadata for a transaction."""
 
-    def __init__(self, path: LaneCommitPath[Any]) -> None:
-        self.path = path
+    def group_metadata(self) -> object:
+        return self._consumer.consumer_group_metadata()
+
+
+class LaneHandler(BatchHandler):
+    """One lane's side of its consumer service: builds the commit path on first use, then feeds it.
+
+    Building it (ensuring the lane's topics, listing the known ones) talks to the broker, so it
+    happens on the consumer thread, where a broker that is away is a restartable failure.
+    """
+
+    def __init__(self, settings: Settings, lane: str, instance: str, metrics: RouterMetrics) -> None:
+        self.settings = settings
+        self.lane = lane
+        self.metrics = metrics
+        self.admin = KafkaAdmin(settings)
+        self.output = RouterOutput(settings, lane, instance)
+        self.provisioner = TopicProvisioner(
+            self.admin, self.output.topic_ready, settings.topic_event_partitions
+        )
+        self.path: LaneCommitPath | None = None
+
+    def _path(self) -> LaneCommitPath:
+        if self.path is None:
+            settings, lane = self.settings, self.lane
+            ensure_lane_topics(settings, self.admin, lane)
+            known = self.admin.list_topics(settings.event_topic_pattern(lane))
+            self.path = LaneCommitPath(
+                settings,
+                lane,
+                self.output,
+                self.provisioner,
+                codec_for(settings, settings.all_events_topic(lane)).decode,
+                known,
+                on_committed=lambda stats: self.metrics.observe(lane, stats),
+            )
+            log.info("router for lane %s: %d known event topics", lane, len(known))
+        return self.path
+
+    def starting(self) -> None:
+        self._path()
 
     def batch(self, consumer: Consumer, messages: list[Message]) -> None:
-        self.path.route([source_record(message) for message in messages], ConsumerOffsets(consumer))
+        self._path().route([source_record(message) for message in messages], ConsumerGroup(consumer))
 
     def idle(self, consumer: Consumer) -> None:
-        if self.path.in_flight:  # settle what Kafka acknowledged meanwhile
-            self.path.route([], ConsumerOffsets(consumer))
+        if self.path is not None:
+            self.path.tick(ConsumerGroup(consumer))
+            self.metrics.held.labels(self.lane).set(self.path.held.count)
+        self.metrics.new_topics.labels(self.lane).set(self.provisioner.created)
 
     def revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.path.drain(ConsumerOffsets(consumer))
+        if self.path is not None:
+            self.path.flush(ConsumerGroup(consumer))
 
     def lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # The group has moved on: commits would be refused, and the new owner routes these again.
-        self.path.discard()
+        # The group moved on, or this attempt failed: nothing more may be committed.
+        if self.path is not None:
+            self.path.discard()
+        else:
+            self.output.abort()
 
     def stopping(self, consumer: Consumer) -> None:
-        self.path.drain(ConsumerOffsets(consumer))
+        self.revoked(consumer, [])
+
+    def degraded(self) -> str | None:
+        return self.provisioner.degraded
 
 
 def ensure_lane_topics(settings: Settings, admin: KafkaAdmin, lane: str) -> None:
@@ -121,6 +172,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
             "group.id": input_group_id(settings),
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
             "fetch.max.bytes": 52_428_800,
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
@@ -128,32 +180,19 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
     )
 
 
-def lane_commit_path(
-    settings: Settings, lane: str, admin: KafkaAdmin, producer: BulkProducer, metrics: RouterMetrics
-) -> LaneCommitPath[PendingDelivery]:
-    """The lane's commit path on the real edges (blocking: lists the lane's known topics)."""
-    codec = codec_for(settings, settings.all_events_topic(lane))
-    path = LaneCommitPath(
-        settings, lane, admin, producer, codec.decode, on_settled=lambda stats: metrics.observe(lane, stats)
-    )
-    log.info("router for lane %s: %d known event topics", lane, len(path.gate.known))
-    return path
-
-
 def register(app: faust.App, settings: Settings, registry: CollectorRegistry) -> None:
-    """A consumer service per lane, each a dependency of the app; creates the lanes' fixed topics first.
+    """A restartable consumer service per lane, each a dependency of the app.
 
     The services are direct dependencies of the app (started with its web server), not
     ``@app.service``s (started only once faust's own consumer group has settled): they do not use
-    faust's consumer. A service's crash propagates to the app and stops the worker with its reason.
+    faust's consumer.
     """
-    admin = KafkaAdmin(settings)
-    producer = BulkProducer(settings, **{"message.timeout.ms": 60_000, "linger.ms": 5})
     metrics = RouterMetrics(registry)
     config = consumer_config(settings)
+    instance = claim_instance(settings.state_dir, "router")
+    board = health_board(app)
     for lane in settings.lanes:
-        ensure_lane_topics(settings, admin, lane)
-        handler = LaneHandler(lane_commit_path(settings, lane, admin, producer, metrics))
+        handler = LaneHandler(settings, lane, instance, metrics)
         service = ConsumerService(
             f"router-{lane}",
             config,
@@ -161,6 +200,11 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
             handler,
             batch_size=settings.router_batch_size,
             batch_wait_s=settings.router_batch_wait_s,
+            restart_on_failure=True,
+            failure_deadline_s=settings.router_failure_deadline_s,
             beacon=app.beacon,
         )
+        board.add(service.name, service.health)
+        metrics.restarts.labels(lane).set_function(partial(getattr, service, "restarts"))
+        metrics.topic_retries.labels(lane).set_function(partial(getattr, handler.provisioner, "retries"))
         app.add_dependency(service)

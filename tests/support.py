@@ -7,16 +7,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
+from confluent_kafka import Message
 
 from core.envvars import settings_env
 from core.settings import Settings
 
-__all__ = ["WorkerProcess", "settings_env", "wait_until"]
+__all__ = ["WorkerProcess", "committed_counts", "cpu_hog", "health", "settings_env", "wait_until"]
 
 T = TypeVar("T")
 
@@ -106,3 +109,42 @@ class WorkerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def health(worker: WorkerProcess) -> tuple[int, dict[str, Any]]:
+    """The worker's /health status code and body ((0, {}) while it does not answer)."""
+    try:
+        response = httpx.get(f"{worker.base_url}/health", timeout=2.0)
+    except httpx.HTTPError:
+        return 0, {}
+    return response.status_code, response.json()
+
+
+def committed_counts(settings: Settings, topics: Iterable[str]) -> Counter[str]:
+    """Records per topic as a read_committed consumer sees them (transaction markers and aborted
+    records excluded, unlike high watermarks)."""
+    from highway.verify.kafka_read import scan_topics
+
+    counts: Counter[str] = Counter()
+
+    def count(batch: list[Message]) -> None:
+        for message in batch:
+            counts[str(message.topic())] += 1
+
+    scan_topics(settings, topics, count)
+    return counts
+
+
+@contextmanager
+def cpu_hog(processes: int = 2) -> Iterator[None]:
+    """Busy loops on every core, as other work on a shared machine would be."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(processes)
+    ]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(10)

@@ -1,242 +1,299 @@
 """The router's commit path for one lane: what must be durable before an input offset is committed.
 
-Delivery guarantee: **at-least-once, no commit past a failure.** For every batch of input records,
-in input order, :class:`LaneCommitPath`:
+Work is grouped in **units**: every record derived from the input batches read since the last
+commit, with the input offsets those batches end at. For each batch, in input order,
+:class:`LaneCommitPath`
 
 1. classifies it (``core.routing.classify``: routed + projection, or one dead letter each);
-2. creates the per-event topics of newly admitted event types (a name the broker refuses for good
-   is dead-lettered as ``topic_create_failed``; a broker that does not answer is a failure);
-3. enqueues every derived record — routed, projection, dead letters — on the producer;
-4. once Kafka acknowledged every record of the **oldest** in-flight batch (records refused for good
-   are dead-lettered and those letters acknowledged too), commits that batch's next offsets.
+2. asks for the topics of newly admitted event types (``TopicProvisioning``, off the hot path) and
+   *holds* the routed records of types whose topic is not ready yet (``core.routing.held``) while
+   every other record is sent at once;
+3. commits the unit through the ``OutputSession`` once it is ``router_commit_interval_s`` old and
+   nothing in it waits for a topic. With an atomic session (Kafka transactions, the default) the
+   unit's records and its input offsets become visible together or not at all — a crash leaves no
+   duplicates in the per-event, common or dead-letter topics. Otherwise every record is acknowledged
+   before the offsets are committed (at least once).
 
-At most ``max_in_flight`` batches await their acknowledgements. Any failure to make a batch durable —
-classifying, creating topics, sending, delivering, dead-lettering — marks the path failed and
-propagates: from then on nothing is committed, not by a later batch, not by :meth:`drain` on a revoke
-or a stop. The failed batch and every later one are consumed again after a restart: duplicates
-downstream, never a gap. A commit that fails (a ``TransientError`` from the offset store, e.g. during
-a rebalance) is different: its batch *is* durable, and commits are cumulative per partition, so the
-next successful commit covers it. It is logged and counted (``commit_failures``), never fatal — at
-worst the batch is routed again after a restart.
+Records Kafka refuses for good are dead-lettered (``produce_refused``) and the unit committed again;
+topics the broker refuses for good dead-letter their events (``topic_create_failed``).
+
+Failures: anything that keeps a unit from being durable — a broker away, a produce or commit timing
+out, a new topic not ready within ``router_topic_wait_s`` — raises out of :meth:`route` /
+:meth:`tick` after marking the path failed. From then on nothing is committed (:meth:`flush` on a
+revoke or stop refuses) until :meth:`discard` drops the unit; the consumer service then reads again
+from the last committed offsets. Nothing past a failure is ever committed, so the failed unit and
+everything after it are routed again: no gap, and in exactly-once mode no duplicate either.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic
+from typing import Any
 
 from core.errors import TerminalError, TransientError
-from core.ports import OffsetStore
-from core.routing.classify import BatchClassifier, ClassifiedBatch, OutRecord, SourceRecord
+from core.routing.classify import BatchClassifier, OutRecord, SourceRecord
 from core.routing.gate import NewTypeGate
-from core.routing.ports import PendingT, RecordProducer, TopicAdmin
+from core.routing.held import HeldRecords
+from core.routing.ports import InputGroup, OutputSession, RefusedRecord, TopicProvisioning
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TOPIC_CREATE_FAILED = "topic_create_failed"
 PRODUCE_REFUSED = "produce_refused"
-MAX_BATCHES_IN_FLIGHT = 4
-SLOW_BATCH_S = 0.5
+MAX_REFUSAL_ROUNDS = 3
+HOLD_POLL_S = 0.02
 
 
 @dataclass
-class BatchStats:
-    """What one settled batch did (for metrics)."""
+class UnitStats:
+    """What one committed unit did (for metrics)."""
 
-    events: int
-    routed: int
-    dead: int
-    new_topics: int
+    events: int = 0
+    routed: int = 0
+    dead: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
-class InFlight(Generic[PendingT]):
-    """One batch whose records are enqueued, with the offsets to commit once all are acknowledged."""
+class Unit:
+    """Records sent since the last commit (in send order) and the input offsets they cover."""
 
-    next_offsets: dict[tuple[str, int], int]
-    events: int
-    out: ClassifiedBatch
-    records: list[OutRecord]
-    pending: PendingT
-    created: int
+    opened_at: float
+    records: list[OutRecord] = field(default_factory=list)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    stats: UnitStats = field(default_factory=UnitStats)
 
 
-class LaneCommitPath(Generic[PendingT]):
-    """Routes and commits one lane's input batches (see the module docstring); not thread-safe.
+class LaneCommitPath:
+    """Routes and commits one lane's input (see the module docstring); not thread-safe.
 
-    ``route`` and ``drain`` are called from one thread (the lane's consumer thread); they block on
-    topic creation and acknowledgements.
+    Every method is called from the lane's consumer thread. ``known_topics`` are the lane's
+    per-event topics that exist already (ready to send to).
     """
 
     def __init__(
         self,
         settings: Settings,
         lane: str,
-        admin: TopicAdmin,
-        producer: RecordProducer[PendingT],
+        session: OutputSession,
+        provisioning: TopicProvisioning,
         decode: Callable[[bytes], dict[str, Any]],
+        known_topics: Iterable[str],
         *,
-        max_in_flight: int = MAX_BATCHES_IN_FLIGHT,
-        on_settled: Callable[[BatchStats], None] = lambda stats: None,
-        clock: Callable[[], float] = time.time,
+        on_committed: Callable[[UnitStats], None] = lambda stats: None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.lane = lane
         self.source_topic = settings.all_events_topic(lane)
-        self.admin = admin
-        self.producer = producer
-        self.max_in_flight = max_in_flight
-        self.on_settled = on_settled
+        self.session = session
+        self.provisioning = provisioning
+        self.commit_interval_s = settings.router_commit_interval_s
+        self.topic_wait_s = settings.router_topic_wait_s
+        self.max_pending = settings.router_max_pending_events
+        self.on_committed = on_committed
         self.clock = clock
-        known = admin.list_topics(settings.event_topic_pattern(lane))
+        self.wall_clock = wall_clock
+        self.ready: set[str] = set(known_topics)
+        self.refused_topics: dict[str, str] = {}
         self.gate = NewTypeGate(
             settings.router_new_types_per_minute,
             settings.router_max_event_types,
             settings.router_event_name_allow,
-            known_topics=known,
+            known_topics=self.ready,
         )
         self.classifier = BatchClassifier(settings, lane, self.gate, decode)
-        self.in_flight: deque[InFlight[PendingT]] = deque()
+        self.held = HeldRecords()
+        self.unit: Unit | None = None
         self.failure: BaseException | None = None
-        self.commit_failures = 0
 
-    # --- the two entry points -----------------------------------------------------------------
-    def route(self, batch: Sequence[SourceRecord], offsets: OffsetStore) -> None:
-        """Enqueue ``batch``'s records, then settle and commit the oldest batches that are done."""
-        self._check_not_failed()
-        try:
-            if batch:
-                self.in_flight.append(self._prepare(batch))
-            while self.in_flight and (
-                self.in_flight[0].pending.done or len(self.in_flight) >= self.max_in_flight
-            ):
-                self._settle_oldest(offsets)
-        except BaseException as exc:
-            self._fail(exc)
-            raise
+    # --- entry points (the consumer thread) ---------------------------------------------------
+    def route(self, batch: Sequence[SourceRecord], group: InputGroup) -> None:
+        """Send ``batch``'s records (holding those whose topic is not ready); commit when due."""
+        self._guarded(lambda: self._route(batch, group))
 
-    def drain(self, offsets: OffsetStore) -> None:
-        """Settle and commit every in-flight batch, oldest first (before partitions go, or at stop).
+    def tick(self, group: InputGroup) -> None:
+        """Time-based work after every poll: release ready topics, commit a due unit."""
+        self._guarded(lambda: self._tick(group))
 
-        After a failure this commits nothing and returns quietly: the failure is already on its way
-        up, and a revoke or a close that follows it must neither commit nor replace it.
+    def flush(self, group: InputGroup) -> None:
+        """Commit the open unit now (partitions are going, or the service stops).
+
+        After a failure, or while records still wait for a topic, the unit is aborted instead: its
+        input is routed again by whoever reads these partitions next.
         """
-        if self.failure is not None:
-            log.warning("lane %s: not committing %d batches after a failure", self.lane, len(self.in_flight))
+        if self.unit is None:
             return
-        try:
-            while self.in_flight:
-                self._settle_oldest(offsets)
-        except BaseException as exc:
-            self._fail(exc)
-            raise
+        if self.failure is not None or self.held:
+            log.warning(
+                "lane %s: aborting %d uncommitted events (%s)",
+                self.lane,
+                self.unit.stats.events,
+                "after a failure" if self.failure is not None else f"{self.held.count} wait for topics",
+            )
+            self.discard()
+            return
+        self._guarded(lambda: self._commit(group))
 
     def discard(self) -> None:
-        """Forget the in-flight batches uncommitted (partitions lost: their new owner routes them again)."""
-        if self.in_flight:
-            log.warning("lane %s: %d batches left uncommitted", self.lane, len(self.in_flight))
-        self.in_flight.clear()
+        """Drop the open unit and what it holds, uncommitted; the path can be used again."""
+        self.session.abort()
+        self.unit = None
+        self.held.clear()
+        self.failure = None
+
+    @property
+    def pending_events(self) -> int:
+        return self.unit.stats.events if self.unit is not None else 0
 
     # --- steps ----------------------------------------------------------------------------------
-    def _check_not_failed(self) -> None:
+    def _guarded(self, step: Callable[[], None]) -> None:
         if self.failure is not None:
             raise TerminalError(f"router for lane {self.lane} failed earlier: {self.failure!r}")
-
-    def _fail(self, exc: BaseException) -> None:
-        if self.failure is None:
+        try:
+            step()
+        except BaseException as exc:
             self.failure = exc
             log.error("lane %s: routing failed; nothing more is committed: %r", self.lane, exc)
+            raise
 
-    def _prepare(self, batch: Sequence[SourceRecord]) -> InFlight[PendingT]:
-        started = time.monotonic()
-        out = self.classifier.classify(batch, int(self.clock() * 1000))
-        created = 0
+    def _open(self) -> Unit:
+        if self.unit is None:
+            self.session.begin()
+            self.unit = Unit(self.clock())
+        return self.unit
+
+    def _route(self, batch: Sequence[SourceRecord], group: InputGroup) -> None:
+        if not batch:
+            return
+        unit = self._open()
+        self._apply_provisioning()
+        out = self.classifier.classify(batch, int(self.wall_clock() * 1000))
         if out.new_topics:
-            created = self._create_topics(out)
-            ready = sorted(out.new_topics & {record.topic for record in out.routed})
-            if ready:
-                self.producer.wait_for_topics(ready)
-        records = out.records()
-        pending = self.producer.send(records)
-        next_offsets: dict[tuple[str, int], int] = {}
+            self.provisioning.request(out.new_topics)
+        ready, held, now = self.ready, self.held, self.clock()
+        to_send: list[OutRecord] = []
+        waiting: list[OutRecord] = []
+        for record in out.routed:
+            topic = record.topic
+            if topic in ready and topic not in held:
+                to_send.append(record)
+            elif topic in self.refused_topics:
+                out.dead.append(self._dead_letter(record, TOPIC_CREATE_FAILED, self.refused_topics[topic]))
+            else:
+                waiting.append(record)
+        held.hold(waiting, now)
+        self._send(to_send + out.projections + out.dead)
+        stats = unit.stats
+        stats.events += len(batch)
+        stats.routed += len(out.routed)
+        stats.dead += len(out.dead)
+        stats.reasons.update(out.reasons)
+        offsets = unit.next_offsets
         for source in batch:
             key = (self.source_topic, source.partition)
-            next_offsets[key] = max(next_offsets.get(key, 0), source.offset + 1)
-        elapsed = time.monotonic() - started
-        if elapsed > SLOW_BATCH_S:
-            log.info("lane %s: %d events took %.3fs to classify and enqueue", self.lane, len(batch), elapsed)
-        return InFlight(next_offsets, len(batch), out, records, pending, created)
+            if source.offset >= offsets.get(key, 0):
+                offsets[key] = source.offset + 1
+        if held and stats.events >= self.max_pending:
+            self._wait_for_topics()
+        self._tick(group)
 
-    def _settle_oldest(self, offsets: OffsetStore) -> None:
-        """Settle, then commit, the oldest batch; it leaves the queue only once committed."""
-        oldest = self.in_flight[0]
-        refused = self.producer.complete(oldest.records, oldest.pending)
-        out = oldest.out
+    def _tick(self, group: InputGroup) -> None:
+        if self.unit is None:
+            return
+        self._apply_provisioning()
+        if self.held:
+            waited = self.held.oldest_wait(self.clock())
+            if waited > self.topic_wait_s:
+                topics = self.held.topics
+                raise TransientError(
+                    f"{self.held.count} events of {len(topics)} new types waited {waited:.0f}s for their "
+                    f"topics (e.g. {topics[0]})"
+                )
+            return
+        if self.clock() - self.unit.opened_at >= self.commit_interval_s:
+            self._commit(group)
+
+    def _wait_for_topics(self) -> None:
+        """Backpressure: the unit is full and cannot commit before its held topics are ready."""
+        deadline = self.clock() + self.topic_wait_s
+        while self.held and self.clock() < deadline:
+            time.sleep(HOLD_POLL_S)
+            self._apply_provisioning()
+
+    def _apply_provisioning(self) -> None:
+        ready, refused = self.provisioning.take_results()
+        for topic in ready:
+            self.ready.add(topic)
+            self._send(self.held.release(topic))
+        for topic, reason in refused.items():
+            self.refused_topics[topic] = reason
+            records = self.held.release(topic)
+            dead = [self._dead_letter(record, TOPIC_CREATE_FAILED, reason) for record in records]
+            if self.unit is not None:
+                self.unit.stats.dead += len(dead)
+                self.unit.stats.routed -= len(dead)
+                self.unit.stats.reasons[TOPIC_CREATE_FAILED] += len(dead)
+            self._send(dead)
+
+    def _send(self, records: list[OutRecord]) -> None:
+        if not records:
+            return
+        unit = self._open()
+        refused = self.session.send(records)
         if refused:
-            self._dead_letter_refused(out, [(oldest.records[r.index], r.error) for r in refused])
-        try:
-            offsets.commit(oldest.next_offsets)
-        except TransientError as exc:
-            self.commit_failures += 1
-            log.warning("lane %s: offset commit failed, the next one covers it: %s", self.lane, exc)
-        self.in_flight.popleft()
-        reasons = Counter(out.reasons)
-        self.on_settled(BatchStats(oldest.events, len(out.routed), len(out.dead), oldest.created, reasons))
+            dead = [self._dead_letter(records[index], PRODUCE_REFUSED, error) for index, error in refused]
+            still = self.session.send(dead)
+            if still:
+                raise TerminalError(f"lane {self.lane}: a dead letter was refused too: {still[0][1]}")
+            gone = {index for index, _ in refused}
+            records = [record for index, record in enumerate(records) if index not in gone] + dead
+            unit.stats.dead += len(dead)
+            unit.stats.reasons[PRODUCE_REFUSED] += len(dead)
+        unit.records.extend(records)
 
-    def _create_topics(self, out: ClassifiedBatch) -> int:
-        try:
-            return len(self.admin.ensure_topics(out.new_topics))
-        except TransientError:
-            log.warning("creating %d topics together failed; trying one by one", len(out.new_topics))
-        failed: dict[str, str] = {}
-        created = 0
-        for topic in sorted(out.new_topics):
-            try:
-                created += len(self.admin.ensure_topics([topic]))
-            except TransientError as exc:
-                failed[topic] = str(exc)
-        if failed:
-            # If the broker itself is away this raises too, and the batch is retried after a restart;
-            # if it answers, these names are refused for good (e.g. a metric-name collision).
-            self.admin.list_topics()
-            for topic in failed:
-                self.gate.forget(topic)
-            doomed = [(record, failed[record.topic]) for record in out.routed if record.topic in failed]
-            self._move_to_dlq(out, doomed, TOPIC_CREATE_FAILED)
-        return created
+    def _dead_letter(self, record: OutRecord, reason: str, detail: str) -> OutRecord:
+        return self.classifier.dead_letter(record.source, reason, f"{record.topic}: {detail}")
 
-    def _dead_letter_refused(self, out: ClassifiedBatch, refused: list[tuple[OutRecord, str]]) -> None:
-        dlq = self.classifier.dlq_topic
-        if any(record.topic == dlq for record, _ in refused):
-            raise TerminalError(f"the dead-letter topic {dlq!r} refused records")
-        record, error = refused[0]
-        log.warning(
-            "lane %s: Kafka refused %d records for good (first: %s to %s); dead-lettering their events",
-            self.lane,
-            len(refused),
-            error,
-            record.topic,
+    def _commit(self, group: InputGroup) -> None:
+        unit = self.unit
+        if unit is None:
+            return
+        for _ in range(MAX_REFUSAL_ROUNDS):
+            refused = self.session.commit(unit.next_offsets, group)
+            if not refused:
+                self.unit = None
+                self.on_committed(unit.stats)
+                return
+            self._replace_refused(unit, refused)
+        raise TerminalError(
+            f"lane {self.lane}: Kafka kept refusing records after {MAX_REFUSAL_ROUNDS} rounds"
         )
-        letters = self._move_to_dlq(out, refused, PRODUCE_REFUSED)
-        still = self.producer.complete(letters, self.producer.send(letters))
-        if still:
-            raise TerminalError(f"the dead-letter topic refused {len(still)} records: {still[0].error}")
 
-    def _move_to_dlq(
-        self, out: ClassifiedBatch, failures: list[tuple[OutRecord, str]], reason: str
-    ) -> list[OutRecord]:
-        """Replace the routed+projection records of the failures' sources by dead letters."""
-        sources: dict[int, tuple[SourceRecord, str]] = {}
-        for record, error in failures:
-            sources.setdefault(id(record.source), (record.source, error))
-        out.routed = [r for r in out.routed if id(r.source) not in sources]
-        out.projections = [r for r in out.projections if id(r.source) not in sources]
-        letters = [self.classifier.dead_letter(source, reason, error) for source, error in sources.values()]
-        out.dead.extend(letters)
-        out.reasons[reason] += len(letters)
-        return letters
+    def _replace_refused(self, unit: Unit, refused: list[RefusedRecord]) -> None:
+        """Dead-letter the records Kafka refused at commit; re-send the unit if it was aborted."""
+        wanted = {(r.topic, r.value): r.error for r in refused}
+        keep: list[OutRecord] = []
+        dead: list[OutRecord] = []
+        for record in unit.records:
+            error = wanted.pop((record.topic, record.value), None)
+            if error is None:
+                keep.append(record)
+            elif record.topic == self.classifier.dlq_topic:
+                raise TerminalError(f"dead-letter topic {record.topic} refused a letter for good: {error}")
+            else:
+                dead.append(self._dead_letter(record, PRODUCE_REFUSED, error))
+        log.warning("lane %s: Kafka refused %d records for good; dead-lettering them", self.lane, len(dead))
+        unit.stats.dead += len(dead)
+        unit.stats.reasons[PRODUCE_REFUSED] += len(dead)
+        if self.session.atomic:  # the unit was aborted: send it again without the refused records
+            unit.records = []
+            self.session.begin()
+            self._send(keep + dead)
+        else:
+            self._send(dead)

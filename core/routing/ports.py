@@ -1,58 +1,70 @@
 """The edges the router's commit path (``core.routing.commit``) is written against.
 
-``connectors.kafka_admin.KafkaAdmin`` and ``connectors.router_producer.BulkProducer`` satisfy these
-structurally; unit tests use fakes that fail at any step. Offsets go to a ``core.ports.OffsetStore``.
+``connectors.router_output.RouterOutput`` and ``connectors.topic_provisioner.TopicProvisioner``
+satisfy these structurally; unit tests use fakes that fail at any step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
+from core.ports import OffsetStore, TopicPartitionKey
 from core.routing.classify import OutRecord
 
 
-class TopicAdmin(Protocol):
-    def ensure_topics(self, names: Iterable[str]) -> list[str]:
-        """Create the topics that do not exist yet; return those this call created.
+class InputGroup(OffsetStore, Protocol):
+    """The input consumer group: plain offset commits, or its metadata for a transaction."""
 
-        Raises ``TransientError`` when a topic could not be created.
+    def group_metadata(self) -> object:
+        """What ``send_offsets_to_transaction`` needs to fence a zombie of this group member."""
+
+
+@dataclass(frozen=True)
+class RefusedRecord:
+    """A record Kafka will never accept (too large, invalid, …) — identified by topic and bytes."""
+
+    topic: str
+    value: bytes
+    error: str
+
+
+class OutputSession(Protocol):
+    """The producer side of the router: records sent since ``begin``, made durable by ``commit``.
+
+    ``atomic`` sessions (Kafka transactions) make a unit's records visible together with its input
+    offsets or not at all; the others (at least once) deliver records as they go and commit the
+    offsets once every record is acknowledged.
+    """
+
+    @property
+    def atomic(self) -> bool: ...
+
+    def begin(self) -> None:
+        """Open a unit of work (a transaction) if none is open; ``TransientError`` if Kafka is away."""
+
+    def send(self, records: Sequence[OutRecord]) -> list[tuple[int, str]]:
+        """Enqueue ``records`` in order; return ``(index, error)`` of those refused before sending."""
+
+    def commit(self, offsets: Mapping[TopicPartitionKey, int], group: InputGroup) -> list[RefusedRecord]:
+        """Make every record sent since ``begin`` durable, and commit ``offsets`` with them.
+
+        Returns ``[]`` on success. Records Kafka refused for good are returned instead, and then
+        *nothing* was committed: an atomic session has aborted the unit (none of its records will
+        be read), the others delivered the rest. Raises ``TransientError`` (after aborting) when
+        durability could not be reached; the caller must not commit anything derived from the unit.
         """
 
-    def list_topics(self, pattern: str | None = None) -> list[str]:
-        """Topic names, optionally those that fullmatch ``pattern``; ``TransientError`` if unreachable."""
+    def abort(self) -> None:
+        """Drop the open unit (best effort, never raises): it will be routed again."""
 
 
-class Pending(Protocol):
-    """Delivery state of one ``send``."""
+class TopicProvisioning(Protocol):
+    """Creates per-event topics in the background and says when the producer can send to them."""
 
-    @property
-    def done(self) -> bool:
-        """Every record sent has a delivery report (acknowledged or failed)."""
+    def request(self, topics: Iterable[str]) -> None:
+        """Ask for ``topics`` to be created (non-blocking, idempotent)."""
 
-
-class Refusal(Protocol):
-    """A record Kafka will never accept: its index in the records sent, and why."""
-
-    @property
-    def index(self) -> int: ...
-
-    @property
-    def error(self) -> str: ...
-
-
-PendingT = TypeVar("PendingT", bound=Pending)
-
-
-class RecordProducer(Protocol[PendingT]):
-    def send(self, records: Sequence[OutRecord]) -> PendingT:
-        """Enqueue ``records`` in order (not blocking on acknowledgements)."""
-
-    def wait_for_topics(self, topics: Sequence[str]) -> None:
-        """Block until the producer can send to just-created ``topics``; ``TransientError`` if not."""
-
-    def complete(self, records: Sequence[OutRecord], pending: PendingT) -> Sequence[Refusal]:
-        """Wait until Kafka acknowledged every record of ``pending`` (re-sending retriable failures).
-
-        Returns the records refused for good; raises when other failures persist.
-        """
+    def take_results(self) -> tuple[list[str], dict[str, str]]:
+        """Topics ready since the last call, and topics refused for good with the reason."""

@@ -1,12 +1,12 @@
 """The router on the real broker, run as `highway worker --role router` subprocesses.
 
 Simulator traffic lands per type (checked with `highway verify`'s checks); a new type gets its topic
-within 5 s; hostile input is routed or dead-lettered count for count; kill -9 loses nothing.
+within 5 s; hostile input is routed or dead-lettered count for count. Failures, restarts and kills:
+``test_router_chaos``.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,77 +14,22 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Message
 
 from connectors.kafka_admin import KafkaAdmin
-from connectors.kafka_config import confluent_config
 from connectors.producer import EventProducer
-from connectors.simulator_feed import produce_simulated_traffic
-from core.errors import TransientError
 from core.routing.naming import event_topic_for
 from core.settings import Settings
-from core.sim import SimConfig, load_truth
-from highway.verify.framework import CheckResult, VerifyContext, registered_checks, run_checks
+from core.sim import load_truth
 from highway.verify.topics import read_topics
-from streams.routing import input_group_id
 from tests.conftest import MakeSettings
-from tests.support import WorkerProcess, wait_until
+from tests.integration.router_support import committed_all, produce, sample_event, verify
+from tests.support import WorkerProcess, committed_counts, wait_until
 
 pytestmark = pytest.mark.integration
 
-TOPIC_CHECKS = ["input", "per-event-topics", "common", "dlq"]
 EVENTS = 12_000  # enough for 200+ types with several events each under the simulator's Zipf law
 UNUSUAL_NAMES = ["équipe_créée", "支付_成功", "Contest.Join", "emoji_🎉", "wallet add cash"]
-
-
-def _produce(settings: Settings, events: int, event_types: int, truth: Path, seed: int = 7) -> None:
-    lane = settings.lanes[0]
-    start_ms = int(time.time() * 1000) - 3_600_000
-    config = SimConfig(start_ms=start_ms, seed=seed, users=2_000, events=events, event_types=event_types)
-    produce_simulated_traffic(settings, config, lane, truth_path=truth)
-
-
-def _committed_all(settings: Settings) -> bool:
-    """The router's consumer group has committed every input offset (all output acknowledged)."""
-    topic = settings.all_events_topic(settings.lanes[0])
-    ends = KafkaAdmin(settings).end_offsets(topic)
-    consumer = Consumer(confluent_config(settings, **{"group.id": input_group_id(settings)}))
-    try:
-        committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
-    except KafkaException:  # e.g. the group coordinator is still loading: ask again
-        return False
-    finally:
-        consumer.close()
-    return all(tp.offset >= ends[tp.partition] for tp in committed)
-
-
-def _count(settings: Settings, topic: str) -> int:
-    try:
-        return sum(KafkaAdmin(settings).end_offsets(topic).values())
-    except TransientError:  # a topic created a moment ago may have no leader yet
-        return 0
-
-
-def _verify(settings: Settings, truth: Path) -> dict[str, CheckResult]:
-    context = VerifyContext(settings, load_truth(truth), settings.lanes[0])
-    return {result.name: result for result in run_checks(context, registered_checks(TOPIC_CHECKS))}
-
-
-def _event(name: str, index: int) -> dict[str, object]:
-    now = int(time.time() * 1000)
-    return {
-        "event_name": name,
-        "event_id": f"00000000-0000-4000-8000-{index:012d}",
-        "user_id": f"u{index % 97}",
-        "session_id": "s",
-        "lane": "x",
-        "platform": "web",
-        "app_version": "1.0.0",
-        "device_id": "d",
-        "client_ts": now,
-        "server_ts": now,
-        "properties": {"i": index},
-    }
 
 
 def test_simulator_types_land_in_their_topics_and_a_new_type_within_5s(
@@ -93,13 +38,13 @@ def test_simulator_types_land_in_their_topics_and_a_new_type_within_5s(
     settings = make_settings()
     lane = settings.lanes[0]
     truth = tmp_path / "truth.json"
-    _produce(settings, events=EVENTS, event_types=220, truth=truth)
+    produce(settings, events=EVENTS, event_types=220, truth=truth)
     assert len(load_truth(truth).counts) >= 200
 
     with WorkerProcess(settings, roles="router") as worker:
         worker.wait_healthy()
-        wait_until(lambda: _committed_all(settings), 180, 0.5, "router committed all input")
-        results = _verify(settings, truth)
+        wait_until(lambda: committed_all(settings), 180, 0.5, "router committed all input")
+        results = verify(settings, truth)
         failed = [result for result in results.values() if not (result.passed and result.present)]
         assert not failed, failed
         assert results["per-event-topics"].actual == EVENTS
@@ -108,11 +53,15 @@ def test_simulator_types_land_in_their_topics_and_a_new_type_within_5s(
         new_name = f"brand_new_type_{lane}"
         new_topic = event_topic_for(settings, lane, new_name)
         with EventProducer(settings) as producer:
-            producer.produce_events(settings.all_events_topic(lane), [_event(new_name, 1)])
+            producer.produce_events(settings.all_events_topic(lane), [sample_event(new_name, 1)])
             producer.flush()
         sent = time.monotonic()
         wait_until(
-            lambda: new_topic in KafkaAdmin(settings).list_topics() and _count(settings, new_topic), 10
+            lambda: (
+                new_topic in KafkaAdmin(settings).list_topics()
+                and committed_counts(settings, [new_topic])[new_topic]
+            ),
+            10,
         )
         assert time.monotonic() - sent < 5.0
         assert worker.alive()
@@ -120,7 +69,7 @@ def test_simulator_types_land_in_their_topics_and_a_new_type_within_5s(
 
 def _hostile_corpus(lane: str) -> list[tuple[bytes, str]]:
     """(value, expected outcome): a reason code, or "routed"."""
-    good = orjson.dumps(_event("contest_join", 0))
+    good = orjson.dumps(sample_event("contest_join", 0))
     corpus: list[tuple[bytes, str]] = [
         (b'{"event_name": "x", ', "malformed_json"),
         (b"not json at all 1", "malformed_json"),
@@ -149,19 +98,19 @@ def _hostile_corpus(lane: str) -> list[tuple[bytes, str]]:
         ),
         (good.replace(b'"properties":{"i":0}', b'"properties":{"n":9223372036854775808}'), "bad_type"),
         (
-            orjson.dumps({**_event("contest_join", 4), "server_ts": int(time.time() * 1000) + 3600_000}),
+            orjson.dumps({**sample_event("contest_join", 4), "server_ts": int(time.time() * 1000) + 3600_000}),
             "future_timestamp",
         ),
-        (orjson.dumps({**_event("contest_join", 1), "client_ts": "yesterday"}), "bad_type"),
-        (orjson.dumps({**_event("contest_join", 2), "event_id": "not-a-uuid"}), "bad_type"),
-        (orjson.dumps({**_event("big_event", 3), "properties": {"pad": "x" * 2_000_000}}), "oversize"),
+        (orjson.dumps({**sample_event("contest_join", 1), "client_ts": "yesterday"}), "bad_type"),
+        (orjson.dumps({**sample_event("contest_join", 2), "event_id": "not-a-uuid"}), "bad_type"),
+        (orjson.dumps({**sample_event("big_event", 3), "properties": {"pad": "x" * 2_000_000}}), "oversize"),
     ]
     for index, name in enumerate(
         ["équipe_créée", "支付_成功", "Contest.Join", "emoji_🎉", "wallet add cash"]
     ):
-        corpus.append((orjson.dumps(_event(name, 10 + index)), "routed"))
+        corpus.append((orjson.dumps(sample_event(name, 10 + index)), "routed"))
     # a real producer's event: numeric user id, nested properties, no server_ts (the router stamps it)
-    real_world = {**_event("lineup_saved", 20), "user_id": 123456789}
+    real_world = {**sample_event("lineup_saved", 20), "user_id": 123456789}
     real_world["properties"] = {"lineup": [{"player_id": f"p{i}", "captain": i == 0} for i in range(11)]}
     del real_world["server_ts"]
     corpus.append((orjson.dumps(real_world), "routed"))
@@ -209,7 +158,7 @@ def test_hostile_input_is_routed_or_dead_lettered_count_for_count(
             for index, (value, _) in enumerate(corpus):
                 producer.produce_raw(source, value, f"k{index}".encode())
             producer.flush()
-        wait_until(lambda: _committed_all(settings), 60, 0.3, "hostile corpus routed")
+        wait_until(lambda: committed_all(settings), 60, 0.3, "hostile corpus routed")
 
         dead = _dlq_outcomes(settings)
         expected_dead = Counter(reason for _, reason in corpus if reason != "routed")
@@ -235,96 +184,17 @@ def test_hostile_input_is_routed_or_dead_lettered_count_for_count(
         # 10 000 distinct names in a burst: the lane's type cap admits what is left of it, the rest
         # is dead-lettered with event_type_quota, and nothing is lost. (The per-minute rate is the
         # same gate on a clock; its unit test drives the clock.)
-        burst = [orjson.dumps(_event(f"burst_{i}", 100 + i)) for i in range(10_000)]
+        burst = [orjson.dumps(sample_event(f"burst_{i}", 100 + i)) for i in range(10_000)]
         with EventProducer(settings) as producer:
             for index, value in enumerate(burst):
                 producer.produce_raw(source, value, f"b{index}".encode())
             producer.flush()
-        wait_until(lambda: _committed_all(settings), 120, 0.5, "burst routed")
+        wait_until(lambda: committed_all(settings), 120, 0.5, "burst routed")
         dead = _dlq_outcomes(settings)
         quota_dead = sum(1 for v in burst if dead.get(v) == ["event_type_quota"])
         burst_topics = KafkaAdmin(settings).list_topics(settings.event_topic_pattern(lane))
         burst_topics = [t for t in burst_topics if ".event.burst_" in t]
         assert len(burst_topics) == cap - len(routed_names)
-        assert sum(_count(settings, t) for t in burst_topics) == len(burst_topics)
+        assert sum(committed_counts(settings, burst_topics).values()) == len(burst_topics)
         assert quota_dead + len(burst_topics) == len(burst)
         assert worker.alive()
-
-
-def test_kill_9_mid_stream_loses_nothing(make_settings: MakeSettings, tmp_path: Path) -> None:
-    total = EVENTS
-    settings = make_settings(router_batch_size=1000)
-    lane = settings.lanes[0]
-    truth = tmp_path / "truth.json"
-    _produce(settings, events=total, event_types=200, truth=truth, seed=11)
-
-    worker = WorkerProcess(settings, roles="router").start()
-    try:
-        worker.wait_healthy()
-        common = settings.common_topic(lane)
-        progress = wait_until(
-            lambda: _count(settings, common) >= total // 4 and _count(settings, common), 120
-        )
-        worker.kill()
-        assert progress < total, "the router finished before the kill; nothing was tested"
-        worker.start()
-        worker.wait_healthy()
-        wait_until(lambda: _committed_all(settings), 180, 0.5, "router committed all input after restart")
-    finally:
-        worker.stop()
-
-    results = _verify(settings, truth)
-    for name in ("per-event-topics", "common"):
-        assert results[name].present
-        assert results[name].missing == 0, results[name]
-    assert results["dlq"].passed, results["dlq"]
-    duplicates = results["per-event-topics"].duplicates
-    print(f"\nkill -9 after {progress} of {total}: 0 lost, {duplicates} duplicates per-event")
-
-
-def test_a_delivery_failure_stops_the_worker_with_the_reason_and_commits_nothing_past_it(
-    make_settings: MakeSettings,
-) -> None:
-    settings = make_settings()
-    lane = settings.lanes[0]
-    source = settings.all_events_topic(lane)
-    # A real failure, no fault injection: a dead-letter topic too small for the letter to come.
-    KafkaAdmin(settings).ensure_topics([settings.dlq_topic(lane)], config={"max.message.bytes": "10000"})
-
-    worker = WorkerProcess(settings, roles="router").start()
-    try:
-        worker.wait_healthy()
-        with EventProducer(settings) as producer:
-            for index in range(10):
-                producer.produce_raw(source, orjson.dumps(_event("contest_join", index)), b"same-key")
-            producer.flush()
-        wait_until(lambda: sum(_committed(settings).values()) == 10, 60, 0.3, "the good events committed")
-        before = _committed(settings)
-        with EventProducer(settings) as producer:
-            # 45 kB of noise: a dead letter the compression cannot shrink under the topic's limit
-            producer.produce_raw(source, os.urandom(45_000), b"same-key")
-            producer.produce_raw(source, orjson.dumps(_event("contest_join", 11)), b"same-key")
-            producer.flush()
-        wait_until(lambda: not worker.alive(), 120, 0.3, "the worker stopped on the failure")
-    finally:
-        worker.stop()
-    assert worker.proc is not None
-    assert worker.proc.returncode != 0
-    log = (worker.log_dir / f"worker-{settings.http_port}-1.log").read_text(errors="replace")
-    assert "ConsumerService[router-" in log, log[-3000:]
-    assert "dead-letter topic" in log, log[-3000:]
-    assert _committed(settings) == before
-    assert sum(before.values()) == 10
-
-
-def _committed(settings: Settings) -> dict[int, int]:
-    topic = settings.all_events_topic(settings.lanes[0])
-    ends = KafkaAdmin(settings).end_offsets(topic)
-    consumer = Consumer(confluent_config(settings, **{"group.id": input_group_id(settings)}))
-    try:
-        committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
-    except KafkaException:  # e.g. the group coordinator is still loading: nothing known yet
-        return {}
-    finally:
-        consumer.close()
-    return {tp.partition: max(tp.offset, 0) for tp in committed}  # nothing committed yet: 0

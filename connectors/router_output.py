@@ -1,0 +1,234 @@
+"""The router's producer side (``core.routing.ports.OutputSession``): transactions or flush-then-commit.
+
+One confluent-kafka producer per lane, configured by ``kafka_config.router_producer_config`` (the
+bench's matched passthrough uses the same). No Python callback runs for a record that succeeds
+(``delivery.report.only.error``); the barrier is ``commit_transaction`` (exactly once) or ``flush``
+(at least once), each bounded by ``timeout_s`` — well under the consumer's ``max.poll.interval.ms``,
+since both run on the consumer thread.
+
+Errors, by kind:
+
+* a record refused before sending (too large for the client) → handed back by ``send``;
+* a record the broker refuses for good (``REFUSED_FOR_GOOD``) → handed back by ``commit`` (the
+  transaction aborted first);
+* anything else (timeouts, broker away, leaders moving) → ``TransientError`` after aborting;
+* a fatal producer error (fenced, idempotence state lost) → the producer is dropped and made anew
+  (``init_transactions`` fences the old one), then ``TransientError``: never retried forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from connectors.kafka_config import router_producer_config
+from core.errors import TransientError
+from core.ports import TopicPartitionKey
+from core.routing.classify import OutRecord
+from core.routing.ports import InputGroup, RefusedRecord
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+_Headers = list[tuple[str, str | bytes | None]]
+ProducerFactory = Callable[[dict[str, Any]], Producer]
+METADATA_TIMEOUT_S = 5.0
+
+# Errors about the record itself: sending it again cannot help, so the router dead-letters it.
+# Every other error is transient: treating an unlisted one (say, a just-created topic's metadata not
+# yet known to this client) as permanent would dead-letter a valid event.
+REFUSED_FOR_GOOD = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_TIMESTAMP,
+        KafkaError.INVALID_MSG,
+        KafkaError.TOPIC_EXCEPTION,
+        KafkaError.POLICY_VIOLATION,
+        KafkaError._INVALID_ARG,
+    }
+)
+
+
+class RouterOutput:
+    """One lane's output session (see the module docstring); used from the consumer thread only,
+    except :meth:`topic_ready`, which the topic provisioner calls from its own thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        lane: str,
+        instance: str | None = None,
+        producer_factory: ProducerFactory = Producer,
+    ) -> None:
+        self.config = router_producer_config(settings, lane, instance)
+        self.atomic = "transactional.id" in self.config
+        self.timeout_s = min(60.0, settings.router_transaction_timeout_s)
+        self._factory = producer_factory
+        self._producer: Producer | None = None
+        self._open = False
+        self._errors: list[tuple[KafkaError, str, bytes]] = []
+        self._fatal: KafkaError | None = None
+        self.recreated = 0
+        self.commit_failures = 0
+
+    # --- callbacks (served by poll/flush/commit on the consumer thread) -------------------------
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None and err.code() not in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+            self._errors.append((err, str(msg.topic()), msg.value() or b""))
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = err
+        log.warning("router producer: %s", err)
+
+    # --- the session ------------------------------------------------------------------------------
+    def producer(self) -> Producer:
+        if self._fatal is not None:
+            self._recreate(f"fatal producer error: {self._fatal}")
+        if self._producer is None:
+            producer = self._factory(
+                {**self.config, "on_delivery": self._on_delivery, "error_cb": self._on_error}
+            )
+            if self.atomic:
+                try:
+                    producer.init_transactions(self.timeout_s)
+                except KafkaException as exc:
+                    raise TransientError(f"router producer could not start its transactions: {exc}") from exc
+            self._producer = producer
+        return self._producer
+
+    def begin(self) -> None:
+        producer = self.producer()
+        if self.atomic and not self._open:
+            try:
+                producer.begin_transaction()
+            except KafkaException as exc:
+                self._recreate(f"begin_transaction: {exc}")
+                raise TransientError(f"could not begin a transaction: {exc}") from exc
+            self._open = True
+
+    def send(self, records: Sequence[OutRecord]) -> list[tuple[int, str]]:
+        producer = self.producer()
+        produce, poll = producer.produce, producer.poll
+        refused: list[tuple[int, str]] = []
+        for index, record in enumerate(records):
+            while True:
+                try:
+                    produce(
+                        record.topic,
+                        record.value,
+                        record.key,
+                        timestamp=record.timestamp_ms or 0,
+                        headers=cast(_Headers, record.headers) or None,
+                    )
+                    break
+                except BufferError:
+                    poll(0.005)  # the local queue is full: let librdkafka send some
+                except KafkaException as exc:  # refused before sending, e.g. larger than message.max.bytes
+                    refused.append((index, str(exc.args[0])))
+                    break
+        poll(0)
+        return refused
+
+    def commit(self, offsets: Mapping[TopicPartitionKey, int], group: InputGroup) -> list[RefusedRecord]:
+        producer = self.producer()
+        if not self.atomic:
+            return self._flush_then_commit(producer, offsets, group)
+        try:
+            positions = [TopicPartition(topic, part, offset) for (topic, part), offset in offsets.items()]
+            producer.send_offsets_to_transaction(positions, group.group_metadata(), self.timeout_s)
+            producer.commit_transaction(self.timeout_s)
+        except KafkaException as exc:
+            return self._after_failed_commit(exc)
+        self._open = False
+        self._errors.clear()
+        return []
+
+    def abort(self) -> None:
+        producer = self._producer
+        if producer is not None:
+            if self.atomic and self._open:
+                try:
+                    producer.abort_transaction(self.timeout_s)
+                except KafkaException as exc:
+                    self._recreate(f"abort_transaction: {exc}")
+            elif not self.atomic:
+                producer.purge(in_queue=True, in_flight=False)  # what was not sent yet need not be
+                producer.poll(0)
+        self._open = False
+        self._errors.clear()
+
+    def topic_ready(self, topic: str) -> bool:
+        """This producer's metadata shows ``topic`` with a leader for every partition."""
+        producer = self._producer
+        if producer is None:
+            return False
+        metadata = producer.list_topics(topic=topic, timeout=METADATA_TIMEOUT_S)
+        found = metadata.topics.get(topic)
+        return bool(
+            found is not None
+            and found.error is None
+            and found.partitions
+            and all(p.leader >= 0 and p.error is None for p in found.partitions.values())
+        )
+
+    def close(self) -> None:
+        self.abort()
+        if self._producer is not None:
+            self._producer.flush(self.timeout_s)
+
+    # --- failures ---------------------------------------------------------------------------------
+    def _flush_then_commit(
+        self, producer: Producer, offsets: Mapping[TopicPartitionKey, int], group: InputGroup
+    ) -> list[RefusedRecord]:
+        remaining = producer.flush(self.timeout_s)
+        refused, failed = self._take_errors()
+        if remaining or failed:
+            self.abort()
+            first = failed[0] if failed else f"{remaining} records unacknowledged after {self.timeout_s:.0f}s"
+            raise TransientError(f"router output not delivered ({len(failed)} failed; first: {first})")
+        if refused:
+            return refused
+        try:
+            group.commit(offsets)
+        except TransientError as exc:  # the records are durable; the next commit covers these offsets
+            self.commit_failures += 1
+            log.warning("router: offset commit failed, the next one covers it: %s", exc)
+        return []
+
+    def _after_failed_commit(self, exc: KafkaException) -> list[RefusedRecord]:
+        error = exc.args[0]
+        refused, failed = self._take_errors()
+        if isinstance(error, KafkaError) and error.fatal():
+            self._recreate(f"commit_transaction: {error}")
+        else:
+            self.abort()
+        if refused and not failed:
+            return refused
+        detail = f"; first delivery failure: {failed[0]}" if failed else ""
+        raise TransientError(f"transaction not committed: {error}{detail}") from exc
+
+    def _take_errors(self) -> tuple[list[RefusedRecord], list[str]]:
+        refused: list[RefusedRecord] = []
+        failed: list[str] = []
+        for error, topic, value in self._errors:
+            if error.code() in REFUSED_FOR_GOOD:
+                refused.append(RefusedRecord(topic, value, str(error)))
+            else:
+                failed.append(f"{topic}: {error}")
+        self._errors.clear()
+        return refused, failed
+
+    def _recreate(self, why: str) -> None:
+        """Drop the producer; the next call makes a new one (whose init_transactions fences the old)."""
+        log.warning("router producer recreated after %s", why)
+        self._producer = None
+        self._open = False
+        self._fatal = None
+        self._errors.clear()
+        self.recreated += 1

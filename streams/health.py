@@ -1,0 +1,49 @@
+"""``/health`` of a worker: the worst state of its stages, each with its reason.
+
+Stages register a probe returning ``(state, reason)`` — ``ok``, ``degraded`` (working, impaired:
+a broker away, new topics late; it recovers unattended) or ``failed`` (not working; the worker keeps
+retrying, and answers 503 so an orchestrator may restart it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from weakref import WeakKeyDictionary
+
+Probe = Callable[[], tuple[str, str | None]]
+_ORDER = {"ok": 0, "degraded": 1, "failed": 2}
+
+
+class HealthBoard:
+    def __init__(self) -> None:
+        self._probes: dict[str, Probe] = {}
+
+    def add(self, name: str, probe: Probe) -> None:
+        self._probes[name] = probe
+
+    def report(self) -> tuple[int, dict[str, Any]]:
+        """HTTP status (503 when a stage failed) and the JSON body."""
+        stages: dict[str, dict[str, str | None]] = {}
+        worst = "ok"
+        for name, probe in self._probes.items():
+            state, reason = probe()
+            stages[name] = {"status": state, "reason": reason}
+            if _ORDER[state] > _ORDER[worst]:
+                worst = state
+        reasons = [f"{state['reason']}" for state in stages.values() if state["reason"]]
+        body: dict[str, Any] = {"status": worst, "stages": stages}
+        if reasons:
+            body["reason"] = "; ".join(reasons)
+        return (503 if worst == "failed" else 200), body
+
+
+_boards: WeakKeyDictionary[object, HealthBoard] = WeakKeyDictionary()
+
+
+def health_board(app: object) -> HealthBoard:
+    """The app's board (made on first use)."""
+    board = _boards.get(app)
+    if board is None:
+        board = _boards[app] = HealthBoard()
+    return board

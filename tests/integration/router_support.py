@@ -1,0 +1,61 @@
+"""Helpers shared by the router's integration tests: traffic, commit progress, verification."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from connectors.kafka_admin import KafkaAdmin
+from connectors.kafka_config import confluent_config
+from connectors.simulator_feed import produce_simulated_traffic
+from core.settings import Settings
+from core.sim import SimConfig, load_truth
+from highway.verify.framework import CheckResult, VerifyContext, registered_checks, run_checks
+from streams.routing import input_group_id
+
+TOPIC_CHECKS = ["input", "per-event-topics", "common", "dlq"]
+
+
+def produce(settings: Settings, events: int, event_types: int, truth: Path, seed: int = 7) -> None:
+    lane = settings.lanes[0]
+    start_ms = int(time.time() * 1000) - 3_600_000
+    config = SimConfig(start_ms=start_ms, seed=seed, users=2_000, events=events, event_types=event_types)
+    produce_simulated_traffic(settings, config, lane, truth_path=truth)
+
+
+def committed_all(settings: Settings) -> bool:
+    """The router's consumer group has committed every input offset (all output acknowledged)."""
+    topic = settings.all_events_topic(settings.lanes[0])
+    ends = KafkaAdmin(settings).end_offsets(topic)
+    consumer = Consumer(confluent_config(settings, **{"group.id": input_group_id(settings)}))
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+    except KafkaException:  # e.g. the group coordinator is still loading: ask again
+        return False
+    finally:
+        consumer.close()
+    return all(tp.offset >= ends[tp.partition] for tp in committed)
+
+
+def verify(settings: Settings, truth: Path) -> dict[str, CheckResult]:
+    context = VerifyContext(settings, load_truth(truth), settings.lanes[0])
+    return {result.name: result for result in run_checks(context, registered_checks(TOPIC_CHECKS))}
+
+
+def sample_event(name: str, index: int) -> dict[str, object]:
+    now = int(time.time() * 1000)
+    return {
+        "event_name": name,
+        "event_id": f"00000000-0000-4000-8000-{index:012d}",
+        "user_id": f"u{index % 97}",
+        "session_id": "s",
+        "lane": "x",
+        "platform": "web",
+        "app_version": "1.0.0",
+        "device_id": "d",
+        "client_ts": now,
+        "server_ts": now,
+        "properties": {"i": index},
+    }
