@@ -28,6 +28,7 @@ from tests.support import WorkerProcess, committed_counts, wait_until
 
 pytestmark = pytest.mark.integration
 
+HOUR_MS = 3_600_000
 EVENTS = 12_000  # enough for 200+ types with several events each under the simulator's Zipf law
 UNUSUAL_NAMES = ["équipe_créée", "支付_成功", "Contest.Join", "emoji_🎉", "wallet add cash"]
 
@@ -98,7 +99,7 @@ def _hostile_corpus(lane: str) -> list[tuple[bytes, str]]:
         ),
         (good.replace(b'"properties":{"i":0}', b'"properties":{"n":9223372036854775808}'), "bad_type"),
         (
-            orjson.dumps({**sample_event("contest_join", 4), "server_ts": int(time.time() * 1000) + 3600_000}),
+            orjson.dumps({**sample_event("contest_join", 4), "server_ts": int(time.time() * 1000) + HOUR_MS}),
             "future_timestamp",
         ),
         (orjson.dumps({**sample_event("contest_join", 1), "client_ts": "yesterday"}), "bad_type"),
