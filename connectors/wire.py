@@ -14,7 +14,11 @@ A ``mock://name`` registry URL gives confluent-kafka's in-memory registry. Clien
 inside one process, so a producer and a router in the same process (as in the tests) see one registry.
 
 ``decode`` only parses; callers run :func:`core.envelope.validate_event` on the result. Avro
-timestamps and UUIDs decode as plain ints and strings, exactly like the JSON form.
+timestamps and UUIDs decode as plain ints and strings, exactly like the JSON form. ``reads_json``
+tells the router its JSON fast path applies (``core/routing/admit.py``); ``reencode(raw, event)``
+writes an event the router changed (normalised or restamped) in the format ``raw`` came in. The
+Avro envelope holds flat scalar properties and a string ``user_id`` only, so Avro encoding validates
+with :data:`core.envelope.FLAT`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from core.envelope import (
+    FLAT,
     encode_json,
     envelope_schema,
     envelope_schema_str,
@@ -51,9 +56,14 @@ class WireCodec(Protocol):
     """Bytes on a topic ↔ event dicts."""
 
     name: str
+    reads_json: bool
 
     def decode(self, raw: bytes) -> dict[str, Any]:
         """Parse one message value; raise SchemaError when it cannot be read."""
+        ...
+
+    def reencode(self, raw: bytes, event: dict[str, Any]) -> bytes:
+        """Serialise ``event`` (decoded from ``raw`` and changed) in ``raw``'s format."""
         ...
 
     def encode(self, event: dict[str, Any]) -> bytes:
@@ -89,9 +99,13 @@ class JsonCodec:
     """UTF-8 JSON objects (orjson)."""
 
     name = "json"
+    reads_json = True
 
     def decode(self, raw: bytes) -> dict[str, Any]:
         return parse_json_event(raw)
+
+    def reencode(self, raw: bytes, event: dict[str, Any]) -> bytes:
+        return encode_json(event)
 
     def encode(self, event: dict[str, Any]) -> bytes:
         return encode_json(event)
@@ -101,6 +115,7 @@ class AvroCodec:
     """Confluent-framed Avro against a schema registry; encodes under ``subject``."""
 
     name = "avro"
+    reads_json = False
 
     def __init__(self, registry: SchemaRegistryClient, subject: str) -> None:
         self._registry = registry
@@ -124,11 +139,14 @@ class AvroCodec:
         return self._schema_id
 
     def encode(self, event: dict[str, Any]) -> bytes:
-        validate_event(event)
+        validate_event(event, FLAT)
         buffer = io.BytesIO()
         buffer.write(_HEADER.pack(MAGIC_BYTE, self.schema_id))
         fastavro.schemaless_writer(buffer, _parsed_envelope(), event)
         return buffer.getvalue()
+
+    def reencode(self, raw: bytes, event: dict[str, Any]) -> bytes:
+        return self.encode(event)
 
     def _writer_schema(self, schema_id: int) -> tuple[Any, Any]:
         writer = self._writers.get(schema_id)
@@ -172,6 +190,8 @@ class AvroCodec:
 class RegistryCodec:
     """Reads JSON and Confluent Avro (told apart by the first byte); writes ``kafka_wire_format``."""
 
+    reads_json = True
+
     def __init__(self, avro: AvroCodec, write_avro: bool) -> None:
         self.avro = avro
         self.json = JsonCodec()
@@ -185,6 +205,11 @@ class RegistryCodec:
 
     def encode(self, event: dict[str, Any]) -> bytes:
         return self._writer.encode(event)
+
+    def reencode(self, raw: bytes, event: dict[str, Any]) -> bytes:
+        if raw[:1] == b"\x00":
+            return self.avro.encode(event)
+        return self.json.encode(event)
 
 
 def codec_for(settings: Settings, topic: str | None = None) -> WireCodec:

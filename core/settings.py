@@ -85,6 +85,25 @@ class Settings(BaseSettings):
     router_new_types_per_minute: int = Field(1000, ge=1, description="per lane")
     router_max_event_types: int = Field(5000, ge=1, description="per lane, total")
     router_event_name_allow: str | None = Field(None, description="regex an event name must fullmatch")
+    router_max_property_depth: int = Field(
+        8, ge=1, le=100, description="levels of nested objects/arrays in properties (flat = 1)"
+    )
+    router_max_property_keys: int = Field(
+        1000, ge=1, description="keys and array items in one event's properties, counted over the whole tree"
+    )
+    router_future_tolerance_s: int = Field(
+        300,
+        ge=0,
+        le=3600,
+        description="server_ts this far ahead of the router's clock is still accepted"
+        " (at most the broker's 1 h log.message.timestamp.after.max.ms)",
+    )
+    router_max_event_age_s: int | None = Field(
+        None, ge=1, description="older server_ts is out of bounds; None = topic_retention_ms (none if -1)"
+    )
+    router_timestamp_policy: Literal["dead_letter", "restamp"] = Field(
+        "dead_letter", description="server_ts out of bounds: dead_letter, or restamp with the router's clock"
+    )
     router_delivery: Literal["exactly_once", "at_least_once"] = Field(
         "exactly_once", description="exactly_once: Kafka transactions; at_least_once: flush, then commit"
     )
@@ -212,6 +231,12 @@ class Settings(BaseSettings):
         if set(roles) == set(all_roles):
             return self.app_id
         return f"{self.app_id}-{'-'.join(sorted(roles))}"
+
+    def max_event_age_ms(self) -> int | None:
+        """How old a ``server_ts`` the router routes unchanged (None: no bound but the epoch)."""
+        if self.router_max_event_age_s is not None:
+            return self.router_max_event_age_s * 1000
+        return None if self.topic_retention_ms < 0 else self.topic_retention_ms
 
     def all_events_topic(self, lane: str) -> str:
         return self.topic_all_events.format(lane=lane)

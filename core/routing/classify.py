@@ -2,9 +2,12 @@
 
 For every input record exactly one of these holds afterwards:
 
-* it is valid and admitted → one *routed* record (value bytes unchanged, key ``user_id``, timestamp
-  ``server_ts``, header ``event_name``) to its per-event topic, and one *projection* record (JSON of
-  the common attributes, key ``user_id``) to the lane's common topic;
+* it is admitted (``core.routing.admit``: valid, normalised, ``server_ts`` within bounds) and its
+  type passes the new-type gate → one *routed* record (value bytes unchanged unless the event was
+  normalised or restamped, key ``user_id``, timestamp ``server_ts``, header ``event_name`` and, when
+  restamped, ``original_server_ts``) to its per-event topic, and one *projection* record (JSON of
+  the common attributes, same key, timestamp and headers but ``event_name``) to the lane's common
+  topic;
 * otherwise → one *dead-letter* record (original key and bytes; headers ``reason``, ``detail``,
   ``source_topic``, ``source_partition``, ``source_offset``).
 
@@ -16,12 +19,11 @@ propagates, because retrying the batch later can succeed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from core.envelope import common_projection, encode_json, validate_event
 from core.errors import SchemaError, TransientError
+from core.routing.admit import ORIGINAL_SERVER_TS, Admission, Decode, Reencode
 from core.routing.gate import NewTypeGate
 from core.routing.naming import event_topic_for
 from core.settings import Settings
@@ -31,9 +33,6 @@ UNDECODABLE = "undecodable"
 DETAIL_MAX_CHARS = 500
 DLQ_MAX_VALUE_BYTES = 3 * 1024 * 1024
 """Larger originals are truncated in the DLQ (header ``truncated_from``) to stay under the broker's limit."""
-FUTURE_TOLERANCE_MS = 60_000
-"""A ``server_ts`` further ahead of the clock than this is not used as the record timestamp: brokers
-reject records too far in the future (Kafka 4 default: 1 h), which would stall the router on input."""
 
 Headers = list[tuple[str, bytes]]
 _NO_HEADERS: Headers = []
@@ -82,12 +81,16 @@ class BatchClassifier:
         settings: Settings,
         lane: str,
         gate: NewTypeGate,
-        decode: Callable[[bytes], dict[str, Any]],
+        decode: Decode,
+        *,
+        reencode: Reencode | None = None,
+        json_fast_path: bool | None = None,
     ) -> None:
         self.settings = settings
         self.lane = lane
         self.gate = gate
         self.decode = decode
+        self.admission = Admission(settings, decode, reencode, json_fast_path)
         self.source_topic = settings.all_events_topic(lane)
         self.common_topic = settings.common_topic(lane)
         self.dlq_topic = settings.dlq_topic(lane)
@@ -124,26 +127,24 @@ class BatchClassifier:
         out = ClassifiedBatch()
         routed, projections, dead, reasons = out.routed, out.projections, out.dead, out.reasons
         gate, known = self.gate, self.gate.known
-        latest_ts = now_ms + FUTURE_TOLERANCE_MS
+        admit = self.admission.admit
+        oldest, newest = self.admission.bounds(now_ms)
         for source in batch:
             raw = source.value
             try:
                 if len(raw) > self.max_event_bytes:
                     limit = self.max_event_bytes
                     raise SchemaError(OVERSIZE, None, f"{len(raw)} bytes, the limit is {limit}")
-                event = self.decode(raw)
-                validate_event(event)
-                name: str = event["event_name"]
-                topic, routed_headers = self._topic(name)
+                event = admit(raw, oldest, newest, now_ms)
+                topic, routed_headers = self._topic(event.name)
                 is_new = topic not in known
                 if is_new or gate.restricts_names:
-                    refused = gate.check(name, topic)
+                    refused = gate.check(event.name, topic)
                     if refused is not None:
                         raise SchemaError(refused[0], "event_name", refused[1])
                     if is_new:
                         out.new_topics.add(topic)
-                user_key = event["user_id"].encode()
-                projection = encode_json(common_projection(event))
+                user_key = event.user_id.encode()
             except SchemaError as exc:
                 dead.append(self.dead_letter(source, exc.reason, exc.detail))
                 reasons[exc.reason] += 1
@@ -154,10 +155,15 @@ class BatchClassifier:
                 dead.append(self.dead_letter(source, UNDECODABLE, f"{type(exc).__name__}: {exc}"))
                 reasons[UNDECODABLE] += 1
                 continue
-            server_ts: int = event["server_ts"]
-            timestamp = server_ts if 0 <= server_ts <= latest_ts else source.timestamp_ms
-            routed.append(OutRecord(topic, user_key, raw, timestamp, routed_headers, source))
+            timestamp = event.server_ts
+            projection_headers = _NO_HEADERS
+            if event.original_server_ts is not None:
+                projection_headers = [(ORIGINAL_SERVER_TS, str(event.original_server_ts).encode())]
+                routed_headers = routed_headers + projection_headers
+            routed.append(OutRecord(topic, user_key, event.value, timestamp, routed_headers, source))
             projections.append(
-                OutRecord(self.common_topic, user_key, projection, timestamp, _NO_HEADERS, source)
+                OutRecord(
+                    self.common_topic, user_key, event.projection, timestamp, projection_headers, source
+                )
             )
         return out

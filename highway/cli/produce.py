@@ -1,7 +1,9 @@
 """`highway produce`: simulated match-day traffic into ``<lane>.events.all``, with a ground-truth file.
 
-The simulated clock starts at ``--start`` (default: now) and ticks at ``--rate`` events per simulated
-second before the surge (``--clock-rate`` when ``--rate 0``). With ``--rate > 0`` sending is paced so
+The simulated clock starts at ``--start`` (default: now; with ``--rate 0``, the run's simulated span
+before now, so that no event's ``server_ts`` lies in the future, which the router would dead-letter
+past ``router_future_tolerance_s``) and ticks at ``--rate`` events per simulated second before the
+surge (``--clock-rate`` when ``--rate 0``). With ``--rate > 0`` sending is paced so
 that simulated time follows wall time; ``--rate 0`` sends as fast as possible. The run ends after
 ``--events`` events or ``--duration`` simulated seconds, whichever comes first.
 
@@ -12,6 +14,7 @@ the benches and the tests.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -79,6 +82,8 @@ def produce(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    if start is None and rate <= 0:
+        config = replace(config, start_ms=config.start_ms - int(config.expected_span_s * 1000))
     try:
         summary = _send_with_progress(settings, config, lane, rate, truth)
     except HighwayError as exc:

@@ -28,6 +28,7 @@ from tests.support import WorkerProcess, committed_counts, wait_until
 
 pytestmark = pytest.mark.integration
 
+HOUR_MS = 3_600_000
 EVENTS = 12_000  # enough for 200+ types with several events each under the simulator's Zipf law
 UNUSUAL_NAMES = ["équipe_créée", "支付_成功", "Contest.Join", "emoji_🎉", "wallet add cash"]
 
@@ -90,9 +91,17 @@ def _hostile_corpus(lane: str) -> list[tuple[bytes, str]]:
         (good.replace(b'"contest_join"', b'"rtl\\u202eoverride"'), "invalid_event_name"),
         (good.replace(b'"contest_join"', b'".hidden"'), "invalid_event_name"),
         (good.replace(b'"contest_join"', b"123"), "bad_type"),
-        (good.replace(b'"server_ts":', b'"server_time":'), "missing_field"),
+        (good.replace(b'"client_ts":', b'"client_time":'), "missing_field"),
         (good.replace(b'"user_id":', b'"userid":'), "missing_field"),
-        (good.replace(b'"properties":{"i":0}', b'"properties":{"nested":{"a":1}}'), "bad_type"),
+        (
+            good.replace(b'"properties":{"i":0}', b'"properties":{"n":' + b"[" * 9 + b"]" * 9 + b"}"),
+            "property_too_deep",
+        ),
+        (good.replace(b'"properties":{"i":0}', b'"properties":{"n":9223372036854775808}'), "bad_type"),
+        (
+            orjson.dumps({**sample_event("contest_join", 4), "server_ts": int(time.time() * 1000) + HOUR_MS}),
+            "future_timestamp",
+        ),
         (orjson.dumps({**sample_event("contest_join", 1), "client_ts": "yesterday"}), "bad_type"),
         (orjson.dumps({**sample_event("contest_join", 2), "event_id": "not-a-uuid"}), "bad_type"),
         (orjson.dumps({**sample_event("big_event", 3), "properties": {"pad": "x" * 2_000_000}}), "oversize"),
@@ -101,6 +110,11 @@ def _hostile_corpus(lane: str) -> list[tuple[bytes, str]]:
         ["équipe_créée", "支付_成功", "Contest.Join", "emoji_🎉", "wallet add cash"]
     ):
         corpus.append((orjson.dumps(sample_event(name, 10 + index)), "routed"))
+    # a real producer's event: numeric user id, nested properties, no server_ts (the router stamps it)
+    real_world = {**sample_event("lineup_saved", 20), "user_id": 123456789}
+    real_world["properties"] = {"lineup": [{"player_id": f"p{i}", "captain": i == 0} for i in range(11)]}
+    del real_world["server_ts"]
+    corpus.append((orjson.dumps(real_world), "routed"))
     return corpus
 
 
@@ -136,6 +150,7 @@ def test_hostile_input_is_routed_or_dead_lettered_count_for_count(
         "Contest.Join",
         "emoji_🎉",
         "wallet add cash",
+        "lineup_saved",
     }
 
     with WorkerProcess(settings, roles="router") as worker:
@@ -163,6 +178,9 @@ def test_hostile_input_is_routed_or_dead_lettered_count_for_count(
             assert _headers(routed)["event_name"] == name.encode()
             assert routed.key() == event["user_id"].encode()
             assert routed.timestamp()[1] == event["server_ts"]
+            if name == "lineup_saved":
+                assert event["user_id"] == "123456789"
+                assert len(event["properties"]["lineup"]) == 11
 
         # 10 000 distinct names in a burst: the lane's type cap admits what is left of it, the rest
         # is dead-lettered with event_type_quota, and nothing is lost. (The per-minute rate is the

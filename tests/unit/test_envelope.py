@@ -11,9 +11,12 @@ from fastavro.validation import validate
 
 from core.envelope import (
     COMMON_FIELDS,
+    FLAT,
+    PropertyLimits,
     common_projection,
     encode_json,
     envelope_schema,
+    normalise_event,
     parse_json_event,
     validate_event,
 )
@@ -90,13 +93,71 @@ def test_wrong_type_is_named(field: str, value: object) -> None:
     assert "expected" in info.value.detail
 
 
-@pytest.mark.parametrize("value", [{"nested": 1}, [1], 2**64])
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1, b"bytes", object()])
 def test_bad_property_value_names_the_property(value: object) -> None:
     event = good_event()
     event["properties"]["bad"] = value
     with pytest.raises(SchemaError) as info:
         validate_event(event)
     assert (info.value.reason, info.value.field) == ("bad_type", "properties.bad")
+    assert info.value.detail.startswith("properties.bad: expected ")
+
+
+def test_nested_properties_are_accepted_and_errors_name_their_path() -> None:
+    event = good_event()
+    lineup = [{"player_id": f"p{i}", "captain": i == 0, "points": [1, 2.5, None]} for i in range(4)]
+    event["properties"]["lineup"] = lineup
+    event["properties"]["meta"] = {"source": {"app": "x"}, "tags": []}
+    validate_event(event)
+    lineup[3]["player_id"] = 2**64
+    with pytest.raises(SchemaError) as info:
+        validate_event(event)
+    assert (info.value.reason, info.value.field) == ("bad_type", "properties.lineup[3].player_id")
+    assert info.value.detail.startswith("properties.lineup[3].player_id: expected null, boolean, 64-bit")
+    assert "got integer 18446744073709551616" in info.value.detail
+
+
+def test_depth_limit_has_its_own_reason() -> None:
+    event = good_event()
+    event["properties"]["a"] = {"b": [{"c": 1}]}  # properties.a.b[0].c is at depth 4
+    validate_event(event, PropertyLimits(max_depth=4))
+    with pytest.raises(SchemaError) as info:
+        validate_event(event, PropertyLimits(max_depth=3))
+    assert (info.value.reason, info.value.field) == ("property_too_deep", "properties.a.b[0]")
+    assert "router_max_property_depth" in info.value.detail
+    with pytest.raises(SchemaError) as info:
+        validate_event(event, FLAT)
+    assert (info.value.reason, info.value.field) == ("property_too_deep", "properties.a")
+
+
+def test_key_limit_counts_keys_and_items_over_the_whole_tree() -> None:
+    event = good_event()
+    event["properties"] = {"a": 1, "b": [10, 20, {"c": 1}]}  # a, b, b[0], b[1], b[2], b[2].c
+    validate_event(event, PropertyLimits(max_keys=6))
+    with pytest.raises(SchemaError) as info:
+        validate_event(event, PropertyLimits(max_keys=5))
+    assert (info.value.reason, info.value.field) == ("too_many_properties", "properties.b[2].c")
+    assert "router_max_property_keys" in info.value.detail
+    event["properties"] = {f"k{i}": i for i in range(10)}
+    with pytest.raises(SchemaError) as info:
+        validate_event(event, PropertyLimits(max_keys=9))
+    assert (info.value.reason, info.value.field) == ("too_many_properties", "properties.k9")
+
+
+def test_normalise_turns_an_integer_user_id_into_its_decimal_string_and_stamps_server_ts() -> None:
+    event = good_event()
+    assert normalise_event(event, 5) is False
+    event["user_id"] = 123456789
+    del event["server_ts"]
+    assert normalise_event(event, 5) is True
+    assert (event["user_id"], event["server_ts"]) == ("123456789", 5)
+    validate_event(event)
+    event["user_id"] = True  # a boolean is not an id
+    assert normalise_event(event, 5) is False
+    with pytest.raises(SchemaError) as info:
+        validate_event(event)
+    assert info.value.field == "user_id"
+    assert info.value.detail.startswith("user_id: expected string or integer")
 
 
 @pytest.mark.parametrize("raw", [b'{"event_name": ', b"nope", b"", b'{"a": "\xff\xfe"}', b"\xc3\x28"])
@@ -142,13 +203,13 @@ def _stricter_than_fastavro(event: dict[str, Any]) -> bool:
     return not_a_uuid or huge_int  # fastavro would silently write an over-long int as a double
 
 
-def test_hand_check_agrees_with_fastavro() -> None:
+def test_hand_check_with_flat_limits_agrees_with_fastavro() -> None:
     parsed = fastavro.parse_schema(copy.deepcopy(envelope_schema()))
     variants = _variants()
     assert sum(map(_stricter_than_fastavro, variants)) == 2
     for event in variants:
         try:
-            validate_event(event)
+            validate_event(event, FLAT)
             ours = True
         except SchemaError:
             ours = False

@@ -97,11 +97,6 @@ def test_unicode_names_route_to_distinct_hashed_topics() -> None:
     assert [headers(r)["event_name"].decode() for r in out.routed] == names
 
 
-def test_far_future_server_ts_falls_back_to_record_timestamp() -> None:
-    out = classifier().classify(records([orjson.dumps(event(server_ts=NOW_MS + 10 * 3600_000))]), NOW_MS)
-    assert out.routed[0].timestamp_ms == NOW_MS - 50
-
-
 def test_gate_rate_limits_new_types_per_sliding_minute() -> None:
     now = [0.0]
     gate = NewTypeGate(per_minute=3, max_types=100, clock=lambda: now[0])
