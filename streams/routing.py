@@ -126,6 +126,10 @@ class LaneHandler(BatchHandler):
 
     def starting(self) -> None:
         self._path()
+        # Before reading: a transactional producer's init fences and aborts the open transaction a
+        # killed predecessor (same transactional id) left, whose pending offsets would otherwise
+        # keep this consumer from fetching its start offsets until the transaction timed out.
+        self.output.producer()
 
     def batch(self, consumer: Consumer, messages: list[Message]) -> None:
         self._path().route([source_record(message) for message in messages], ConsumerGroup(consumer))

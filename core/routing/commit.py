@@ -174,27 +174,32 @@ class LaneCommitPath:
         unit = self._open()
         self._apply_provisioning()
         out = self.classifier.classify(batch, int(self.wall_clock() * 1000))
-        ready, held, now = self.ready, self.held, self.clock()
+        ready, held, now, refused = self.ready, self.held, self.clock(), self.refused_topics
         to_send: list[OutRecord] = []
-        waiting: list[OutRecord] = []
+        projections: list[OutRecord] = []
         doomed = 0
-        for record in out.routed:
+        asked: set[str] = {topic for topic in out.new_topics if topic not in refused}
+        # An event's projection travels with its routed record: held with it, dropped with it when
+        # the event is dead-lettered instead, so that each event is routed and projected, or neither.
+        for record, projection in zip(out.routed, out.projections, strict=True):
             topic = record.topic
             if topic in ready and topic not in held:
                 to_send.append(record)
-            elif topic in self.refused_topics:
-                out.dead.append(self._dead_letter(record, TOPIC_CREATE_FAILED, self.refused_topics[topic]))
+                projections.append(projection)
+            elif topic in refused:
+                self.gate.forget(topic)
+                out.dead.append(self._dead_letter(record, TOPIC_CREATE_FAILED, refused[topic]))
                 out.reasons[TOPIC_CREATE_FAILED] += 1
                 doomed += 1
             else:
-                waiting.append(record)
-        # Every topic that starts waiting is asked for, not only the batch's new ones: a type admitted
-        # by a batch that then failed (and was discarded) is known to the gate but was never requested.
-        asked = out.new_topics | {record.topic for record in waiting if record.topic not in held}
+                # Every topic that starts waiting is asked for, not only the batch's new ones: a type
+                # admitted by a batch that then failed (and was discarded) was never requested.
+                if topic not in held:
+                    asked.add(topic)
+                held.hold(topic, (record, projection), now)
         if asked:
             self.provisioning.request(asked)
-        held.hold(waiting, now)
-        self._send(to_send + out.projections + out.dead)
+        self._send(to_send + projections + out.dead)
         stats = unit.stats
         stats.events += len(batch)
         stats.routed += len(out.routed) - doomed
@@ -240,7 +245,12 @@ class LaneCommitPath:
         for topic, reason in refused.items():
             self.refused_topics[topic] = reason
             records = self.held.release(topic)
-            dead = [self._dead_letter(record, TOPIC_CREATE_FAILED, reason) for record in records]
+            self.gate.forget(topic)  # a refused name does not count toward the lane's type cap
+            dead = [
+                self._dead_letter(record, TOPIC_CREATE_FAILED, reason)
+                for record in records
+                if record.topic == topic  # its projection is dropped with it
+            ]
             if self.unit is not None:
                 self.unit.stats.dead += len(dead)
                 self.unit.stats.routed -= len(dead)
@@ -302,6 +312,10 @@ class LaneCommitPath:
         unit.stats.dead += len(dead)
         unit.stats.reasons[PRODUCE_REFUSED] += len(dead)
         if self.session.atomic:  # the unit was aborted: send it again without the refused records
+            # ... nor their projections: a dead-lettered event is neither routed nor projected.
+            gone = {id(letter.source) for letter in dead}
+            common = self.classifier.common_topic
+            keep = [r for r in keep if not (r.topic == common and id(r.source) in gone)]
             unit.records = []
             self.session.begin()
             self._send(keep + dead)

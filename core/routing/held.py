@@ -14,11 +14,15 @@ from core.routing.classify import OutRecord
 
 
 class HeldRecords:
-    """Records per topic, with the time the oldest of them started waiting (monotonic seconds)."""
+    """Records per topic, with the time the oldest of them started waiting (monotonic seconds).
+
+    ``count`` is the number of events held (each is its routed record and its projection).
+    """
 
     def __init__(self) -> None:
         self._by_topic: dict[str, list[OutRecord]] = {}
         self._since: dict[str, float] = {}
+        self._events: dict[str, int] = {}
         self.count = 0
 
     def __contains__(self, topic: object) -> bool:
@@ -31,20 +35,21 @@ class HeldRecords:
     def topics(self) -> list[str]:
         return sorted(self._by_topic)
 
-    def hold(self, records: Iterable[OutRecord], now: float) -> None:
-        for record in records:
-            waiting = self._by_topic.get(record.topic)
-            if waiting is None:
-                waiting = self._by_topic[record.topic] = []
-                self._since[record.topic] = now
-            waiting.append(record)
-            self.count += 1
+    def hold(self, topic: str, records: Iterable[OutRecord], now: float) -> None:
+        """Hold ``records`` (an event's routed record and its projection) until ``topic`` is ready."""
+        waiting = self._by_topic.get(topic)
+        if waiting is None:
+            waiting = self._by_topic[topic] = []
+            self._since[topic] = now
+        waiting.extend(records)
+        self._events[topic] = self._events.get(topic, 0) + 1
+        self.count += 1
 
     def release(self, topic: str) -> list[OutRecord]:
         """The topic's records, oldest first; the topic no longer waits."""
         records = self._by_topic.pop(topic, [])
         self._since.pop(topic, None)
-        self.count -= len(records)
+        self.count -= self._events.pop(topic, 0)
         return records
 
     def oldest_wait(self, now: float) -> float:
@@ -54,4 +59,5 @@ class HeldRecords:
     def clear(self) -> None:
         self._by_topic.clear()
         self._since.clear()
+        self._events.clear()
         self.count = 0
