@@ -95,9 +95,14 @@ class RealtimeHandler(BatchHandler):
             )
         partials = []
         for key, batch in by_tp.items():
-            _, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
-            self.state.high[key] = high or 0
             partials += self.state.apply(key, batch)
+        # Lag from the consumer's position, not the last offset read: the router writes in
+        # transactions, whose commit markers take offsets that are never delivered as messages.
+        for tp in consumer.position([TopicPartition(*key) for key in by_tp]):
+            if tp.offset < 0:
+                continue
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            self.state.behind[(tp.topic, tp.partition)] = max(0, (high or 0) - tp.offset)
         if partials:
             try:
                 publish_in_order(self.publisher, partials)

@@ -90,7 +90,7 @@ class RealtimeState:
         self.states: dict[TP, PartitionWindows] = {}
         self.parked: dict[TP, PartitionWindows] = {}
         self.partitions: dict[str, int] = {}  # input partitions per lane, written into partials
-        self.high: dict[TP, int] = {}
+        self.behind: dict[TP, int] = {}  # records not read yet per partition (consumer lag)
         self.view: ConcurrencyView | None = None
         self.labels = {lane: StableLabels(settings.realtime_event_name_top_n) for lane in settings.lanes}
         # Readers (HTTP, /metrics) take this lock while the consumer thread applies batches under it;
@@ -195,7 +195,7 @@ class RealtimeState:
         for lane in self.settings.lanes:
             with self.reading():
                 owned = {tp: s for tp, s in self.states.items() if self.lane_of[tp[0]] == lane}
-                lag = {tp[1]: max(0, self.high.get(tp, 0) - s.next_offset) for tp, s in owned.items()}
+                lag = {tp[1]: self.behind.get(tp, 0) for tp in owned}
             out.append(LaneSnapshot(lane, list(owned.values()), self.records(lane), lag))
         return out
 

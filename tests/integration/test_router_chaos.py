@@ -77,7 +77,9 @@ def test_a_burst_of_300_new_types_under_a_cpu_hog(make_settings: MakeSettings, t
 def _paced_feed(settings: Settings, truth: Path, events: int, types: int, rate: float) -> threading.Thread:
     """Simulator traffic at ``rate`` events/s in the background; the truth file is written at the end."""
     start_ms = int(time.time() * 1000) - 600_000
-    config = SimConfig(start_ms=start_ms, seed=5, users=2_000, events=events, event_types=types)
+    config = SimConfig(
+        start_ms=start_ms, seed=5, users=2_000, events=events, event_types=types, base_rate=rate
+    )
     return threading.Thread(
         target=produce_simulated_traffic,
         args=(settings, config, settings.lanes[0]),
@@ -89,8 +91,8 @@ def _paced_feed(settings: Settings, truth: Path, events: int, types: int, rate: 
 def test_kill_9_mid_burst_leaves_no_duplicates(make_settings: MakeSettings, tmp_path: Path) -> None:
     settings = make_settings(router_batch_size=500)
     truth = tmp_path / "truth.json"
-    total = 36_000
-    feeder = _paced_feed(settings, truth, total, types=300, rate=3_000)  # ~12 s of live traffic
+    total = 60_000
+    feeder = _paced_feed(settings, truth, total, types=300, rate=2_000)  # ~30 s of live traffic
     worker = WorkerProcess(settings, roles="router").start()
     kills: list[int] = []
     try:

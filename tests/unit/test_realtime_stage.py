@@ -62,6 +62,9 @@ class FakeConsumer:
     def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
         return 0, 1000
 
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, 990) for tp in partitions]
+
 
 class Msg:
     def __init__(self, topic: str, partition: int, offset: int, ts: int, user: str) -> None:
