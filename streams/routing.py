@@ -197,9 +197,12 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
     board = health_board(app)
     for lane in settings.lanes:
         handler = LaneHandler(settings, lane, instance, metrics)
+        # Static membership: a router restarted after kill -9 takes its partitions back at once,
+        # instead of the group waiting out the dead member's session first.
+        lane_config = {**config, "group.instance.id": f"{settings.router_instance_id or instance}-{lane}"}
         service = ConsumerService(
             f"router-{lane}",
-            config,
+            lane_config,
             [settings.all_events_topic(lane)],
             handler,
             batch_size=settings.router_batch_size,

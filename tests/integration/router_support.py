@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config
 from connectors.simulator_feed import produce_simulated_traffic
+from core.errors import TransientError
 from core.settings import Settings
 from core.sim import SimConfig, load_truth
 from highway.verify.framework import CheckResult, VerifyContext, registered_checks, run_checks
@@ -28,7 +29,10 @@ def produce(settings: Settings, events: int, event_types: int, truth: Path, seed
 def committed_all(settings: Settings) -> bool:
     """The router's consumer group has committed every input offset (all output acknowledged)."""
     topic = settings.all_events_topic(settings.lanes[0])
-    ends = KafkaAdmin(settings).end_offsets(topic)
+    try:
+        ends = KafkaAdmin(settings).end_offsets(topic)
+    except TransientError:  # e.g. a leader not elected yet after a broker restart: ask again
+        return False
     consumer = Consumer(confluent_config(settings, **{"group.id": input_group_id(settings)}))
     try:
         committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)

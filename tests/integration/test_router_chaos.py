@@ -98,7 +98,7 @@ def test_kill_9_mid_burst_leaves_no_duplicates(make_settings: MakeSettings, tmp_
     try:
         worker.wait_healthy()
         feeder.start()
-        for _ in range(3):
+        for _ in range(2):
             before = sum(_committed(settings).values())
 
             def progressed(floor: int = before) -> bool:
