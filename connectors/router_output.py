@@ -211,6 +211,10 @@ class RouterOutput:
 
     def _after_failed_commit(self, exc: KafkaException) -> list[RefusedRecord]:
         error = exc.args[0]
+        if self._producer is not None:
+            # The failed records' delivery reports may still be queued: serve them, so that the
+            # records refused for good are known before the transaction is aborted.
+            self._producer.poll(0)
         refused, failed = self._take_errors()
         if isinstance(error, KafkaError) and error.fatal():
             self._recreate(f"commit_transaction: {error}")
