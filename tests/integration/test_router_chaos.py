@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config
@@ -171,8 +171,9 @@ def _committed(settings: Settings) -> dict[int, int]:
 
 def _set_max_message_bytes(settings: Settings, topic: str, value: int) -> None:
     admin = AdminClient(confluent_config(settings))
-    resource = ConfigResource("TOPIC", topic, set_config={"max.message.bytes": str(value)})
-    for future in admin.alter_configs([resource]).values():
+    entry = ConfigEntry("max.message.bytes", str(value), incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource("TOPIC", topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
         future.result(30)
 
 
