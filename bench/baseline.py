@@ -70,8 +70,15 @@ def preload_events(
     truth_path: Path | None = None,
 ) -> ProduceSummary:
     """Put ``n_events`` simulator events into the lane's all-events topic (timestamps in the past)."""
+    config = bench_sim_config(n_events, event_types, seed, lane)
+    return produce_simulated_traffic(settings, config, lane, truth_path=truth_path)
+
+
+def bench_sim_config(n_events: int, event_types: int, seed: int, lane: str) -> SimConfig:
+    """The benches' simulated traffic: ``n_events`` over ``event_types`` names, an hour in the past
+    (old enough to be history, young enough for the router's ``router_max_event_age_s``)."""
     span_ms = max(60_000, n_events // 2)  # the simulator clock runs ≤ ~2 events/ms even in a surge
-    config = SimConfig(
+    return SimConfig(
         start_ms=int(time.time() * 1000) - span_ms - 3_600_000,
         seed=seed,
         users=min(50_000, max(100, n_events // 10)),
@@ -79,7 +86,6 @@ def preload_events(
         event_types=event_types,
         lane=lane,
     )
-    return produce_simulated_traffic(settings, config, lane, truth_path=truth_path)
 
 
 def passthrough_rate(

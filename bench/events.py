@@ -17,13 +17,14 @@ from functools import cached_property
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
+from bench.baseline import bench_sim_config
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config, producer_config
 from connectors.wire import codec_for
 from core.errors import TransientError
 from core.routing.naming import event_topic_for
 from core.settings import Settings
-from core.sim import MatchDaySimulator, SimConfig
+from core.sim import MatchDaySimulator
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,7 @@ class BenchEvents:
 
 def simulate(settings: Settings, n_events: int, event_types: int, seed: int = 1) -> BenchEvents:
     """``n_events`` match-day events over ``event_types`` names (timestamps an hour in the past)."""
-    span_ms = max(60_000, n_events // 2)  # the simulator clock runs ≤ ~2 events/ms even in a surge
-    config = SimConfig(
-        start_ms=int(time.time() * 1000) - span_ms - 3_600_000,
-        seed=seed,
-        users=min(50_000, max(100, n_events // 10)),
-        events=n_events,
-        event_types=event_types,
-        lane="bench",
-    )
+    config = bench_sim_config(n_events, event_types, seed, "bench")
     encode = codec_for(settings).encode
     partitions = settings.topic_partitions
     records: list[BenchRecord] = []

@@ -36,40 +36,19 @@ class KafkaAdmin:
         partitions: int | None = None,
         config: dict[str, str] | None = None,
     ) -> list[str]:
-        """Create the topics that do not exist yet; return the ones this call created.
+        """Create the topics that do not exist yet; return every one of ``names`` (all exist now).
 
-        Idempotent under races: another worker creating the same topic first is success.
+        Idempotent under races: another worker creating the same topic first is success. Any
+        topic that could not be created raises ``TransientError`` naming it.
         """
-        settings = self._settings
-        wanted = sorted(set(names))
-        if not wanted:
-            return []
-        topic_config = {"retention.ms": str(settings.topic_retention_ms), **(config or {})}
-        new = [
-            NewTopic(
-                name,
-                num_partitions=partitions or settings.topic_partitions,
-                replication_factor=settings.topic_replication_factor,
-                config=topic_config,
-            )
-            for name in wanted
-        ]
-        created: list[str] = []
-        for name, future in self._client.create_topics(new, request_timeout=self._timeout_s).items():
-            try:
-                future.result(timeout=self._timeout_s)
-                created.append(name)
-            except KafkaException as exc:
-                error = exc.args[0]
-                if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                    continue
-                raise TransientError(f"could not create topic {name!r}: {error}") from exc
-            except TimeoutError as exc:
-                raise TransientError(
-                    f"could not create topic {name!r}: no answer from {settings.kafka_bootstrap} "
-                    f"within {self._timeout_s:.0f}s"
-                ) from exc
-        return created
+        existing, refused, failed = self.create_each(
+            names, partitions or self._settings.topic_partitions, config
+        )
+        problems = {**failed, **refused}
+        if problems:
+            name = min(problems)
+            raise TransientError(f"could not create topic {name!r}: {problems[name]}")
+        return existing
 
     def create_each(
         self, names: Iterable[str], partitions: int, config: dict[str, str] | None = None
