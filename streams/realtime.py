@@ -19,6 +19,10 @@ commit path is :func:`core.realtime.publish.publish_in_order` (a partial that fa
 any later partial of its partition is sent); revocation waits for every sent partial, then parks the
 partition's state. Counters (``highway_events_total``, ``highway_late_events_total``) are
 at-least-once across crashes.
+
+Between batches (``idle``, after every poll) the handler advances idle partitions' event clocks and
+publishes what that closes through the same commit path, drops aged parked state, and builds the
+gauge snapshot a scrape asked for (:mod:`streams.realtime_reads`): readers never share a lock with it.
 """
 
 from __future__ import annotations
