@@ -23,6 +23,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigError
+from core.realtime.cardinality import TOPIC_MESSAGE_BYTES, max_partial_bytes
 
 ENV_PREFIX = "HIGHWAY_"
 _LANE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -156,7 +157,24 @@ class Settings(BaseSettings):
     realtime_dimensions: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["platform", "app_version", "event_name"]
     )
-    realtime_event_name_top_n: int = Field(50, ge=1, description="event_name label cardinality cap")
+    realtime_dimension_top_n: int = Field(
+        50, ge=1, description="named values per dimension and window (first seen); later ones: 'other'"
+    )
+    realtime_event_name_top_n: int | None = Field(
+        None, ge=1, description="deprecated name of realtime_dimension_top_n (used when that is unset)"
+    )
+    realtime_max_dimension_chars: int = Field(
+        64, ge=1, le=1024, description="dimension values longer than this are cut to this many characters"
+    )
+    realtime_idle_timeout_s: int = Field(
+        30, ge=0, description="a partition without records this long follows the wall clock (0: never)"
+    )
+    realtime_future_tolerance_s: int = Field(
+        300, ge=0, description="events further ahead of the wall clock are counted, not applied"
+    )
+    realtime_parked_max_age_s: int = Field(
+        300, ge=0, description="a revoked partition's windows are kept this long in case it comes back"
+    )
     realtime_history_hours: int = Field(6, ge=1, description="closed windows kept for the HTTP API")
 
     # --- HTTP (http_*) ---
@@ -208,6 +226,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a valid regular expression: {exc}") from exc
         return pattern
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("realtime_event_name_top_n") is not None:
+            data.setdefault("realtime_dimension_top_n", data["realtime_event_name_top_n"])
+        return data
+
     @model_validator(mode="after")
     def _consistency(self) -> Settings:
         for name in ("topic_all_events", "topic_common", "topic_dlq", "topic_concurrency"):
@@ -217,6 +242,14 @@ class Settings(BaseSettings):
             raise ValueError("topic_per_event must contain '{lane}' and '{name}'")
         if self.realtime_sliding_window_s % self.realtime_window_s:
             raise ValueError("realtime_sliding_window_s must be a multiple of realtime_window_s")
+        partial = max_partial_bytes(
+            self.realtime_dimensions, self.realtime_dimension_top_n, self.realtime_max_dimension_chars
+        )
+        if partial > TOPIC_MESSAGE_BYTES:
+            raise ValueError(
+                f"a realtime partial could reach {partial} bytes, above Kafka's {TOPIC_MESSAGE_BYTES}: "
+                "lower realtime_dimension_top_n, realtime_max_dimension_chars or the dimensions"
+            )
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):

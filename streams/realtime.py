@@ -19,12 +19,17 @@ commit path is :func:`core.realtime.publish.publish_in_order` (a partial that fa
 any later partial of its partition is sent); revocation waits for every sent partial, then parks the
 partition's state. Counters (``highway_events_total``, ``highway_late_events_total``) are
 at-least-once across crashes.
+
+Between batches (``idle``, after every poll) the handler advances idle partitions' event clocks and
+publishes what that closes through the same commit path, drops aged parked state, and builds the
+gauge snapshot a scrape asked for (:mod:`streams.realtime_reads`): readers never share a lock with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -36,7 +41,7 @@ from prometheus_client import CollectorRegistry
 from connectors.kafka_config import confluent_config
 from connectors.metrics_topic import ConcurrencyPublisher, ConcurrencyView, ensure_concurrency_topics
 from core.realtime.ports import PartialPublisher
-from core.realtime.publish import PartialNotPublished, publish_in_order
+from core.realtime.publish import Partial, PartialNotPublished, publish_in_order
 from core.settings import Settings
 from streams.consumer import BatchHandler, ConsumerService
 from streams.health import health_board
@@ -47,6 +52,7 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX = 5000
 BATCH_WITHIN_S = 0.05
+IDLE_CHECK_S = 1.0  # how often idle partitions and parked state are looked at
 
 
 def _key(tp: TopicPartition) -> TP:
@@ -64,6 +70,7 @@ class RealtimeHandler(BatchHandler):
         self.state = state
         self.publisher = publisher
         self.failed = False  # once a partial failed, nothing else may be published or awaited
+        self._last_idle_check = 0.0
 
     def assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [_key(tp) for tp in partitions]
@@ -94,21 +101,43 @@ class RealtimeHandler(BatchHandler):
                 (int(message.offset() or 0), message.value())
             )
         partials = []
+        now_ms = int(time.time() * 1000)
         for key, batch in by_tp.items():
-            partials += self.state.apply(key, batch)
+            partials += self.state.apply(key, batch, now_ms)
+        self._measure_lag(consumer, list(by_tp))
+        self._publish(partials)
+
+    def _measure_lag(self, consumer: Consumer, tps: list[TP]) -> None:
         # Lag from the consumer's position, not the last offset read: the router writes in
         # transactions, whose commit markers take offsets that are never delivered as messages.
-        for tp in consumer.position([TopicPartition(*key) for key in by_tp]):
+        if not tps:
+            return
+        for tp in consumer.position([TopicPartition(*key) for key in tps]):
             if tp.offset < 0:
                 continue
             _, high = consumer.get_watermark_offsets(tp, cached=True)
             self.state.behind[(tp.topic, tp.partition)] = max(0, (high or 0) - tp.offset)
-        if partials:
+
+    def _publish(self, partials: list[Partial]) -> None:
+        if partials and not self.failed:
             try:
                 publish_in_order(self.publisher, partials)
             except PartialNotPublished:
                 self.failed = True
                 raise
+
+    def idle(self, consumer: Consumer) -> None:
+        """After every poll: close idle partitions' windows, then serve a snapshot a reader asked for."""
+        now = time.monotonic()
+        if now - self._last_idle_check >= IDLE_CHECK_S:
+            self._last_idle_check = now
+            # A partition that looked behind at its last batch may have been only a transaction
+            # marker behind: measure again before deciding it is idle.
+            self._measure_lag(
+                consumer, [tp for tp, n in self.state.behind.items() if n and tp in self.state.states]
+            )
+            self._publish(self.state.idle(now))
+        self.state.board.publish_if_wanted(self.state.build_snapshots)
 
     def stopping(self, consumer: Consumer) -> None:
         if not self.failed:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 OTHER = "other"
 
@@ -32,3 +32,21 @@ class StableLabels:
             self._kept.add(value)
             return value
         return OTHER
+
+
+# Kafka's default message size limit (broker message.max.bytes, topic max.message.bytes) is
+# 1 MiB + 12 bytes; the concurrency topic is created with the broker's default.
+TOPIC_MESSAGE_BYTES = 1_048_588
+_ENVELOPE_BYTES = 2_048  # lane, partition, window, checkpoint, key names: generous
+_BYTES_PER_CHAR = 6  # orjson writes a control character as \u00XX; UTF-8 needs at most 4
+_COUNT_BYTES = 24  # quotes, colon, comma and a 64-bit count
+
+
+def max_partial_bytes(dimensions: Sequence[str], value_cap: int, max_chars: int) -> int:
+    """The largest JSON a closed-window partial can be: three measures (users, sliding users, events),
+    each with at most ``value_cap`` named values plus ``other`` per dimension, every value at most
+    ``max_chars`` characters long."""
+    per_value = max_chars * _BYTES_PER_CHAR + _COUNT_BYTES
+    per_dimension = (value_cap + 1) * per_value + 64  # + the braces of the dimension
+    names = sum(len(dim) * _BYTES_PER_CHAR for dim in dimensions)
+    return _ENVELOPE_BYTES + 3 * (len(dimensions) * per_dimension + names)

@@ -15,6 +15,9 @@ is exact for distinct users: users live in one partition, and partitions have on
 * ``highway_active_users{lane}``, ``highway_realtime_partitions{lane}``,
   ``highway_consumer_lag{lane,partition}`` — users seen within the sliding horizon, owned
   partitions, and messages behind the high watermark.
+
+:func:`summarize` computes a lane's numbers once (on the thread that owns the windows);
+:class:`RealtimeCollector` only renders those immutable snapshots.
 """
 
 from __future__ import annotations
@@ -30,13 +33,22 @@ from core.realtime.cardinality import top_n_with_other
 from core.realtime.partials import window_label
 from core.realtime.windows import NO_TIME, Counts, PartitionWindows
 
+Sums = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]  # users, sliding users, events
 
-@dataclass
+
+@dataclass(frozen=True)
 class LaneSnapshot:
+    """What the gauges of one lane show, computed once (by :func:`summarize`) and never changed:
+    a scrape renders it without touching the live windows."""
+
     lane: str
-    states: Sequence[PartitionWindows]
-    records: Sequence[Mapping[str, Any]]  # published partials of this lane (all partitions)
+    owned: int
+    active_users: int
     lag: Mapping[int, int]
+    closed_start: int | None  # None: no owned partition has seen an event
+    current_start: int | None
+    closed: Sums
+    current: Sums
 
 
 def _sum(counts: Iterable[Counts]) -> dict[str, Any]:
@@ -50,6 +62,30 @@ def _sum(counts: Iterable[Counts]) -> dict[str, Any]:
     return total
 
 
+def summarize(
+    lane: str,
+    states: Sequence[PartitionWindows],
+    records: Iterable[Mapping[str, Any]],
+    lag: Mapping[int, int],
+) -> LaneSnapshot:
+    """The gauges' numbers for one lane from its owned partitions' windows and the published partials."""
+    active = sum(s.active_users() for s in states)
+    live = [s for s in states if s.max_ts != NO_TIME]
+    if not live:
+        empty = (_sum(()), _sum(()), _sum(()))
+        return LaneSnapshot(lane, len(states), active, dict(lag), None, None, empty, empty)
+    window_ms = live[0].spec.window_ms
+    closed_start = min(s.closed_until for s in live) - window_ms
+    mine = {s.partition for s in live}
+    closed = [r for r in records if r["window_start"] == closed_start and r["partition"] in mine]
+    current_start = max(s.spec.start(s.max_ts) for s in live)
+    current = [s.window_counts(current_start) for s in live if current_start in s.windows]
+    sums = []
+    for counts in ([(r["users"], r["users_sliding"], r["events"]) for r in closed], current):
+        sums.append((_sum(c[0] for c in counts), _sum(c[1] for c in counts), _sum(c[2] for c in counts)))
+    return LaneSnapshot(lane, len(states), active, dict(lag), closed_start, current_start, sums[0], sums[1])
+
+
 def _emit(family: GaugeMetricFamily, prefix: list[str], counts: Mapping[str, Any], top_n: int) -> None:
     family.add_metric([*prefix, "all", "all"], counts["all"])
     for dim, values in sorted(counts["by"].items()):
@@ -58,7 +94,10 @@ def _emit(family: GaugeMetricFamily, prefix: list[str], counts: Mapping[str, Any
 
 
 class RealtimeCollector(Collector):
-    """Registered once per process; asks ``source`` for the lanes' snapshots at every scrape."""
+    """Registered once per process; asks ``source`` for the lanes' snapshots at every scrape.
+
+    ``source`` returns immutable :class:`LaneSnapshot` objects (built on the thread that owns the
+    windows), so collecting needs no lock on the windows."""
 
     def __init__(self, source: Any, window_s: int, sliding_s: int, top_n: int) -> None:
         self._source = source  # callable () -> list[LaneSnapshot]
@@ -90,26 +129,16 @@ class RealtimeCollector(Collector):
             "highway_consumer_lag", "Messages behind the high watermark", labels=["lane", "partition"]
         )
         for snap in self._source():
-            owned.add_metric([snap.lane], len(snap.states))
-            active.add_metric([snap.lane], sum(s.active_users() for s in snap.states))
+            owned.add_metric([snap.lane], snap.owned)
+            active.add_metric([snap.lane], snap.active_users)
             for partition, behind in sorted(snap.lag.items()):
                 lag.add_metric([snap.lane, str(partition)], behind)
-            live = [s for s in snap.states if s.max_ts != NO_TIME]
-            if not live:
+            if snap.closed_start is None or snap.current_start is None:
                 continue
-            window_ms = live[0].spec.window_ms
-            closed_start = min(s.closed_until for s in live) - window_ms
-            mine = {s.partition for s in live}
-            closed = [r for r in snap.records if r["window_start"] == closed_start and r["partition"] in mine]
-            current_start = max(s.spec.start(s.max_ts) for s in live)
-            current = [s.window_counts(current_start) for s in live if current_start in s.windows]
-            for state, counts in (
-                ("closed", [(r["users"], r["users_sliding"], r["events"]) for r in closed]),
-                ("current", current),
-            ):
-                _emit(users, [snap.lane, self._window, state], _sum(c[0] for c in counts), self._top_n)
-                _emit(users, [snap.lane, self._sliding, state], _sum(c[1] for c in counts), self._top_n)
-                _emit(events, [snap.lane, state], _sum(c[2] for c in counts), self._top_n)
-            starts.add_metric([snap.lane, "closed"], closed_start / 1000)
-            starts.add_metric([snap.lane, "current"], current_start / 1000)
+            for state, sums in (("closed", snap.closed), ("current", snap.current)):
+                _emit(users, [snap.lane, self._window, state], sums[0], self._top_n)
+                _emit(users, [snap.lane, self._sliding, state], sums[1], self._top_n)
+                _emit(events, [snap.lane, state], sums[2], self._top_n)
+            starts.add_metric([snap.lane, "closed"], snap.closed_start / 1000)
+            starts.add_metric([snap.lane, "current"], snap.current_start / 1000)
         yield from (users, events, starts, active, owned, lag)

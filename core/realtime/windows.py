@@ -9,7 +9,17 @@ how events were batched, so replaying the same offsets from a checkpoint rebuild
   partition minus the allowed lateness; an event whose window ended at or before that watermark
   is late — counted in ``late_events``, never added;
 * a window closes when the watermark passes its end; closing emits a :class:`ClosedWindow` with
-  the 1-window counts and the sliding view (union of the last ``slide_windows`` tumbling windows).
+  the 1-window counts and the sliding view (union of the last ``slide_windows`` tumbling windows);
+* bounded by design: each dimension keeps at most ``value_cap`` named values per window — the
+  first ones seen in the partition's event order, so a replay folds the same ones — and folds later
+  values into ``other`` (its bitmap holds their users exactly); the sliding view keeps the
+  ``value_cap`` largest values and folds the rest the same way, so a partial has at most
+  ``value_cap + 1`` values per dimension and measure whatever the input;
+* an event more than ``future_ms`` ahead of the caller's wall clock (``now_ms``) is counted in
+  ``future_events`` and neither added nor allowed to move the watermark (one bad clock must not
+  make every later event late);
+* :meth:`PartitionWindows.advance` moves the event clock of an idle partition (the caller decides
+  from the wall clock when; see ``streams.realtime_state``) so that its windows close.
 
 A :class:`Checkpoint` (published with every closed window) says where a replay must start
 (``resume_offset``: the first event of the oldest window still held) and the watermark state
@@ -24,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from pyroaring import BitMap64
+
+from core.realtime.cardinality import OTHER
 
 NO_TIME = -(1 << 62)
 _PLATFORM_SLOTS = 4096  # active-user entries pack ts * slots + platform index into one int
@@ -43,6 +55,8 @@ class WindowSpec:
     slide_windows: int  # the sliding view spans this many tumbling windows
     lateness_ms: int
     dimensions: tuple[str, ...]
+    value_cap: int = 50  # named values per dimension and window; later ones fold into "other"
+    future_ms: int | None = None  # events further ahead of now_ms are not applied (None: no check)
 
     def start(self, ts_ms: int) -> int:
         return ts_ms - ts_ms % self.window_ms
@@ -85,7 +99,9 @@ class _Window:
     events: int = 0
     events_by: dict[str, Counter[str]] = field(default_factory=dict)
 
-    def add(self, user: int, dims: tuple[str, ...], values: tuple[str, ...]) -> None:
+    def add(
+        self, user: int, dims: tuple[str, ...], values: tuple[str, ...], cap: int, folded: Counter[str]
+    ) -> None:
         self.users.add(user)
         self.events += 1
         users_by = self.users_by
@@ -97,9 +113,28 @@ class _Window:
                 events_by[dim] = Counter()
             bitmap = per_dim.get(value)
             if bitmap is None:
-                bitmap = per_dim[value] = BitMap64()
+                if len(per_dim) - (OTHER in per_dim) >= cap:
+                    value = OTHER
+                    folded[dim] += 1
+                    bitmap = per_dim.get(OTHER)
+                if bitmap is None:
+                    bitmap = per_dim[value] = BitMap64()
             bitmap.add(user)
             events_by[dim][value] += 1
+
+
+def _cap_values(values: dict[str, BitMap64], cap: int) -> dict[str, BitMap64]:
+    """The ``cap`` largest named values (ties by name); the others' users united into ``other``."""
+    named = [(v, b) for v, b in values.items() if v != OTHER]
+    if len(named) <= cap:
+        return values
+    named.sort(key=lambda item: (-len(item[1]), item[0]))
+    kept = dict(named[:cap])
+    rest = [b for _, b in named[cap:]]
+    if OTHER in values:
+        rest.append(values[OTHER])
+    kept[OTHER] = BitMap64.union(*rest)
+    return kept
 
 
 def _bitmap_counts(total: BitMap64, by: dict[str, dict[str, BitMap64]]) -> Counts:
@@ -117,7 +152,9 @@ class PartitionWindows:
         self.next_offset = 0
         self.emit_after = NO_TIME  # windows ending at or before this were published already
         self.late_events = 0
+        self.future_events = 0
         self.events_seen = 0
+        self.folded: Counter[str] = Counter()  # events whose value was folded into "other", per dimension
         self._active: dict[int, int] = {}
         self._platforms: list[str] = []
         self._platform_index: dict[str, int] = {}
@@ -128,22 +165,25 @@ class PartitionWindows:
         self.closed_until = spec.closed_until(self.max_ts)
 
     # --- feeding -----------------------------------------------------------------------------
-    def apply(self, events: Sequence[ParsedEvent]) -> list[ClosedWindow]:
+    def apply(self, events: Sequence[ParsedEvent], now_ms: int | None = None) -> list[ClosedWindow]:
         """Add a batch (offset order); return the windows this batch closed, oldest first."""
         spec = self.spec
         window_ms = spec.window_ms
         lateness = spec.lateness_ms
-        dims = spec.dimensions
+        dims, cap, folded = spec.dimensions, spec.value_cap, self.folded
+        horizon = now_ms + spec.future_ms if now_ms is not None and spec.future_ms is not None else None
         windows = self.windows
         running_max = self.max_ts
-        late = 0
-        accepted = 0
+        late = accepted = future = 0
         last_offset = self.next_offset - 1
         for event in events:
             if event.offset < self.next_offset:
                 continue  # already in this state (at-least-once redelivery)
             last_offset = event.offset
             ts = event.ts_ms
+            if horizon is not None and ts > horizon:
+                future += 1
+                continue
             start = ts - ts % window_ms
             if running_max != NO_TIME and start + window_ms <= running_max - lateness - (
                 (running_max - lateness) % window_ms
@@ -153,7 +193,7 @@ class PartitionWindows:
                 window = windows.get(start)
                 if window is None:
                     window = windows[start] = _Window(start, event.offset, running_max)
-                window.add(event.user, dims, event.values)
+                window.add(event.user, dims, event.values, cap, folded)
                 accepted += 1
             self._touch_active(event.user, ts, event.platform)
             if ts > running_max:
@@ -161,8 +201,26 @@ class PartitionWindows:
         self.next_offset = last_offset + 1
         self.max_ts = running_max
         self.late_events += late
+        self.future_events += future
         self.events_seen += accepted + late
         return self._close()
+
+    def advance(self, ts_ms: int) -> list[ClosedWindow]:
+        """Move the event clock to ``ts_ms`` without an event (an idle partition); close what that closes.
+
+        When windows close but none of them holds data, one empty partial of the newest closed window
+        is emitted anyway: its checkpoint tells readers the partition closed past it, so the
+        cluster-wide windows become complete instead of waiting for this partition's next event.
+        """
+        if self.max_ts == NO_TIME or ts_ms <= self.max_ts:
+            return []
+        self.max_ts = ts_ms
+        before = self.closed_until
+        closed = self._close()
+        if closed or self.closed_until <= max(before, self.emit_after):
+            return closed
+        keep_from = self.closed_until - (self.spec.slide_windows - 1) * self.spec.window_ms
+        return [self._closed_window(self.closed_until - self.spec.window_ms, self._checkpoint(keep_from))]
 
     def _touch_active(self, user: int, ts: int, platform: str) -> None:
         index = self._platform_index.get(platform)
@@ -237,7 +295,8 @@ class PartitionWindows:
             for member in members:
                 for value, bitmap in member.users_by.get(dim, {}).items():
                     values.setdefault(value, []).append(bitmap)
-            sliding_by[dim] = {value: BitMap64.union(*maps) for value, maps in values.items()}
+            united = {value: BitMap64.union(*maps) for value, maps in values.items()}
+            sliding_by[dim] = _cap_values(united, spec.value_cap)
         sliding_all = BitMap64.union(*(m.users for m in members)) if members else BitMap64()
         events: Counts = {
             "all": window.events,

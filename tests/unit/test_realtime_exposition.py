@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.realtime.exposition import LaneSnapshot, RealtimeCollector
+from core.realtime.exposition import LaneSnapshot, RealtimeCollector, summarize
 from core.realtime.partials import to_record
 from core.realtime.windows import ParsedEvent, PartitionWindows, WindowSpec
 
@@ -32,7 +32,7 @@ def snapshot() -> LaneSnapshot:
         closed = state.apply([*events, ParsedEvent(50, 11 * MIN + 1, 999 + partition, "web", ("web", "ev0"))])
         records += [to_record("default", w, 2, 60, 300) for w in closed]
         states.append(state)
-    return LaneSnapshot("default", states, records, {0: 3, 1: 0})
+    return summarize("default", states, records, {0: 3, 1: 0})
 
 
 def test_gauges_parse_and_sum_partitions() -> None:
