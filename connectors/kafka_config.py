@@ -103,3 +103,12 @@ def router_producer_config(settings: Settings, lane: str, instance: str | None =
         extra["transaction.timeout.ms"] = int(settings.router_transaction_timeout_s * 1000)
         extra["message.timeout.ms"] = min(60_000, int(settings.router_transaction_timeout_s * 1000))
     return producer_config(settings, **extra)
+
+
+def subscription_regex(alternatives: list[str]) -> str:
+    """One librdkafka ``^…$`` subscription matching any of the Python regexes ``alternatives``.
+
+    librdkafka's own regex engine knows neither ``(?:…)`` nor the ``\\-`` that ``re.escape`` writes,
+    so the group is a plain one and the dashes are unescaped.
+    """
+    return "^(" + "|".join(pattern.replace("\\-", "-") for pattern in alternatives) + ")$"

@@ -44,7 +44,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from connectors.glue import catalog_for
-from connectors.kafka_config import confluent_config
+from connectors.kafka_config import confluent_config, subscription_regex
 from connectors.lake_fs import LakeStore
 from core.lake.commit import FlushResult, LakeCommitter
 from core.lake.flush import FlushPolicy, PartitionBuffer
@@ -74,8 +74,7 @@ def lake_group_id(settings: Settings) -> str:
 
 def topic_regex(settings: Settings) -> str:
     """librdkafka regex subscription matching every lane's per-event topics."""
-    alternatives = [settings.event_topic_pattern(lane).replace("\\-", "-") for lane in settings.lanes]
-    return "^(" + "|".join(alternatives) + ")$"
+    return subscription_regex([settings.event_topic_pattern(lane) for lane in settings.lanes])
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:

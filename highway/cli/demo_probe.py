@@ -18,12 +18,12 @@ from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from pyarrow import fs
 
-from connectors.kafka_config import confluent_config
+from connectors.kafka_config import confluent_config, subscription_regex
 from connectors.lake_fs import filesystem_for
 from core.lake.layout import parse_data_file
 from core.settings import Settings
 from highway.demo.view import ConcurrencyReading, Snapshot, latest_concurrency
-from highway.verify.kafka_read import CommittedCounter, outputs_regex
+from highway.verify.kafka_read import CommittedCounter
 
 
 class PipelineProbe:
@@ -39,8 +39,12 @@ class PipelineProbe:
         self._rows_by_file: dict[str, int] = {}
         self._http = httpx.Client(timeout=2.0)
         self._event_counts: dict[str, int] = {}
-        outputs = [settings.event_topic_pattern(lane), settings.common_topic(lane), settings.dlq_topic(lane)]
-        self._output = CommittedCounter(settings, "^(?:" + "|".join(outputs_regex(outputs)) + ")$")
+        outputs = [
+            settings.event_topic_pattern(lane),
+            re.escape(settings.common_topic(lane)),
+            re.escape(settings.dlq_topic(lane)),
+        ]
+        self._output = CommittedCounter(settings, subscription_regex(outputs))
 
     def close(self) -> None:
         self._http.close()

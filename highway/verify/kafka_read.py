@@ -7,7 +7,6 @@ multiset per topic, so verifying millions of events does not hold the messages i
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -179,17 +178,6 @@ def topic_event_ids(
     for topic in scan_topics(settings, topics, reduce, timeout_s):
         result.setdefault(topic, TopicIds())
     return result
-
-
-def outputs_regex(patterns_or_names: Iterable[str]) -> list[str]:
-    """Alternatives for one subscription regex: regexes as they are (without anchors), names escaped."""
-    out = []
-    for item in patterns_or_names:
-        if any(char in item for char in "()[]*+?\\"):
-            out.append(item.removeprefix("^").removesuffix("$"))
-        else:
-            out.append(re.escape(item))
-    return out
 
 
 class CommittedCounter:
