@@ -183,7 +183,14 @@ def test_worker_answers_health_and_stops_cleanly_on_sigterm(make_settings: MakeS
     try:
         worker.wait_healthy(90)
         health = httpx.get(f"{worker.base_url}/health", timeout=5).json()
-        assert health == {"status": "ok", "roles": ["router", "lake", "realtime"]}
+        assert health["status"] == "ok"
+        assert health["roles"] == ["router", "lake", "realtime"]
+        lane = settings.lanes[0]
+        assert health["stages"] == {
+            f"router-{lane}": {"status": "ok", "reason": None},
+            "lake": {"status": "ok", "reason": None},
+            "realtime": {"status": "ok", "reason": None},
+        }
         assert worker.proc is not None
         os.killpg(worker.proc.pid, signal.SIGTERM)
         assert worker.proc.wait(60) == 0
