@@ -201,14 +201,26 @@ class CommittedCounter:
         self._consumer.subscribe([regex])
         self._budget_s = poll_budget_s
         self.counts: Counter[str] = Counter()
+        self._next: dict[tuple[str | None, int | None], int] = {}
 
     def poll(self) -> Counter[str]:
         deadline = time.monotonic() + self._budget_s
+        seen = self._next
         while time.monotonic() < deadline:
             batch = self._consumer.consume(num_messages=10_000, timeout=0.05)
             for message in batch:
-                if message.error() is None:
-                    self.counts[str(message.topic())] += 1
+                if message.error() is not None:
+                    continue
+                # A rebalance (a new topic matched the regex) starts the partitions over from the
+                # beginning, since nothing is committed: count each offset once.
+                topic, key, offset = (
+                    str(message.topic()),
+                    (message.topic(), message.partition()),
+                    message.offset(),
+                )
+                if offset is not None and offset >= seen.get(key, 0):
+                    seen[key] = offset + 1
+                    self.counts[topic] += 1
             if not batch and self.counts:
                 break
         return self.counts
