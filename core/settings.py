@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         30.0, ge=1, le=900, description="broker aborts a transaction of a vanished router after this"
     )
     router_instance_id: str = Field(
-        "", description="stable per-process id in the transactional id; empty = the host name"
+        "", description="stable per-process id (transactional id, group member); empty = host+state dir+slot"
     )
     router_topic_wait_s: float = Field(
         30.0, gt=0, description="longest a new type's events wait for their topic before backing off"
