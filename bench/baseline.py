@@ -217,12 +217,13 @@ def time_output(
 
 
 def output_counter(settings: Settings, topic: str) -> Callable[[], int]:
-    """Records written to ``topic`` from now on (sum of high watermarks; 0 before it exists)."""
+    """Records written to ``topic`` from now on and committed (sum of last stable offsets; 0 before it
+    exists): a transaction's records count once it commits, never while open or after an abort."""
     admin = KafkaAdmin(settings)
 
     def total() -> int:
         try:
-            return sum(admin.end_offsets(topic).values())
+            return sum(admin.end_offsets(topic, stable=True).values())
         except TransientError:
             return 0
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic, OffsetSpec
 
 from connectors.kafka_config import confluent_config
 from core.errors import TransientError
@@ -124,26 +124,41 @@ class KafkaAdmin:
             return 0
         return len(found.partitions)
 
-    def end_offsets(self, topic: str) -> dict[int, int]:
-        """High watermark per partition (the count of records ever written, for a fresh topic).
+    def end_offsets(self, topic: str, *, stable: bool = False) -> dict[int, int]:
+        """End offset per partition of ``topic``: the high watermark, or with ``stable`` the last
+        stable offset (below the first record of a transaction still open, or whose commit marker is
+        not written yet: what a ``read_committed`` reader can read now).
 
         Raises ``TransientError`` while a partition has no leader (e.g. just after creation).
         """
         count = self.partitions(topic)
-        consumer = Consumer(confluent_config(self._settings, **{"group.id": "highway-admin-offsets"}))
-        try:
-            result: dict[int, int] = {}
-            for partition in range(count):
+        ends = self.watermarks([(topic, partition) for partition in range(count)], stable=stable)
+        return {partition: high for (_, partition), (_, high) in ends.items()}
+
+    def watermarks(
+        self, partitions: Iterable[tuple[str, int]], *, stable: bool = False
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """(low, high) offsets of many partitions in two requests; ``stable`` as in :meth:`end_offsets`.
+
+        Why the high watermark by default: a transaction's commit returns before its markers reach
+        every partition, so a reader that stops at the stable offset can miss committed records.
+        """
+        wanted = list(dict.fromkeys(partitions))
+        if not wanted:
+            return {}
+        isolation = IsolationLevel.READ_COMMITTED if stable else IsolationLevel.READ_UNCOMMITTED
+        found: dict[tuple[str, int], list[int]] = {key: [0, 0] for key in wanted}
+        for index, spec in enumerate((OffsetSpec.earliest(), OffsetSpec.latest())):
+            request = {TopicPartition(topic, partition): spec for topic, partition in wanted}
+            futures = self._client.list_offsets(
+                request, isolation_level=isolation, request_timeout=self._timeout_s
+            )
+            for tp, future in futures.items():
                 try:
-                    _, high = consumer.get_watermark_offsets(
-                        TopicPartition(topic, partition), timeout=self._timeout_s
-                    )
-                except KafkaException as exc:  # e.g. a topic created a moment ago has no leader yet
-                    raise TransientError(f"no end offset for {topic} [{partition}]: {exc}") from exc
-                result[partition] = high
-            return result
-        finally:
-            consumer.close()
+                    found[tp.topic, tp.partition][index] = future.result(timeout=self._timeout_s).offset
+                except (KafkaException, TimeoutError) as exc:  # e.g. a new topic has no leader yet
+                    raise TransientError(f"no offsets for {tp.topic} [{tp.partition}]: {exc!r}") from exc
+        return {key: (low, high) for key, (low, high) in found.items()}
 
     def delete_topics(self, names: Iterable[str]) -> None:
         for future in self._client.delete_topics(list(names), request_timeout=self._timeout_s).values():

@@ -1,7 +1,8 @@
 """Reading Kafka topics to their current end, for verification (confluent-kafka, batch consume).
 
 Topics are read from the low to the high watermark taken when reading starts (``read_committed``:
-aborted transactional writes are not counted). :func:`topic_event_ids` keeps only an event_id
+aborted transactional writes are not counted; records of a transaction still open when reading
+starts are waited for). :func:`topic_event_ids` keeps only an event_id
 multiset per topic, so verifying millions of events does not hold the messages in memory.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config
 from connectors.wire import codec_for
 from core.errors import SchemaError, TransientError
@@ -56,20 +58,21 @@ def scan_topics(
     try:
         metadata = consumer.list_topics(timeout=timeout_s)
         existing: set[str] = set()
-        ends: dict[tuple[str, int], int] = {}
-        assignment: list[TopicPartition] = []
+        partitions: list[tuple[str, int]] = []
         for topic in dict.fromkeys(topics):
             found = metadata.topics.get(topic)
             if found is None or found.error is not None:
                 continue
             existing.add(topic)
-            for partition in found.partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=timeout_s
-                )
-                if high > low:
-                    assignment.append(TopicPartition(topic, partition, low))
-                    ends[topic, partition] = high
+            partitions.extend((topic, partition) for partition in found.partitions)
+        # Read to the high watermark, not the stable offset: a transaction whose commit returned may
+        # still have markers to write, and stopping at the stable offset would miss its records.
+        ends: dict[tuple[str, int], int] = {}
+        assignment: list[TopicPartition] = []
+        for (topic, partition), (low, high) in KafkaAdmin(settings, timeout_s).watermarks(partitions).items():
+            if high > low:
+                assignment.append(TopicPartition(topic, partition, low))
+                ends[topic, partition] = high
         if assignment:
             consumer.assign(assignment)
             _consume_to_ends(consumer, ends, on_batch, timeout_s)
@@ -106,7 +109,8 @@ def _consume_to_ends(
             (topic, partition), end = next(iter(pending.items()))
             raise TransientError(
                 f"could not read {len(pending)} partition(s) to their end within {timeout_s:.0f}s, "
-                f"e.g. {topic} [{partition}] to offset {end}"
+                f"e.g. {topic} [{partition}] to offset {end} (a transaction left open by a producer "
+                "that died stays unreadable until the broker aborts it)"
             )
 
 

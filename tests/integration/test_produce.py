@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from connectors.kafka_admin import KafkaAdmin
+from connectors.kafka_config import confluent_config
 from connectors.producer import EventProducer
 from connectors.simulator_feed import produce_simulated_traffic
 from connectors.wire import codec_for
@@ -163,3 +166,27 @@ def test_paced_produce_follows_the_simulated_clock(make_settings: MakeSettings) 
     # The last second's first batch is due 2 s after the start; sending faster would break pacing.
     assert summary.seconds >= 1.9
     assert count_messages(settings, summary.topic) == 3_000
+
+
+def test_reading_waits_for_a_transaction_open_when_it_starts(make_settings: MakeSettings) -> None:
+    """A transaction's commit returns before its markers are written everywhere: a reader that
+    stopped at the stable offset (what read_committed watermarks report) missed those records."""
+    settings = make_settings()
+    topic = f"{settings.lanes[0]}.txn-read"
+    KafkaAdmin(settings).ensure_topics([topic], partitions=2)
+    producer = Producer(confluent_config(settings, **{"transactional.id": f"txn-read-{topic}"}))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for index in range(10):
+        producer.produce(topic, f"v{index}".encode(), partition=index % 2)
+    producer.flush(30)
+    assert sum(KafkaAdmin(settings).end_offsets(topic, stable=True).values()) == 0
+    assert sum(KafkaAdmin(settings).end_offsets(topic).values()) == 10
+
+    timer = threading.Timer(1.5, lambda: producer.commit_transaction(30))
+    timer.start()
+    try:
+        assert count_messages(settings, topic) == 10  # started while the transaction was open
+    finally:
+        timer.join()
+    assert sum(KafkaAdmin(settings).end_offsets(topic, stable=True).values()) == 12  # + 2 markers
