@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     lake_topic_rescan_s: float = Field(10.0, gt=0, description="rescan for new per-event topics")
     lake_catalog: Literal["none", "glue", "projection"] = "none"
     lake_glue_database: str = "highway"
+    lake_max_properties_per_event: int = Field(
+        200, ge=1, le=10_000, description="properties of one event that become columns; the rest go to _extra"
+    )
+    lake_max_columns_per_table: int = Field(
+        1000, ge=1, le=10_000, description="property columns of one table; values needing more go to _extra"
+    )
 
     # --- AWS (aws_*): S3 and Glue clients ---
     aws_region: str = "us-east-1"

@@ -13,7 +13,8 @@ regex :func:`topic_regex` (new topics are seen within ``lake_topic_rescan_s``), 
 
 * ``assigned``: recovery from the manifests; reading starts at ``committed_offset + 1`` (or the
   beginning). ``revoked``/``lost``: the partitions' buffers are dropped — the next owner replays them.
-* ``batch``: decode and buffer (records at or below a manifest are skipped if ever seen again).
+* ``batch``: buffer the raw records (records at or below a manifest are skipped if ever seen
+  again); the commit path decodes them at flush time with the wire codec (``codec_for``).
 * ``idle`` (after every poll, with or without messages): flush the buffers that are due — rows,
   bytes, age (so an idle partition still flushes on time), and the largest ones when all buffers
   together exceed ``lake_max_buffered_bytes`` (backpressure: the flush runs before the next poll).
@@ -46,9 +47,10 @@ from prometheus_client.registry import Collector
 from connectors.glue import catalog_for
 from connectors.kafka_config import confluent_config, subscription_regex
 from connectors.lake_fs import LakeStore
+from connectors.wire import codec_for
 from core.lake.commit import FlushResult, LakeCommitter
 from core.lake.flush import FlushPolicy, PartitionBuffer
-from core.lake.records import decode
+from core.lake.records import RawRecord
 from core.lake.schema import TableSchema, schema_from_avro
 from core.ports import OffsetStore
 from core.settings import Settings
@@ -211,7 +213,7 @@ class LakeHandler(BatchHandler):
                 self.stats.skipped_replayed += 1
                 self.metrics.skipped.inc()
                 continue
-            buffer.add(decode(partition, offset, message.timestamp()[1], message.value() or b""), now)
+            buffer.add(RawRecord(partition, offset, message.timestamp()[1], message.value() or b""), now)
 
     def idle(self, consumer: Consumer) -> None:
         now = time.monotonic()
@@ -350,6 +352,7 @@ def build_stage(
         catalog_for(settings),
         ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io"),
         load_overrides() if overrides is None else overrides,
+        decode_event=codec_for(settings).decode,  # JSON, or Avro through the schema registry
     )
     policy = FlushPolicy(
         settings.lake_flush_rows,

@@ -36,12 +36,14 @@ from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from core.envelope import parse_json_event
 from core.lake.encode import build_table, parquet_bytes
 from core.lake.flush import FilePlan, PartitionBuffer, plan_files
 from core.lake.layout import PartitionValue, manifest_key, schema_key, table_name, table_prefix
 from core.lake.manifest import Manifest, orphan_files
 from core.lake.ports import Catalog, ObjectStore
-from core.lake.schema import TableSchema
+from core.lake.records import EventDecoder, LakeRow, decode_records
+from core.lake.schema import ShapeLimits, TableSchema
 from core.ports import OffsetStore
 from core.settings import Settings
 
@@ -64,6 +66,10 @@ def raise_first(outcomes: Sequence[BaseException | None]) -> None:
     for outcome in outcomes:
         if outcome is not None:
             raise outcome
+
+
+def _quarantined(row: LakeRow, error: str) -> None:
+    log.warning("lake: offset %s of partition %s kept as _raw: %s", row.offset, row.partition, error)
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,7 @@ class LakeCommitter:
     catalog: Catalog | None
     pool: Executor
     overrides: dict[str, TableSchema] = field(default_factory=dict)
+    decode_event: EventDecoder = parse_json_event  # the wire codec's decode, passed in by the edge
     manifests: dict[TP, Manifest] = field(default_factory=dict)
     schemas: dict[TableKey, TableSchema] = field(default_factory=dict)
     stored_schemas: dict[TableKey, bytes] = field(default_factory=dict)
@@ -185,8 +192,9 @@ class LakeCommitter:
         for buffer in chosen:
             lane, table = self.resolve(buffer.topic)
             where = f"{buffer.topic}[{buffer.partition}]@{buffer.rows[0].offset}"
-            self.schemas[(lane, table)].observe((row.properties for row in buffer.rows), where)
-            plans = plan_files(lane, table, buffer.rows, self.settings.lake_partition_time)
+            rows = decode_records(buffer.rows, self.decode_event)  # buffers hold raw bytes
+            self.schemas[(lane, table)].observe((row.properties for row in rows), where)
+            plans = plan_files(lane, table, rows, self.settings.lake_partition_time)
             manifest = self.manifests[(buffer.topic, buffer.partition)]
             advanced = manifest.advanced(buffer.rows[-1].offset, len(buffer.rows), (p.key for p in plans))
             work.append(_Work(buffer, lane, table, plans, advanced))
@@ -194,12 +202,18 @@ class LakeCommitter:
 
     def _load_schema(self, key: TableKey) -> None:
         lane, table = key
-        override = self.overrides.get(table)
-        schema = TableSchema(dict(override.columns), override.declared) if override else TableSchema()
         stored = self.store.get(schema_key(lane, table))
+        # The stored schema first: the columns a table has keep their types, an override only
+        # declares the ones it does not have yet.
+        schema = TableSchema.from_bytes(stored) if stored else TableSchema()
         if stored:
-            schema.merge(TableSchema.from_bytes(stored))
             self.stored_schemas[key] = stored
+        override = self.overrides.get(table)
+        if override is not None:
+            schema.merge(override)
+        schema.limits = ShapeLimits(
+            self.settings.lake_max_properties_per_event, self.settings.lake_max_columns_per_table
+        )
         self.schemas[key] = schema
 
     def _write_files(self, work: list[_Work]) -> list[int]:
@@ -210,7 +224,8 @@ class LakeCommitter:
 
         def write(index: int) -> None:
             item, plan = files[index]
-            data = parquet_bytes(build_table(plan.rows, self.schemas[(item.lane, item.table)]), compression)
+            table = build_table(plan.rows, self.schemas[(item.lane, item.table)], _quarantined)
+            data = parquet_bytes(table, compression)
             self.store.put(plan.key, data)
             sizes[index] = len(data)
 

@@ -1,14 +1,20 @@
 """Rows → one Arrow table → Parquet bytes. Pure: no storage, so it is testable without S3.
 
 Columns: the envelope (strings; ``client_ts``/``server_ts`` as ``timestamp[ms, UTC]``), the Kafka
-coordinates ``_kafka_partition``/``_kafka_offset`` (they make duplicates provable), ``_raw`` (the
-original bytes of a record that was not a JSON object, else null), then one column per property in
-the table schema (``p_<name>``, typed by the schema).
+coordinates ``_kafka_partition``/``_kafka_offset`` (they make duplicates provable), ``_raw`` and
+``_error`` (the original bytes of a record that could not be decoded or encoded, and why; else
+null), ``_extra`` (JSON text of the properties over the caps, else null), then one column per
+property column of the table schema, each of its one fixed type (see ``core.lake.schema``).
+
+A record that cannot be encoded (a value Arrow refuses) never fails the flush: its batch is
+encoded again with that record reduced to ``_raw`` and the failing column named in ``_error``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -17,7 +23,7 @@ import pyarrow.parquet as pq
 
 from core.envelope import STRING_FIELDS
 from core.lake.records import ENVELOPE_TIMES, LakeRow, epoch_ms
-from core.lake.schema import BOOL, DOUBLE, INT, STRING, TableSchema, column_for_property
+from core.lake.schema import BOOL, DOUBLE, INT, STRING, TableSchema, value_class
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     BOOL: pa.bool_(),
@@ -27,31 +33,35 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 }
 TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
 ROW_GROUP_ROWS = 128 * 1024
+RAW, ERROR, EXTRA = "_raw", "_error", "_extra"
 
 
-def _text(value: Any) -> str | None:
+class ColumnError(ValueError):
+    """A value Arrow refused, with the column it was meant for."""
+
+    def __init__(self, column: str, cause: Exception) -> None:
+        super().__init__(f"{column}: {type(cause).__name__}: {cause}")
+
+
+def text(value: Any) -> str | None:
+    """A string as it is, anything else as compact JSON (integers of any size included)."""
     if value is None:
         return None
     if isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # orjson refuses integers beyond 64 bits
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _to_column(value: Any, kind: str) -> Any:
-    """``value`` as the column type; None when it cannot be (only possible for declared columns)."""
-    if value is None:
-        return None
+    """``value`` in a column of type ``kind`` that accepts it (``TableSchema.column_for``)."""
     if kind == STRING:
-        return _text(value)
-    if isinstance(value, bool):
-        return value if kind == BOOL else None
-    if kind == INT:
-        if isinstance(value, int):
-            return value
-        return int(value) if isinstance(value, float) and value.is_integer() else None
+        return text(value)
     if kind == DOUBLE:
-        return float(value) if isinstance(value, int | float) else None
-    return None
+        return float(value)
+    return value
 
 
 def envelope_schema() -> list[pa.Field]:
@@ -60,7 +70,9 @@ def envelope_schema() -> list[pa.Field]:
         *(pa.field(name, TIMESTAMP_TYPE) for name in ENVELOPE_TIMES),
         pa.field("_kafka_partition", pa.int32()),
         pa.field("_kafka_offset", pa.int64()),
-        pa.field("_raw", pa.string()),
+        pa.field(RAW, pa.string()),
+        pa.field(ERROR, pa.string()),
+        pa.field(EXTRA, pa.string()),
     ]
 
 
@@ -69,31 +81,88 @@ def arrow_schema(schema: TableSchema) -> pa.Schema:
     return pa.schema([*envelope_schema(), *props])
 
 
-def build_table(rows: Sequence[LakeRow], schema: TableSchema) -> pa.Table:
-    """One Arrow table for ``rows``, with every column of ``schema`` (null where absent)."""
+def _array(column: str, values: list[Any], kind: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, kind)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
+        raise ColumnError(column, exc) from exc
+
+
+def _properties(
+    rows: Sequence[LakeRow], schema: TableSchema
+) -> tuple[dict[str, list[Any]], list[str | None]]:
+    """Each property value in its column; per row, the JSON text of what went to ``_extra``."""
+    size, limit = len(rows), schema.limits.max_properties
+    by_column: dict[str, list[Any]] = {}
+    extras: list[str | None] = [None] * size
+    for index, row in enumerate(rows):
+        props = row.properties
+        extra: dict[str, Any] = {}
+        for name, value in islice(props.items(), limit):
+            kind = value_class(value)
+            if kind is None:
+                continue
+            column = schema.column_for(name, kind)
+            if column is None:
+                extra[name] = value  # the table is at its column cap
+                continue
+            values = by_column.get(column)
+            if values is None:
+                values = by_column[column] = [None] * size
+            values[index] = _to_column(value, schema.columns[column])
+        if len(props) > limit:
+            extra.update(islice(props.items(), limit, None))
+        if extra:
+            extras[index] = text(extra)
+    return by_column, extras
+
+
+def _build(rows: Sequence[LakeRow], schema: TableSchema) -> pa.Table:
     events = [row.event or {} for row in rows]
     arrays: list[pa.Array] = [
-        pa.array([_text(event.get(name)) for event in events], pa.string()) for name in STRING_FIELDS
+        _array(name, [text(event.get(name)) for event in events], pa.string()) for name in STRING_FIELDS
     ]
     arrays += [
-        pa.array([epoch_ms(event.get(name)) for event in events], pa.int64()).cast(TIMESTAMP_TYPE)
+        _array(name, [epoch_ms(event.get(name)) for event in events], pa.int64()).cast(TIMESTAMP_TYPE)
         for name in ENVELOPE_TIMES
     ]
     arrays.append(pa.array([row.partition for row in rows], pa.int32()))
     arrays.append(pa.array([row.offset for row in rows], pa.int64()))
-    arrays.append(
-        pa.array([None if row.event is not None else row.raw.decode(errors="replace") for row in rows])
-    )
-    by_column: dict[str, list[Any]] = {column: [None] * len(rows) for column in schema.columns}
-    for index, row in enumerate(rows):
-        for name, value in row.properties.items():
-            column = column_for_property(name)
-            kind = schema.columns.get(column)
-            if kind is not None:
-                by_column[column][index] = _to_column(value, kind)
+    arrays.append(pa.array([None if row.event is not None else row.raw_text() for row in rows], pa.string()))
+    arrays.append(pa.array([row.error for row in rows], pa.string()))
+    by_column, extras = _properties(rows, schema)
+    arrays.append(pa.array(extras, pa.string()))
+    empty: list[Any] = [None] * len(rows)
     for column, kind in schema.columns.items():
-        arrays.append(pa.array(by_column[column], ARROW_TYPES[kind]))
+        arrays.append(_array(column, by_column.get(column, empty), ARROW_TYPES[kind]))
     return pa.Table.from_arrays(arrays, schema=arrow_schema(schema))
+
+
+def build_table(
+    rows: Sequence[LakeRow],
+    schema: TableSchema,
+    on_quarantine: Callable[[LakeRow, str], None] | None = None,
+) -> pa.Table:
+    """One Arrow table for ``rows``, with every column of ``schema`` (null where absent).
+
+    A row Arrow refuses is kept as ``_raw`` with ``_error`` naming the column and the cause
+    (``on_quarantine`` hears of each); the other rows are unaffected."""
+    try:
+        return _build(rows, schema)
+    except ColumnError:
+        if len(rows) == 1 and rows[0].event is None:
+            raise
+    kept = []
+    for row in rows:
+        try:
+            _build([row], schema)
+            kept.append(row)
+        except ColumnError as exc:
+            error = f"not encodable: {exc}"
+            if on_quarantine is not None:
+                on_quarantine(row, error)
+            kept.append(row.quarantined(error))
+    return _build(kept, schema)
 
 
 def parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:

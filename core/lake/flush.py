@@ -1,7 +1,9 @@
 """Per topic-partition buffers and the flush policy: rows, bytes or age — whichever comes first.
 
 Memory is bounded by ``max_buffered_bytes`` across all buffers: above it the consumer must flush
-(the largest buffers first) before it reads more — backpressure instead of growth.
+(the largest buffers first) before it reads more — backpressure instead of growth. Buffers hold the
+raw records (:class:`core.lake.records.RawRecord`), so ``size_bytes`` is what they really hold;
+records are decoded at flush time, one batch at a time.
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from core.lake.layout import PartitionValue, data_file_key
-from core.lake.records import LakeRow, partition_value
-
-ROW_OVERHEAD_BYTES = 200  # Python objects around each record, so the cap tracks real memory
+from core.lake.records import LakeRow, RawRecord, partition_value, record_bytes
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,11 @@ class PartitionBuffer:
 
     topic: str
     partition: int
-    rows: list[LakeRow] = field(default_factory=list)
+    rows: list[RawRecord] = field(default_factory=list)
     size_bytes: int = 0
     started_at: float = 0.0
 
-    def add(self, row: LakeRow, now: float) -> None:
+    def add(self, row: RawRecord, now: float) -> None:
         if not self.rows:
             self.started_at = now
         elif row.offset <= self.rows[-1].offset:
@@ -65,9 +65,9 @@ class PartitionBuffer:
                 f"{self.topic}[{self.partition}]: offset {row.offset} after {self.rows[-1].offset}"
             )
         self.rows.append(row)
-        self.size_bytes += len(row.raw) + ROW_OVERHEAD_BYTES
+        self.size_bytes += record_bytes(row)
 
-    def take(self) -> list[LakeRow]:
+    def take(self) -> list[RawRecord]:
         rows, self.rows, self.size_bytes = self.rows, [], 0
         return rows
 

@@ -1,40 +1,100 @@
-"""Lake rows: a Kafka record of a per-event topic, parsed once, with its partition value."""
+"""Lake records: what a buffer holds (the raw Kafka record) and what a flush decodes it into.
+
+Buffers hold :class:`RawRecord` — the record's bytes and coordinates, nothing decoded — so the
+memory they account for is what they really hold, and decoding runs once per flush over the whole
+batch (:func:`decode_records`) with the wire codec the edge passes in (JSON, or Avro through the
+schema registry).
+"""
 
 from __future__ import annotations
 
+import base64
+import sys
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple
 
-import orjson
-
+from core.envelope import parse_json_event
+from core.errors import TransientError
 from core.lake.layout import PartitionValue, partition_for_ms
 
 ENVELOPE_TIMES = ("client_ts", "server_ts")
+EventDecoder = Callable[[bytes], dict[str, Any]]
+"""Bytes of a record → its event; raises (not TransientError) for a record that cannot be read."""
+
+
+class RawRecord(NamedTuple):
+    """One buffered Kafka record, as received."""
+
+    partition: int
+    offset: int
+    kafka_ts_ms: int
+    raw: bytes
+
+
+# A buffered record's memory besides its bytes' payload: the tuple, its list slot, the bytes object's
+# header and the two large ints (offset, timestamp; small partition numbers are shared objects).
+RECORD_OVERHEAD_BYTES = (
+    sys.getsizeof(RawRecord(0, 0, 0, b"")) + 8 + sys.getsizeof(b"") + 2 * sys.getsizeof(2**40)
+)
+
+
+def record_bytes(record: RawRecord) -> int:
+    """Memory a buffered record holds (exact up to the allocator's rounding)."""
+    return len(record.raw) + RECORD_OVERHEAD_BYTES
 
 
 class LakeRow(NamedTuple):
-    """One Kafka record: where it came from and its decoded envelope (None when undecodable).
+    """One Kafka record: where it came from and its decoded envelope (None when undecodable, and
+    then ``error`` says why).
 
-    A NamedTuple: one is built per consumed record, and tuples are the cheapest immutable objects."""
+    A NamedTuple: one is built per record of a flush, and tuples are the cheapest immutable objects."""
 
     partition: int
     offset: int
     kafka_ts_ms: int
     raw: bytes
     event: dict[str, Any] | None
+    error: str | None = None
 
     @property
     def properties(self) -> dict[str, Any]:
         props = self.event.get("properties") if self.event else None
         return props if isinstance(props, dict) else {}
 
+    def raw_text(self) -> str:
+        """``_raw``: the bytes as UTF-8 text, or ``base64:…`` when they are not UTF-8 (Avro)."""
+        try:
+            return self.raw.decode()
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(self.raw).decode()
+
+    def quarantined(self, error: str) -> LakeRow:
+        """The same record kept only as ``_raw``, with the reason in ``_error``."""
+        return self._replace(event=None, error=error)
+
+
+def decode_record(record: RawRecord, decoder: EventDecoder = parse_json_event) -> LakeRow:
+    """Decode one record; an undecodable one is kept (as ``_raw``, the error named) rather than
+    dropped. A transient failure (the schema registry away) propagates: the flush is retried."""
+    try:
+        event: dict[str, Any] | None = decoder(record.raw)
+        error = None
+    except TransientError:
+        raise
+    except Exception as exc:
+        event, error = None, f"{type(exc).__name__}: {exc}"
+    if event is not None and not isinstance(event, dict):
+        event, error = None, f"not an object: {type(event).__name__}"
+    return LakeRow(record.partition, record.offset, record.kafka_ts_ms, record.raw, event, error)
+
+
+def decode_records(records: Iterable[RawRecord], decoder: EventDecoder = parse_json_event) -> list[LakeRow]:
+    return [decode_record(record, decoder) for record in records]
+
 
 def decode(partition: int, offset: int, kafka_ts_ms: int, raw: bytes) -> LakeRow:
-    """Parse a JSON envelope; an undecodable record is kept (as raw text) rather than dropped."""
-    try:
-        event = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        event = None
-    return LakeRow(partition, offset, kafka_ts_ms, raw, event if isinstance(event, dict) else None)
+    """One JSON record (tests and tools)."""
+    return decode_record(RawRecord(partition, offset, kafka_ts_ms, raw))
 
 
 def epoch_ms(value: Any) -> int | None:

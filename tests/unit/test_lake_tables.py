@@ -54,21 +54,25 @@ def test_keys_and_table_names() -> None:
     assert table_name("other.event.team_create", "{lane}.event.{name}", "default") is None
 
 
-def test_new_field_widening_and_string_fallback_are_recorded_never_fatal() -> None:
+def test_column_types_are_fixed_and_other_values_get_typed_siblings_never_fatal() -> None:
     schema = TableSchema()
     assert schema.observe([{"amount": 10, "code": 1}], "batch-1")
     assert schema.columns == {"p_amount": INT, "p_code": INT}
     assert schema.observe([{"amount": 2.5, "code": "A7", "new": True}], "batch-2")
-    assert schema.columns["p_amount"] == DOUBLE
-    assert schema.columns["p_code"] == STRING
-    assert schema.columns["p_new"] == "bool"
-    assert [(c["column"], c["from"], c["to"]) for c in schema.changes] == [
-        ("p_amount", INT, DOUBLE),
-        ("p_code", INT, STRING),
+    assert schema.columns == {
+        "p_amount": INT,
+        "p_code": INT,
+        "p_amount__double": DOUBLE,
+        "p_code__string": STRING,
+        "p_new": "bool",
+    }
+    assert [(c["column"], c["sibling_of"], c["at"]) for c in schema.changes] == [
+        ("p_amount__double", "p_amount", "batch-2"),
+        ("p_code__string", "p_code", "batch-2"),
     ]
-    assert not schema.observe([{"amount": 3}], "batch-3")  # narrower values fit the wider column
+    assert not schema.observe([{"amount": 3, "code": "B8"}], "batch-3")  # both have a column
     again = TableSchema.from_bytes(schema.to_bytes("t"))
-    assert again.columns == schema.columns
+    assert (again.columns, again.properties) == (schema.columns, schema.properties)
 
 
 def test_every_row_survives_type_conflicts_inside_one_batch() -> None:
@@ -77,8 +81,10 @@ def test_every_row_survives_type_conflicts_inside_one_batch() -> None:
     schema.observe(r.properties for r in rows)
     table = pq.read_table(io.BytesIO(parquet_bytes(build_table(rows, schema))))
     assert table.num_rows == 4
-    assert table.column("p_v").to_pylist() == ["1", "1.5", "x", '[1,{"a":2}]']
-    assert len(schema.changes) == 1
+    assert table.column("p_v").to_pylist() == [1, None, None, None]
+    assert table.column("p_v__double").to_pylist() == [None, 1.5, None, None]
+    assert table.column("p_v__string").to_pylist() == [None, None, "x", '[1,{"a":2}]']
+    assert len(schema.changes) == 2
 
 
 def test_envelope_is_typed_and_properties_flattened() -> None:
@@ -114,9 +120,15 @@ def test_avro_override_fixes_declared_columns_and_still_infers_the_rest(tmp_path
     assert schema.columns == {"p_amount": DOUBLE, "p_contest_id": STRING}
     rows = [row(0, {"amount": 3, "contest_id": 99, "extra": 1}), row(1, {"amount": "bad"})]
     schema.observe(r.properties for r in rows)
-    assert schema.columns == {"p_amount": DOUBLE, "p_contest_id": STRING, "p_extra": INT}
+    assert schema.columns == {
+        "p_amount": DOUBLE,
+        "p_contest_id": STRING,
+        "p_extra": INT,
+        "p_amount__string": STRING,
+    }
     table = build_table(rows, schema)
-    assert table.column("p_amount").to_pylist() == [3.0, None]
+    assert table.column("p_amount").to_pylist() == [3.0, None]  # an int in a double column is cast
+    assert table.column("p_amount__string").to_pylist() == [None, "bad"]  # kept, not nulled
     assert table.column("p_contest_id").to_pylist() == ["99", None]
     assert (
         schema_from_avro({"fields": [{"name": "properties", "type": avsc}]}).columns

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from core.lake.encode import build_table, parquet_bytes
 from core.lake.layout import partition_for_ms
 from core.lake.records import decode, partition_value
-from core.lake.schema import INT, STRING, TableSchema
+from core.lake.schema import DOUBLE, INT, STRING, TableSchema
 from core.realtime.events import parse
 from core.realtime.ids import user_key
 from tests.unit.test_routing_classify import NOW_MS, classifier, event, records
@@ -42,7 +42,14 @@ def test_lake_stores_nested_values_as_json_text_and_ids_as_strings() -> None:
     rows = [decode(0, offset, NOW_MS, value) for offset, value in enumerate(values)]
     schema = TableSchema()
     schema.observe(row.properties for row in rows)
-    assert schema.columns == {"p_lineup": STRING, "p_fee": STRING, "p_meta": STRING, "p_contest_id": INT}
+    assert schema.columns == {
+        "p_lineup": STRING,
+        "p_fee": INT,
+        "p_fee__double": DOUBLE,
+        "p_fee__string": STRING,
+        "p_meta": STRING,
+        "p_contest_id": INT,
+    }
     table = pq.read_table(io.BytesIO(parquet_bytes(build_table(rows, schema))))
     assert table.column("user_id").to_pylist() == ["123456789", "u42", "7", "u42"]
     lineup = table.column("p_lineup").to_pylist()[0]
