@@ -10,6 +10,7 @@ what this process already registered is cached.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from collections.abc import Iterable
@@ -31,9 +32,23 @@ _GLUE_TYPES = {BOOL: "boolean", INT: "bigint", DOUBLE: "double", STRING: "string
 _ENVELOPE_GLUE = {"string": "string", "timestamp[ms, tz=UTC]": "timestamp", "int32": "int", "int64": "bigint"}
 
 
+_PLAIN_LANE = re.compile(r"[a-z0-9]+")
+_PLAIN_TABLE = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*")
+
+
 def glue_table_name(lane: str, table: str) -> str:
-    """Glue names are lower case; ``<lane>_<table>`` with every other character as ``_``."""
-    return re.sub(r"[^a-z0-9_]", "_", f"{lane}_{table}".lower())
+    """The Glue (and Athena) name of a lake table: an injective function of (lane, table).
+
+    Glue allows ``[a-z0-9_]`` only. ``<lane>_<table>`` when that is unambiguous — a lane of
+    ``[a-z0-9]`` and a table of ``[a-z0-9]`` words joined by single ``_`` (``default_contest_join``);
+    otherwise the same approximation (every other character ``_``) plus ``__`` and 16 hex digits of
+    SHA-256 of (lane, table) (``add-cash`` → ``default_add_cash__9c1b…``, while ``add_cash`` is
+    ``default_add_cash``). Plain names never contain ``__``, so the two forms never meet."""
+    if _PLAIN_LANE.fullmatch(lane) and _PLAIN_TABLE.fullmatch(table):
+        return f"{lane}_{table}"
+    approx = re.sub(r"[^a-z0-9_]", "_", f"{lane}_{table}".lower())[:200]
+    digest = hashlib.sha256(f"{lane}/{table}".encode()).hexdigest()[:16]
+    return f"{approx}__{digest}"
 
 
 def glue_columns(schema: TableSchema) -> list[dict[str, str]]:

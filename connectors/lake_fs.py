@@ -45,6 +45,18 @@ def filesystem_for(settings: Settings, uri: str | None = None) -> tuple[pafs.Fil
     return s3_filesystem(settings), f"{parsed.netloc}{parsed.path}".rstrip("/")
 
 
+def safe_key(key: str) -> str:
+    """``key`` when it stays under the lake root; ValueError for a ``.``/``..`` segment, an empty one
+    (``//``, a leading ``/``) or a backslash — on a ``file://`` lake such a key would name another
+    directory (table names come from the router's grammar, so this only stops a bug or a rogue topic)."""
+    segments = key.split("/")
+    if segments and segments[-1] == "":
+        segments.pop()  # a prefix may end with "/"
+    if "\\" in key or any(segment in ("", ".", "..") for segment in segments):
+        raise ValueError(f"lake key {key!r} has a '.', '..' or empty segment or a backslash")
+    return key
+
+
 class LakeStore:
     """Object access under the lake root, with retry-until-stopped for transient errors."""
 
@@ -66,7 +78,7 @@ class LakeStore:
         self.retries = 0
 
     def path(self, key: str) -> str:
-        return f"{self.root}/{key}"
+        return f"{self.root}/{safe_key(key)}"
 
     def _object(self, key: str) -> str:
         return f"{self._prefix}/{key}" if self._prefix else key

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
@@ -174,6 +174,7 @@ class LakeHandler(BatchHandler):
 
     # --- partitions --------------------------------------------------------------------------------
     def assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        partitions = self._tables_only(partitions)
         recoveries = self.committer.recover([(tp.topic, tp.partition) for tp in partitions])
         for tp in partitions:
             recovery = recoveries[(tp.topic, tp.partition)]
@@ -183,6 +184,21 @@ class LakeHandler(BatchHandler):
             start = recovery.start_offset
             tp.offset = OFFSET_BEGINNING if start is None else start
         self.metrics.assigned.set(len(self.committer.manifests))
+
+    def _tables_only(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The partitions of topics that name a lake table. A topic the regex matched but the router
+        would never create (``default.event...``, made by hand) is no table: it is read from its
+        end and its records ignored (no manifest), never written anywhere."""
+        kept = []
+        for tp in partitions:
+            if self.committer.table_of(tp.topic) is None:
+                log.error(
+                    "lake: topic %r is not a per-event topic of the router's grammar; ignored", tp.topic
+                )
+                tp.offset = OFFSET_END
+            else:
+                kept.append(tp)
+        return kept
 
     def revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Unflushed rows are dropped: the next owner replays them from the manifest.

@@ -133,13 +133,20 @@ class LakeCommitter:
     unregistered: dict[TableKey, set[PartitionValue]] = field(default_factory=dict)
     pending_offsets: dict[TP, int] = field(default_factory=dict)
 
-    def resolve(self, topic: str) -> TableKey:
-        """(lane, table) of a per-event topic."""
+    def table_of(self, topic: str) -> TableKey | None:
+        """(lane, table) of a per-event topic; None for any other topic."""
         for lane in self.settings.lanes:
             name = table_name(topic, self.settings.topic_per_event, lane)
             if name is not None:
                 return lane, name
-        raise ValueError(f"topic {topic!r} is not a per-event topic of lanes {self.settings.lanes}")
+        return None
+
+    def resolve(self, topic: str) -> TableKey:
+        """(lane, table) of a per-event topic."""
+        key = self.table_of(topic)
+        if key is None:
+            raise ValueError(f"topic {topic!r} is not a per-event topic of lanes {self.settings.lanes}")
+        return key
 
     # --- ownership -----------------------------------------------------------------------------
     def recover(self, partitions: Sequence[TP]) -> dict[TP, Recovery]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from core.routing.naming import is_topic_safe_name
+
 SCHEMA_FILE = "_schema.json"
 MANIFEST_DIR = "_manifests"
 _HOUR_MS = 3_600_000
@@ -48,12 +50,17 @@ def _partition_for_hour(hour: int) -> PartitionValue:
 
 
 def table_name(topic: str, topic_template: str, lane: str) -> str | None:
-    """The ``{name}`` part of a per-event topic of ``lane``, or None when ``topic`` is not one."""
+    """The ``{name}`` part of a per-event topic of ``lane``, or None when ``topic`` is not one.
+
+    The lake table is that name, unchanged — a pure, injective function of the topic — and only a
+    name of the router's grammar (``core.routing.naming``) is one: a topic someone else created
+    (``default.event...``, ``default.event.A.B``) is no table, never a path."""
     before, after = topic_template.split("{name}", 1)
     prefix, suffix = before.format(lane=lane), after.format(lane=lane)
     if not topic.startswith(prefix) or not topic.endswith(suffix) or len(topic) <= len(prefix) + len(suffix):
         return None
-    return topic[len(prefix) : len(topic) - len(suffix)] if suffix else topic[len(prefix) :]
+    name = topic[len(prefix) : len(topic) - len(suffix)] if suffix else topic[len(prefix) :]
+    return name if is_topic_safe_name(name) else None
 
 
 def table_prefix(lane: str, table: str) -> str:

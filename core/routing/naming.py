@@ -35,6 +35,7 @@ _APPROX_CHARS = 64
 _HASH_HEX = 16
 _CANONICAL = re.compile(r"[a-z0-9_]+(?:-[a-z0-9_]+)*")
 _LEGAL_TOPIC = re.compile(r"[A-Za-z0-9._-]+")
+_MAPPED = re.compile(r"[a-z0-9_]{1,64}--[0-9a-f]{16}")
 _KEEP = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 # Cc control, Cf format (bidi overrides, zero-width joiners), Cs lone surrogates, line/paragraph separators.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
@@ -74,6 +75,13 @@ def topic_name_for(event_name: str) -> str:
     )
     digest = hashlib.sha256(event_name.encode("utf-8")).hexdigest()[:_HASH_HEX]
     return f"{approx}--{digest}"
+
+
+def is_topic_safe_name(name: str) -> bool:
+    """True for exactly the names :func:`topic_name_for` can return (canonical or mapped): the only
+    per-event table names the lake accepts, so none is ``.``, ``..`` or holds a path separator."""
+    canonical = len(name) <= MAX_CANONICAL_CHARS and _CANONICAL.fullmatch(name) is not None
+    return canonical or _MAPPED.fullmatch(name) is not None
 
 
 def event_topic_for(settings: Settings, lane: str, event_name: str) -> str:

@@ -17,14 +17,18 @@ from typing import Any
 import boto3
 import httpx
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from connectors.glue import glue_table_name
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config
 from connectors.lake_fs import LakeStore
 from connectors.local.stack import LocalStack
 from connectors.producer import EventProducer
+from core.lake.encode import ARROW_TYPES
 from core.lake.layout import schema_key
 from core.lake.reconcile import LakeReconciliation, reconcile
 from core.routing.naming import topic_name_for
@@ -202,8 +206,8 @@ def test_simulated_traffic_over_200_types_lands_exactly_once_and_is_catalogued(
     tables = glue.get_paginator("get_tables").paginate(DatabaseName=settings.lake_glue_database)
     names = {t["Name"] for page in tables for t in page["TableList"]}
     lane = settings.lanes[0]
-    assert {f"{lane}_{topic_name_for(name)}".lower() for name in produced.ids} <= names
-    one = f"{lane}_{late_name}"
+    assert {glue_table_name(lane, topic_name_for(name)) for name in produced.ids} <= names
+    one = glue_table_name(lane, late_name)
     table = glue.get_table(DatabaseName=settings.lake_glue_database, Name=one)["Table"]
     assert [k["Name"] for k in table["PartitionKeys"]] == ["dt", "hour"]
     assert "ParquetHiveSerDe" in table["StorageDescriptor"]["SerdeInfo"]["SerializationLibrary"]
@@ -254,24 +258,46 @@ def test_schema_evolution_keeps_every_row(make_settings: MakeSettings) -> None:
     assert report.found == 20
     store = LakeStore(settings)
     stored = orjson.loads(store.get(schema_key(settings.lanes[0], name)) or b"{}")
-    assert stored["columns"] == {"p_amount": "double", "p_code": "string", "p_coupon": "string"}
-    assert {(c["column"], c["to"]) for c in stored["changes"]} == {
-        ("p_amount", "double"),
-        ("p_code", "string"),
+    expected = {
+        "p_amount": "int64",
+        "p_code": "int64",
+        "p_coupon": "string",
+        "p_amount__double": "double",
+        "p_code__string": "string",
     }
+    assert stored["columns"] == expected
+    assert {(c["column"], c["sibling_of"]) for c in stored["changes"]} == {
+        ("p_amount__double", "p_amount"),
+        ("p_code__string", "p_code"),
+    }
+    # No file holds a column whose physical type differs from the table's (Spark, Athena).
+    for key in store.list_keys(f"{settings.lanes[0]}/{name}/"):
+        if key.endswith(".parquet"):
+            physical = pq.read_schema(pa.BufferReader(store.get(key) or b""))
+            for column, kind in expected.items():
+                if column in physical.names:
+                    assert physical.field(column).type == ARROW_TYPES[kind], (key, column)
     table = store.table_dataset(settings.lanes[0], name).to_table()
     assert table.num_rows == 20
-    # Partition projection: the table is registered with its widened columns, partitions are not.
+    # Partition projection: the table is registered with its columns, partitions are not.
     glue = glue_client(settings)
-    glue_table = glue.get_table(DatabaseName=settings.lake_glue_database, Name=f"{settings.lanes[0]}_{name}")[
-        "Table"
-    ]
+    glue_table = glue.get_table(
+        DatabaseName=settings.lake_glue_database, Name=glue_table_name(settings.lanes[0], name)
+    )["Table"]
     assert glue_table["Parameters"]["projection.enabled"] == "true"
-    assert {"Name": "p_code", "Type": "string"} in glue_table["StorageDescriptor"]["Columns"]
-    assert {"Name": "p_amount", "Type": "double"} in glue_table["StorageDescriptor"]["Columns"]
-    amounts = sorted(table.column("p_amount").to_pylist())
-    assert amounts == [1.0] * 5 + [2.0] * 5 + [2.5] * 5 + [3.0] * 5
-    assert sorted(set(table.column("p_code").to_pylist())) == ["7", "8", "9", "X9"]
+    assert {"Name": "p_code", "Type": "bigint"} in glue_table["StorageDescriptor"]["Columns"]
+    assert {"Name": "p_code__string", "Type": "string"} in glue_table["StorageDescriptor"]["Columns"]
+    assert {"Name": "p_amount__double", "Type": "double"} in glue_table["StorageDescriptor"]["Columns"]
+
+    def merged(column: str) -> list[Any]:  # a column and its siblings, as a reader coalesces them
+        siblings = [n for n in table.column_names if n == column or n.startswith(column + "__")]
+        return [
+            next((v for v in values if v is not None), None)
+            for values in zip(*(table.column(n).to_pylist() for n in siblings), strict=True)
+        ]
+
+    assert sorted(merged("p_amount")) == [1] * 5 + [2] * 5 + [2.5] * 5 + [3] * 5
+    assert sorted(set(map(str, merged("p_code")))) == ["7", "8", "9", "X9"]
     assert set(table.column("dt").to_pylist()) == {
         datetime.fromtimestamp(now / 1000, tz=UTC).strftime("%Y-%m-%d")
     }

@@ -4,9 +4,11 @@ records that cannot be decoded or encoded, Avro-wire input and what buffering re
 from __future__ import annotations
 
 import io
+import re
 import tracemalloc
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,14 +16,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from connectors.glue import glue_table_name
+from connectors.lake_fs import LakeStore
 from connectors.wire import codec_for
 from core.envelope import STRING_FIELDS
 from core.errors import SchemaError, TransientError
 from core.lake.commit import LakeCommitter
 from core.lake.encode import arrow_schema, build_table, parquet_bytes
 from core.lake.flush import PartitionBuffer
+from core.lake.layout import table_name
 from core.lake.records import RawRecord, decode, decode_record, decode_records
 from core.lake.schema import DOUBLE, INT, STRING, ShapeLimits, TableSchema, schema_from_avro
+from core.routing.naming import topic_name_for
 from core.settings import Settings
 from tests.unit.test_envelope import good_event
 from tests.unit.test_lake_protocol import World
@@ -229,3 +235,43 @@ def test_buffered_bytes_count_what_the_buffer_really_holds() -> None:
         tracemalloc.stop()
     held = after - before
     assert 0.85 * held <= buffer.size_bytes <= 1.15 * held, (buffer.size_bytes, held)
+
+
+def test_table_names_come_only_from_the_router_grammar() -> None:
+    template = "{lane}.event.{name}"
+    assert table_name("default.event.add-cash", template, "default") == "add-cash"
+    assert table_name("default.event.add_cash", template, "default") == "add_cash"
+    mapped = topic_name_for("Add.Cash")
+    assert table_name(f"default.event.{mapped}", template, "default") == mapped
+    for rogue in ("..", ".", "a.b", "A", "a--b", "-a", "a/b"):
+        assert table_name(f"default.event.{rogue}", template, "default") is None, rogue
+
+
+def test_a_file_lake_refuses_keys_that_leave_the_lake(tmp_path: Path) -> None:
+    store = LakeStore(Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["l"]))
+    store.put("l/t/_schema.json", b"{}")
+    assert store.list_keys("l/") == ["l/t/_schema.json"]
+    for key in ("l/../x", "l/./x", "../x", "/etc/x", "l//x", "l\\..\\x"):
+        with pytest.raises(ValueError, match="segment"):
+            store.put(key, b"x")
+        with pytest.raises(ValueError, match="segment"):
+            store.get(key)
+    assert not (tmp_path / "x").exists()
+
+
+def test_glue_table_names_are_injective() -> None:
+    pairs = [
+        ("default", "add_cash"),
+        ("default", "add-cash"),
+        ("default_add", "cash"),
+        ("default", "add__cash"),
+        ("default", "_add_cash"),
+        ("de-fault", "add_cash"),
+        ("de_fault", "add_cash"),
+        ("default", topic_name_for("Add.Cash")),
+        ("default", topic_name_for("add cash")),
+    ]
+    names = [glue_table_name(lane, table) for lane, table in pairs]
+    assert len(set(names)) == len(pairs), names
+    assert names[0] == "default_add_cash"  # plain names stay readable
+    assert all(re.fullmatch(r"[a-z0-9_]{1,255}", name) for name in names)
