@@ -138,7 +138,7 @@ def test_a_property_changing_type_leaves_every_file_readable_with_the_table_type
 ) -> None:
     settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_max_properties_per_event": 5})
     now, name = int(time.time() * 1000), "contest_join"
-    steps = [
+    steps: list[list[dict[str, Any]]] = [
         [{"fee": 10}] * 5,
         [{"fee": 12.5}] * 5,
         [{"fee": "free"}] * 5,
@@ -151,7 +151,7 @@ def test_a_property_changing_type_leaves_every_file_readable_with_the_table_type
             produce_events(settings, [envelope(name, p, now) for p in props], produced)
             wait_for_lake(settings, produced, timeout_s=30)  # one flush (one file) per step
     store = LakeStore(settings)
-    schema = orjson.loads(store.get(schema_key(settings.lanes[0], name)) or b"{}")
+    schema: dict[str, Any] = orjson.loads(store.get(schema_key(settings.lanes[0], name)) or b"{}")
     assert schema["columns"] == {
         "p_fee": "int64",
         "p_fee__double": "double",

@@ -23,7 +23,7 @@ from core.lake.commit import LakeCommitter, recover_partition
 from core.lake.flush import PartitionBuffer
 from core.lake.layout import PartitionValue, manifest_key, parse_data_file, partition_for_ms
 from core.lake.manifest import Manifest, orphan_files
-from core.lake.records import LakeRow, decode
+from core.lake.records import RawRecord
 from core.lake.schema import TableSchema
 from core.settings import Settings
 
@@ -110,9 +110,9 @@ def first_offsets(world: World, tp: tuple[str, int]) -> list[int]:
     return [name.first_offset for name in names if name is not None and name.partition == tp[1]]
 
 
-def row(partition: int, offset: int) -> LakeRow:
+def row(partition: int, offset: int) -> RawRecord:
     ts = BASE_MS + (offset % 3) * HOUR_MS  # three Hive partitions interleaved: several files per flush
-    return decode(
+    return RawRecord(
         partition,
         offset,
         ts,

@@ -21,7 +21,7 @@ from core.lake.layout import (
     partition_for_ms,
     table_name,
 )
-from core.lake.records import LakeRow, decode, partition_value
+from core.lake.records import LakeRow, RawRecord, decode, partition_value
 from core.lake.schema import DOUBLE, INT, STRING, TableSchema, schema_from_avro
 from streams.lake import load_overrides, topic_regex
 
@@ -33,6 +33,10 @@ def row(offset: int, props: dict[str, object], **envelope: object) -> LakeRow:
     event.update(envelope)
     event["properties"] = props
     return decode(0, offset, TS, orjson.dumps(event))
+
+
+def raw(offset: int, props: dict[str, object]) -> RawRecord:
+    return RawRecord(0, offset, TS, row(offset, props).raw)
 
 
 def test_partition_is_the_utc_hour_of_server_or_client_time() -> None:
@@ -144,17 +148,17 @@ def test_flush_policy_rows_bytes_age_and_cap() -> None:
     policy = FlushPolicy(max_rows=3, max_bytes=10_000, max_age_s=5.0, max_buffered_bytes=2_000)
     small, big = PartitionBuffer("t", 0), PartitionBuffer("t", 1)
     assert policy.reason(small, 0.0) is None
-    small.add(row(0, {}), now=100.0)
+    small.add(raw(0, {}), now=100.0)
     assert policy.reason(small, 101.0) is None
     assert policy.reason(small, 105.0) == "age"
     for offset in range(1, 3):
-        small.add(row(offset, {}), now=101.0)
+        small.add(raw(offset, {}), now=101.0)
     assert policy.reason(small, 101.0) == "rows"
     for offset in range(2):
-        big.add(row(offset, {"pad": "x" * 900}), now=0.0)
+        big.add(raw(offset, {"pad": "x" * 900}), now=0.0)
     assert policy.over_cap([small, big]) == [big]
     with pytest.raises(ValueError, match="offset"):
-        big.add(row(0, {}), now=0.0)
+        big.add(raw(0, {}), now=0.0)
     assert len(big.take()) == 2
     assert big.size_bytes == 0
 
