@@ -174,31 +174,18 @@ class LakeHandler(BatchHandler):
 
     # --- partitions --------------------------------------------------------------------------------
     def assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        partitions = self._tables_only(partitions)
         recoveries = self.committer.recover([(tp.topic, tp.partition) for tp in partitions])
         for tp in partitions:
-            recovery = recoveries[(tp.topic, tp.partition)]
+            recovery = recoveries.get((tp.topic, tp.partition))
+            if recovery is None:  # a topic no table is named after: read from its end, ignored
+                tp.offset = OFFSET_END
+                continue
             self.buffers.pop((tp.topic, tp.partition), None)
             self.stats.orphans_deleted += len(recovery.orphans)
             self.metrics.orphans.inc(len(recovery.orphans))
             start = recovery.start_offset
             tp.offset = OFFSET_BEGINNING if start is None else start
         self.metrics.assigned.set(len(self.committer.manifests))
-
-    def _tables_only(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """The partitions of topics that name a lake table. A topic the regex matched but the router
-        would never create (``default.event...``, made by hand) is no table: it is read from its
-        end and its records ignored (no manifest), never written anywhere."""
-        kept = []
-        for tp in partitions:
-            if self.committer.table_of(tp.topic) is None:
-                log.error(
-                    "lake: topic %r is not a per-event topic of the router's grammar; ignored", tp.topic
-                )
-                tp.offset = OFFSET_END
-            else:
-                kept.append(tp)
-        return kept
 
     def revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Unflushed rows are dropped: the next owner replays them from the manifest.

@@ -152,7 +152,14 @@ class LakeCommitter:
     def recover(self, partitions: Sequence[TP]) -> dict[TP, Recovery]:
         """Recover newly assigned partitions (their S3 round trips overlap on the pool) and adopt
         their manifests. The group's offsets are brought up to the manifests on the next settle (a
-        crash between manifest and offset commit leaves them behind)."""
+        crash between manifest and offset commit leaves them behind). A topic that names no table
+        (the regex matched a name the router would never create) gets no recovery: it is ignored."""
+        for topic, partition in partitions:
+            if self.table_of(topic) is None:
+                log.error(
+                    "lake: %s[%d] is not a per-event topic of the router's grammar; ignored", topic, partition
+                )
+        partitions = [tp for tp in partitions if self.table_of(tp[0]) is not None]
 
         def recover(tp: TP) -> Recovery:
             return recover_partition(self.store, *self.resolve(tp[0]), *tp)

@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from connectors.glue import glue_table_name
 from connectors.lake_fs import LakeStore
@@ -30,6 +31,7 @@ from core.lake.schema import DOUBLE, INT, STRING, ShapeLimits, TableSchema, sche
 from core.routing.naming import topic_name_for
 from core.settings import Settings
 from tests.unit.test_envelope import good_event
+from tests.unit.test_lake_handler import CONSUMER, assign, feed, handler_for
 from tests.unit.test_lake_protocol import World
 
 TS = 1_790_000_000_000
@@ -275,3 +277,17 @@ def test_glue_table_names_are_injective() -> None:
     assert len(set(names)) == len(pairs), names
     assert names[0] == "default_add_cash"  # plain names stay readable
     assert all(re.fullmatch(r"[a-z0-9_]{1,255}", name) for name in names)
+
+
+def test_a_topic_outside_the_router_grammar_is_ignored_never_written() -> None:
+    world = World()
+    with ThreadPoolExecutor(2) as pool:
+        handler, _ = handler_for(world, pool)
+        good, rogue = assign(handler, ("l.event.a", 0), ("l.event...", 0))
+        assert (good.offset, rogue.offset) == (OFFSET_BEGINNING, OFFSET_END)
+        feed(handler, ("l.event...", 0), range(3))
+        feed(handler, ("l.event.a", 0), range(3))
+        handler.stopping(CONSUMER)
+    assert list(handler.committer.manifests) == [("l.event.a", 0)]
+    assert all(key.startswith(("l/a/", "l/_manifests/l.event.a/")) for key in world.objects)
+    assert handler.stats.rows == 3
