@@ -200,13 +200,21 @@ class LakeCommitter:
 
     def _plan(self, buffers: Iterable[PartitionBuffer]) -> list[_Work]:
         chosen = [b for b in buffers if b.rows and (b.topic, b.partition) in self.manifests]
-        tables = {self.resolve(buffer.topic) for buffer in chosen}
-        raise_first(run_step(self.pool, self._load_schema, tables - set(self.schemas)))
+        # Buffers hold raw bytes: each is decoded here, once per flush.
+        decoded = [(b, self.resolve(b.topic), decode_records(b.rows, self.decode_event)) for b in chosen]
+        loading = {key for _, key, _ in decoded} - set(self.schemas)
+        raise_first(run_step(self.pool, self._load_schema, loading))
+        # A table about to get new columns reads its stored schema again first, so the columns
+        # another writer created meanwhile keep their names and types.
+        growing = {
+            key
+            for _, key, rows in decoded
+            if key not in loading and self.schemas[key].would_grow(row.properties for row in rows)
+        }
+        raise_first(run_step(self.pool, self._refresh_schema, growing))
         work = []
-        for buffer in chosen:
-            lane, table = self.resolve(buffer.topic)
+        for buffer, (lane, table), rows in decoded:
             where = f"{buffer.topic}[{buffer.partition}]@{buffer.rows[0].offset}"
-            rows = decode_records(buffer.rows, self.decode_event)  # buffers hold raw bytes
             self.schemas[(lane, table)].observe((row.properties for row in rows), where)
             plans = plan_files(lane, table, rows, self.settings.lake_partition_time)
             manifest = self.manifests[(buffer.topic, buffer.partition)]
@@ -229,6 +237,16 @@ class LakeCommitter:
             self.settings.lake_max_properties_per_event, self.settings.lake_max_columns_per_table
         )
         self.schemas[key] = schema
+
+    def _refresh_schema(self, key: TableKey) -> None:
+        stored = self.store.get(schema_key(*key))
+        if stored is None or stored == self.stored_schemas.get(key):
+            return
+        fresh = TableSchema.from_bytes(stored)
+        fresh.merge(self.schemas[key])  # the stored decisions win; ours that do not clash are kept
+        fresh.limits = self.schemas[key].limits
+        self.schemas[key] = fresh
+        self.stored_schemas[key] = stored
 
     def _write_files(self, work: list[_Work]) -> list[int]:
         """Step 1; the size of each file written."""

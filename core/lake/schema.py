@@ -186,6 +186,23 @@ class TableSchema:
                     self.column_for(name, kind, where)
         return (len(self.columns), len(self._claimed)) != before
 
+    def would_grow(self, properties: Iterable[Mapping[str, Any]]) -> bool:
+        """True when ``observe`` would add a column (or adopt a legacy one) for these properties."""
+        limit = self.limits.max_properties
+        for props in properties:
+            for name, value in islice(props.items(), limit):
+                kind = value_class(value)
+                if kind is not None and (name, kind) not in self._routes and self._needs_column(name, kind):
+                    return True
+        return False
+
+    def _needs_column(self, name: str, kind: str) -> bool:
+        owned = self.properties.get(name)
+        if not owned:
+            return True
+        main_type = next(iter(owned))
+        return not accepts(main_type, kind) and (INT if kind == _WIDE_INT else kind) not in owned
+
     def merge(self, other: TableSchema) -> bool:
         """Fold another schema of the same table in (a stored one, an override): its columns that do
         not contradict this one's are added; this schema wins every conflict."""
@@ -205,6 +222,7 @@ class TableSchema:
                 self._taken.add(column.lower())
                 changed = True
         self.declared |= other.declared
+        self.changes += [change for change in other.changes if change not in self.changes]
         self._routes.clear()
         return changed
 

@@ -291,3 +291,42 @@ def test_a_topic_outside_the_router_grammar_is_ignored_never_written() -> None:
     assert list(handler.committer.manifests) == [("l.event.a", 0)]
     assert all(key.startswith(("l/a/", "l/_manifests/l.event.a/")) for key in world.objects)
     assert handler.stats.rows == 3
+
+
+def test_two_writers_of_one_table_agree_on_each_new_columns_type() -> None:
+    """Worker B loaded the table's schema before worker A created a column; when B is about to
+    create the same property's column with another type, it reads the stored schema again and
+    puts its values in a sibling instead of a file that contradicts A's."""
+    world = World()
+    settings = Settings(lake_uri="file:///nonexistent/lake", lanes=["l"])
+
+    def buffer(partition: int, props: dict[str, Any]) -> PartitionBuffer:
+        filled = PartitionBuffer("l.event.a", partition)
+        filled.add(RawRecord(partition, 0, TS, event(partition, props)), now=0.0)
+        return filled
+
+    with ThreadPoolExecutor(2) as pool:
+        writer_a, writer_b = (
+            LakeCommitter(settings, world, None, pool),
+            LakeCommitter(settings, world, None, pool),
+        )
+        writer_a.recover([("l.event.a", 0)])
+        writer_b.recover([("l.event.a", 1)])
+        writer_a.flush([buffer(0, {"seen": 1})], world)
+        writer_b.flush([buffer(1, {"seen": 1})], world)  # B has loaded the schema now
+        writer_a.flush([_at(buffer(0, {"x": 7}), 1)], world)
+        writer_b.flush([_at(buffer(1, {"x": 7.5}), 1)], world)
+        writer_a.flush([_at(buffer(0, {"y": "a"}), 2)], world)  # A re-reads too: B's sibling stays
+    stored = TableSchema.from_bytes(world.objects["l/a/_schema.json"])
+    assert stored.columns == {"p_seen": INT, "p_x": INT, "p_x__double": DOUBLE, "p_y": STRING}
+    for key, data in world.objects.items():
+        if key.endswith(".parquet"):
+            for field in pq.read_schema(pa.BufferReader(data)):
+                if field.name in stored.columns:
+                    assert field.type == arrow_schema(stored).field(field.name).type, (key, field.name)
+
+
+def _at(buffer: PartitionBuffer, offset: int) -> PartitionBuffer:
+    [record] = buffer.take()
+    buffer.add(record._replace(offset=offset), now=0.0)
+    return buffer
