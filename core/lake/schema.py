@@ -250,9 +250,6 @@ class TableSchema:
             {name: dict(owned) for name, owned in doc.get("properties", {}).items()},
         )
 
-    def copy(self) -> TableSchema:
-        return TableSchema.from_bytes(self.to_bytes(""))
-
 
 _AVRO_TYPES = {
     "boolean": BOOL,

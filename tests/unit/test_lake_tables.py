@@ -1,4 +1,4 @@
-"""Lake tables without storage: partitioning, schema inference and widening, Avro override,
+"""Lake tables without storage: partitioning, schema inference and typed siblings, Avro override,
 Arrow/Parquet encoding and the flush policy."""
 
 from __future__ import annotations
