@@ -79,12 +79,6 @@ def value_class(value: Any) -> str | None:
     return STRING
 
 
-def type_of(value: Any) -> str | None:
-    """The column type a new column for ``value`` gets; None for null."""
-    kind = value_class(value)
-    return INT if kind == _WIDE_INT else kind
-
-
 def accepts(column_type: str, value_kind: str) -> bool:
     return value_kind in _ACCEPTS[column_type]
 
