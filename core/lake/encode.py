@@ -91,25 +91,31 @@ def _array(column: str, values: list[Any], kind: pa.DataType) -> pa.Array:
 def _properties(
     rows: Sequence[LakeRow], schema: TableSchema
 ) -> tuple[dict[str, list[Any]], list[str | None]]:
-    """Each property value in its column; per row, the JSON text of what went to ``_extra``."""
+    """Each property value in its column; per row, the JSON text of what went to ``_extra``.
+
+    The per-value work is a dict lookup of the cached route; the schema is asked only on a miss."""
     size, limit = len(rows), schema.limits.max_properties
+    routes, types, column_for = schema.routes, schema.columns, schema.column_for
     by_column: dict[str, list[Any]] = {}
     extras: list[str | None] = [None] * size
     for index, row in enumerate(rows):
         props = row.properties
+        if not props:
+            continue
         extra: dict[str, Any] = {}
-        for name, value in islice(props.items(), limit):
+        for name, value in props.items() if len(props) <= limit else islice(props.items(), limit):
             kind = value_class(value)
             if kind is None:
                 continue
-            column = schema.column_for(name, kind)
+            column = routes.get((name, kind)) or column_for(name, kind)
             if column is None:
                 extra[name] = value  # the table is at its column cap
                 continue
             values = by_column.get(column)
             if values is None:
                 values = by_column[column] = [None] * size
-            values[index] = _to_column(value, schema.columns[column])
+            column_type = types[column]
+            values[index] = value if column_type == kind else _to_column(value, column_type)
         if len(props) > limit:
             extra.update(islice(props.items(), limit, None))
         if extra:

@@ -45,13 +45,18 @@ SIBLING_SEPARATOR = "__"
 MAX_NAME_CHARS = 100  # of the property part of a column name (Glue allows 255 in all)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _EXACT_IN_DOUBLE = 2**53
-_WIDE_INT = "int64_wide"  # an int64 a double cannot hold exactly: routing only, stored as int64
+# Routing-only value classes: an int64 a double cannot hold exactly (stored as int64), and a value
+# stored as its JSON text (objects, arrays, integers beyond int64) — never a column's type.
+_WIDE_INT, _JSON = "int64_wide", "json"
+_STORED_AS = {_WIDE_INT: INT, _JSON: STRING}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+# The classes that do not depend on the value (an int's does: its range)
+_CLASS_OF: dict[type, str] = {str: STRING, float: DOUBLE, bool: BOOL, dict: _JSON, list: _JSON}
 _ACCEPTS = {
     BOOL: frozenset({BOOL}),
     INT: frozenset({INT, _WIDE_INT}),
     DOUBLE: frozenset({DOUBLE, INT}),
-    STRING: frozenset({BOOL, INT, _WIDE_INT, DOUBLE, STRING}),
+    STRING: frozenset({BOOL, INT, _WIDE_INT, DOUBLE, STRING, _JSON}),
 }
 
 
@@ -66,6 +71,9 @@ class ShapeLimits:
 
 def value_class(value: Any) -> str | None:
     """How a value is routed to a column; None for null (it fits any column)."""
+    kind = _CLASS_OF.get(type(value))
+    if kind is not None:
+        return kind
     if value is None:
         return None
     if isinstance(value, bool):
@@ -73,10 +81,10 @@ def value_class(value: Any) -> str | None:
     if isinstance(value, int):
         if -_EXACT_IN_DOUBLE <= value <= _EXACT_IN_DOUBLE:
             return INT
-        return _WIDE_INT if _INT64_MIN <= value <= _INT64_MAX else STRING
+        return _WIDE_INT if _INT64_MIN <= value <= _INT64_MAX else _JSON
     if isinstance(value, float):
         return DOUBLE
-    return STRING
+    return _JSON
 
 
 def accepts(column_type: str, value_kind: str) -> bool:
@@ -106,22 +114,22 @@ class TableSchema:
     def __post_init__(self) -> None:
         self._taken = {column.lower() for column in self.columns}
         self._claimed = {column for owned in self.properties.values() for column in owned.values()}
-        self._routes: dict[tuple[str, str], str | None] = {}
+        self.routes: dict[tuple[str, str], str] = {}  # (property, value class) → column, a cache
 
     # --- routing -------------------------------------------------------------------------------------
     def column_for(self, name: str, kind: str, where: str = "") -> str | None:
         """The column a value of ``kind`` of property ``name`` goes to, created when needed; None
         when the table is at its column cap (the value then goes to ``_extra``)."""
-        route = self._routes.get((name, kind))
+        route = self.routes.get((name, kind))
         if route is None:
             route = self._route(name, kind, where)
             if route is not None:  # a cap-refused route is not cached: a merge may add the column
-                self._routes[(name, kind)] = route
+                self.routes[(name, kind)] = route
         return route
 
     def _route(self, name: str, kind: str, where: str) -> str | None:
         owned = self.properties.get(name) or self._adopt(name)
-        column_type = INT if kind == _WIDE_INT else kind
+        column_type = _STORED_AS.get(kind, kind)
         if owned:
             main_type, main = next(iter(owned.items()))
             if accepts(main_type, kind):
@@ -172,11 +180,11 @@ class TableSchema:
     def observe(self, properties: Iterable[Mapping[str, Any]], where: str = "") -> bool:
         """Create the columns a batch's properties need; True when the schema changed."""
         before = (len(self.columns), len(self._claimed))
-        limit = self.limits.max_properties
+        limit, routes = self.limits.max_properties, self.routes
         for props in properties:
-            for name, value in islice(props.items(), limit):
+            for name, value in props.items() if len(props) <= limit else islice(props.items(), limit):
                 kind = value_class(value)
-                if kind is not None:
+                if kind is not None and (name, kind) not in routes:
                     self.column_for(name, kind, where)
         return (len(self.columns), len(self._claimed)) != before
 
@@ -186,7 +194,7 @@ class TableSchema:
         for props in properties:
             for name, value in islice(props.items(), limit):
                 kind = value_class(value)
-                if kind is not None and (name, kind) not in self._routes and self._needs_column(name, kind):
+                if kind is not None and (name, kind) not in self.routes and self._needs_column(name, kind):
                     return True
         return False
 
@@ -195,7 +203,7 @@ class TableSchema:
         if not owned:
             return True
         main_type = next(iter(owned))
-        return not accepts(main_type, kind) and (INT if kind == _WIDE_INT else kind) not in owned
+        return not accepts(main_type, kind) and _STORED_AS.get(kind, kind) not in owned
 
     def merge(self, other: TableSchema) -> bool:
         """Fold another schema of the same table in (a stored one, an override): its columns that do
@@ -217,7 +225,7 @@ class TableSchema:
                 changed = True
         self.declared |= other.declared
         self.changes += [change for change in other.changes if change not in self.changes]
-        self._routes.clear()
+        self.routes.clear()
         return changed
 
     # --- persistence ---------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from core.lake.commit import LakeCommitter
 from core.lake.encode import arrow_schema, build_table, parquet_bytes
 from core.lake.flush import PartitionBuffer
 from core.lake.layout import table_name
-from core.lake.records import RawRecord, decode, decode_record, decode_records
+from core.lake.records import LakeRow, RawRecord, decode, decode_record, decode_records
 from core.lake.schema import DOUBLE, INT, STRING, ShapeLimits, TableSchema, schema_from_avro
 from core.routing.naming import topic_name_for
 from core.settings import Settings
@@ -79,6 +79,12 @@ def test_ints_are_cast_into_a_double_column_only_when_exact() -> None:
     assert file.column("p_price").to_pylist() == [9.5, 10.0, None]
     assert file.column("p_price__int64").to_pylist() == [None, None, 2**53 + 1]
     assert file.schema.field("p_price").type == pa.float64()
+    # Beyond int64 (possible from a decoder that is not orjson): the decimal text, in a string column.
+    huge = LakeRow(0, 9, TS, b"", {"properties": {"price": 2**70, "n": 2**70}})
+    schema.observe([huge.properties])
+    table = build_table([huge], schema)
+    assert table.column("p_price__string").to_pylist() == [str(2**70)]
+    assert table.column("p_n").to_pylist() == [str(2**70)]
 
 
 def test_a_string_column_takes_every_value_as_text_and_nested_values_as_json() -> None:
