@@ -20,9 +20,20 @@ A failure before step 3 leaves the buffers as they were: the caller retries the 
 overwritten) or, after a crash, the next owner replays from the manifest. Steps 4 and 5 never lose
 data; what they could not do stays pending and is retried by :meth:`LakeCommitter.settle`.
 
-Recovery on assignment (:func:`recover_partition`): read the manifest, delete the data files of that
-partition whose first offset is above ``committed_offset`` (orphans of a flush that died before its
-manifest), and resume at ``committed_offset + 1``.
+**Fencing.** Every manifest write is a compare-and-swap on the version this writer last saw
+(:meth:`ObjectStore.put_if`). On assignment a writer *claims* the partition — the manifest's
+``epoch`` bumped by such a write — so from then on a writer that lost the partition (a zombie: cut
+off, paused, or blocked in a flush for longer than the group allows) cannot vouch for anything: its
+next manifest write is refused, and then it drops that partition's rows, commits no Kafka offset
+for it, and deletes the data files of that flush — which carry its epoch in their key, so they are
+its own and nobody else's. Before writing under a Hive partition its manifest does not declare yet,
+a flush writes the manifest with that partition added (*intent*, step 0): a zombie is usually
+refused before it writes any data file, and recovery knows where a dead flush may have written.
+
+Recovery on assignment (:meth:`LakeCommitter.recover`): claim, then delete the data files of that
+partition under the declared paths whose first offset is above ``committed_offset`` and whose epoch
+is older than the claim (files of a flush that can never be vouched for), and resume at
+``committed_offset + 1``. docs/lake.md has the argument.
 
 Everything here is plain code over :mod:`core.lake.ports` and :class:`core.ports.OffsetStore`;
 ``streams.lake`` passes the real store, catalog, thread pool and consumer offsets in.
@@ -30,17 +41,28 @@ Everything here is plain code over :mod:`core.lake.ports` and :class:`core.ports
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from core.errors import TransientError
 from core.lake.encode import build_table, parquet_bytes
 from core.lake.flush import FilePlan, PartitionBuffer, plan_files
-from core.lake.layout import PartitionValue, manifest_key, schema_key, table_name, table_prefix
-from core.lake.manifest import Manifest, orphan_files
-from core.lake.ports import Catalog, ObjectStore
+from core.lake.layout import (
+    PartitionValue,
+    epoch_key,
+    manifest_key,
+    partition_file_prefix,
+    schema_key,
+    table_name,
+    table_prefix,
+)
+from core.lake.manifest import ANYWHERE, Manifest, orphan_files
+from core.lake.ports import Catalog, ObjectStore, PreconditionFailed
 from core.lake.schema import TableSchema
 from core.ports import OffsetStore
 from core.settings import Settings
@@ -49,6 +71,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 TP = tuple[str, int]
 TableKey = tuple[str, str]
+CLAIM_ATTEMPTS = 10
+OWN_WRITE_ATTEMPTS = 3
 
 
 def run_step(pool: Executor, call: Callable[[T], object], items: Iterable[T]) -> list[BaseException | None]:
@@ -66,10 +90,79 @@ def raise_first(outcomes: Sequence[BaseException | None]) -> None:
             raise outcome
 
 
+class Fenced(Exception):
+    """Another writer claimed the partition: this writer's manifest write was refused."""
+
+    def __init__(self, key: str, stored: Manifest | None) -> None:
+        self.stored = stored
+        holder = f"epoch {stored.epoch} of {stored.owner or '?'}" if stored else "gone"
+        super().__init__(f"{key}: manifest is now {holder}")
+
+
+def put_manifest(store: ObjectStore, key: str, manifest: Manifest, tag: str | None) -> str:
+    """Write ``manifest`` if the stored one is still at ``tag``; its new tag. A refusal whose stored
+    manifest is this writer's own (same epoch and owner) is a write of ours whose answer was lost
+    (a retried PUT that had landed): it is adopted and the write repeated. Any other refusal raises
+    :class:`Fenced`."""
+    for _ in range(OWN_WRITE_ATTEMPTS):
+        try:
+            return store.put_if(key, manifest.to_bytes(), tag)
+        except PreconditionFailed:
+            found = store.get_tagged(key)
+            stored = Manifest.from_bytes(found[0]) if found else None
+            if (
+                found is None
+                or stored is None
+                or (stored.epoch, stored.owner) != (manifest.epoch, manifest.owner)
+            ):
+                raise Fenced(key, stored) from None
+            tag = found[1]
+    raise Fenced(key, None)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A partition taken over: the manifest the claim replaced and the one it wrote (with its tag)."""
+
+    previous: Manifest
+    manifest: Manifest
+    tag: str
+
+
+def claim_partition(store: ObjectStore, lane: str, topic: str, partition: int, owner: str) -> Claim:
+    """Bump the partition's epoch with a conditional write, re-reading when another write got in
+    between (a zombie's last commit, or a concurrent claim)."""
+    key = manifest_key(lane, topic, partition)
+    for _ in range(CLAIM_ATTEMPTS):
+        found = store.get_tagged(key)
+        previous = Manifest.from_bytes(found[0]) if found else Manifest(topic, partition)
+        claimed = previous.claimed(owner)
+        try:
+            return Claim(
+                previous, claimed, store.put_if(key, claimed.to_bytes(), found[1] if found else None)
+            )
+        except PreconditionFailed:
+            again = store.get_tagged(key)
+            if again is not None and Manifest.from_bytes(again[0]) == claimed:
+                return Claim(previous, claimed, again[1])  # ours: the answer to our write was lost
+    raise TransientError(f"{key}: could not claim the partition in {CLAIM_ATTEMPTS} attempts")
+
+
+def sweep_prefixes(lane: str, table: str, claim: Claim) -> list[str]:
+    """Where files of a dead flush of the claimed partition may be: its declared Hive partitions,
+    or the whole table for a partition never claimed before."""
+    if ANYWHERE in claim.manifest.values:
+        return [table_prefix(lane, table) + "/"]
+    return [
+        partition_file_prefix(lane, table, value, claim.manifest.partition) for value in claim.manifest.values
+    ]
+
+
 @dataclass(frozen=True)
 class Recovery:
     manifest: Manifest
     orphans: list[str]
+    tag: str = ""
 
     @property
     def start_offset(self) -> int | None:
@@ -77,15 +170,16 @@ class Recovery:
         return self.manifest.next_offset if self.manifest.committed_offset >= 0 else None
 
 
-def recover_partition(store: ObjectStore, lane: str, table: str, topic: str, partition: int) -> Recovery:
-    """Read the partition's manifest and delete its orphans (files above the committed offset)."""
-    raw = store.get(manifest_key(lane, topic, partition))
-    manifest = Manifest.from_bytes(raw) if raw else Manifest(topic, partition)
-    orphans = orphan_files(manifest, store.list_keys(table_prefix(lane, table) + "/"))
+def recover_partition(
+    store: ObjectStore, lane: str, table: str, topic: str, partition: int, owner: str = ""
+) -> Recovery:
+    """Claim one partition and delete its orphans (:meth:`LakeCommitter.recover` does many at once)."""
+    claim = claim_partition(store, lane, topic, partition, owner or uuid.uuid4().hex[:12])
+    keys = [key for prefix in sweep_prefixes(lane, table, claim) for key in store.list_keys(prefix)]
+    orphans = orphan_files(claim.previous, keys, below_epoch=claim.manifest.epoch)
     for orphan in orphans:
-        log.info("lake: deleting orphan %s (above offset %s)", orphan, manifest.committed_offset)
         store.delete(orphan)
-    return Recovery(manifest, orphans)
+    return Recovery(claim.manifest, orphans, claim.tag)
 
 
 @dataclass(frozen=True)
@@ -95,6 +189,7 @@ class FlushResult:
     files: int = 0
     bytes: int = 0
     unsettled: str | None = None  # the step (catalog/offsets) left pending, None when all done
+    fenced: tuple[TP, ...] = ()  # partitions lost to another writer in this flush
 
 
 @dataclass
@@ -104,6 +199,10 @@ class _Work:
     table: str
     plans: list[FilePlan]
     advanced: Manifest
+
+    @property
+    def values(self) -> set[str]:
+        return {plan.value.path for plan in self.plans}
 
     @property
     def tp(self) -> TP:
@@ -125,6 +224,10 @@ class LakeCommitter:
     stored_schemas: dict[TableKey, bytes] = field(default_factory=dict)
     unregistered: dict[TableKey, set[PartitionValue]] = field(default_factory=dict)
     pending_offsets: dict[TP, int] = field(default_factory=dict)
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    tags: dict[TP, str] = field(default_factory=dict)  # version of each owned partition's manifest
+    fenced_total: int = 0
+    newly_fenced: list[TP] = field(default_factory=list)  # drained by the caller (take_fenced)
 
     def resolve(self, topic: str) -> TableKey:
         """(lane, table) of a per-event topic."""
@@ -136,25 +239,47 @@ class LakeCommitter:
 
     # --- ownership -----------------------------------------------------------------------------
     def recover(self, partitions: Sequence[TP]) -> dict[TP, Recovery]:
-        """Recover newly assigned partitions (their S3 round trips overlap on the pool) and adopt
-        their manifests. The group's offsets are brought up to the manifests on the next settle (a
-        crash between manifest and offset commit leaves them behind)."""
+        """Claim newly assigned partitions, delete what dead flushes left, and adopt the manifests.
+        The S3 round trips overlap on the pool, and a table is listed at most once (only for
+        partitions never claimed before; the others list just their declared Hive partitions).
+        The group's offsets are brought up to the manifests on the next settle (a crash between
+        manifest and offset commit leaves them behind)."""
+        tables = {tp: self.resolve(tp[0]) for tp in partitions}
 
-        def recover(tp: TP) -> Recovery:
-            return recover_partition(self.store, *self.resolve(tp[0]), *tp)
+        def take(tp: TP) -> Claim:
+            return claim_partition(self.store, tables[tp][0], *tp, self.owner)
 
-        recoveries = list(self.pool.map(recover, partitions))
-        for tp, recovery in zip(partitions, recoveries, strict=True):
+        claims = dict(zip(partitions, self.pool.map(take, partitions), strict=True))
+        where = {tp: sweep_prefixes(*tables[tp], claim) for tp, claim in claims.items()}
+        prefixes = sorted({prefix for found in where.values() for prefix in found})
+        listed = dict(zip(prefixes, self.pool.map(self.store.list_keys, prefixes), strict=True))
+        recoveries: dict[TP, Recovery] = {}
+        for tp, claim in claims.items():
+            keys = {key for prefix in where[tp] for key in listed[prefix]}
+            orphans = orphan_files(claim.previous, keys, below_epoch=claim.manifest.epoch)
+            recoveries[tp] = Recovery(claim.manifest, orphans, claim.tag)
+        doomed = sorted({orphan for recovery in recoveries.values() for orphan in recovery.orphans})
+        for orphan in doomed:
+            log.info("lake: deleting orphan %s (a dead flush's file)", orphan)
+        raise_first(run_step(self.pool, self.store.delete, doomed))
+        for tp, recovery in recoveries.items():
             self.manifests[tp] = recovery.manifest
+            self.tags[tp] = recovery.tag
             if recovery.start_offset is not None:
                 self.pending_offsets[tp] = recovery.start_offset
-        return dict(zip(partitions, recoveries, strict=True))
+        return recoveries
 
     def release(self, partitions: Iterable[TP]) -> None:
         """Partitions now read elsewhere: their state goes (the new owner recovers from manifests)."""
         for tp in partitions:
             self.manifests.pop(tp, None)
+            self.tags.pop(tp, None)
             self.pending_offsets.pop(tp, None)
+
+    def take_fenced(self) -> list[TP]:
+        """Partitions fenced out since the last call (also when the flush that fenced them raised)."""
+        fenced, self.newly_fenced = self.newly_fenced, []
+        return fenced
 
     # --- the commit path ---------------------------------------------------------------------------
     def flush(self, buffers: Iterable[PartitionBuffer], offsets: OffsetStore) -> FlushResult:
@@ -166,15 +291,18 @@ class LakeCommitter:
         work = self._plan(buffers)
         if not work:
             return FlushResult()
+        fenced = self._write_intents(work)
+        work = [item for item in work if item.tp not in fenced]
         sizes = self._write_files(work)
         self._write_schemas({(item.lane, item.table) for item in work})
-        rows = self._write_manifests(work)
+        rows = self._write_manifests(work, fenced)
         return FlushResult(
-            partitions=len(work),
+            partitions=sum(1 for item in work if item.tp not in fenced),
             rows=rows,
             files=len(sizes),
             bytes=sum(sizes),
             unsettled=self.settle(offsets),
+            fenced=tuple(sorted(fenced)),
         )
 
     def _plan(self, buffers: Iterable[PartitionBuffer]) -> list[_Work]:
@@ -186,9 +314,17 @@ class LakeCommitter:
             lane, table = self.resolve(buffer.topic)
             where = f"{buffer.topic}[{buffer.partition}]@{buffer.rows[0].offset}"
             self.schemas[(lane, table)].observe((row.properties for row in buffer.rows), where)
-            plans = plan_files(lane, table, buffer.rows, self.settings.lake_partition_time)
             manifest = self.manifests[(buffer.topic, buffer.partition)]
-            advanced = manifest.advanced(buffer.rows[-1].offset, len(buffer.rows), (p.key for p in plans))
+            plans = [
+                dataclasses.replace(plan, key=epoch_key(plan.key, manifest.epoch))
+                for plan in plan_files(lane, table, buffer.rows, self.settings.lake_partition_time)
+            ]
+            advanced = manifest.advanced(
+                buffer.rows[-1].offset,
+                len(buffer.rows),
+                (p.key for p in plans),
+                (p.value.path for p in plans),
+            )
             work.append(_Work(buffer, lane, table, plans, advanced))
         return work
 
@@ -228,14 +364,36 @@ class LakeCommitter:
 
         raise_first(run_step(self.pool, write, sorted(tables)))
 
-    def _write_manifests(self, work: list[_Work]) -> int:
+    def _put_manifest(self, item: _Work, manifest: Manifest) -> None:
+        self.tags[item.tp] = put_manifest(
+            self.store, manifest_key(item.lane, *item.tp), manifest, self.tags.get(item.tp)
+        )
+
+    def _write_intents(self, work: list[_Work]) -> set[TP]:
+        """Step 0: declare the Hive partitions a flush is about to write under, where the manifest
+        does not declare them yet; the partitions fenced out."""
+        intents = {
+            item.tp: self.manifests[item.tp].with_values(item.values)
+            for item in work
+            if not self.manifests[item.tp].covers(item.values)
+        }
+        needed = [item for item in work if item.tp in intents]
+        outcomes = run_step(self.pool, lambda item: self._put_manifest(item, intents[item.tp]), needed)
+        fenced: set[TP] = set()
+        for item, outcome in zip(needed, outcomes, strict=True):
+            if outcome is None:
+                self.manifests[item.tp] = intents[item.tp]
+            elif isinstance(outcome, Fenced):
+                self._fence(item, outcome, written=[])
+                fenced.add(item.tp)
+        raise_first([outcome for outcome in outcomes if not isinstance(outcome, Fenced)])
+        return fenced
+
+    def _write_manifests(self, work: list[_Work], fenced: set[TP]) -> int:
         """Step 3. Each partition whose manifest is written is adopted at once — even when another
-        partition's manifest failed — so a retry never rewrites rows a manifest already vouches for."""
-
-        def write(item: _Work) -> None:
-            self.store.put(manifest_key(item.lane, *item.tp), item.advanced.to_bytes())
-
-        outcomes = run_step(self.pool, write, work)
+        partition's manifest failed — so a retry never rewrites rows a manifest already vouches for.
+        A partition whose manifest is refused is fenced (added to ``fenced``)."""
+        outcomes = run_step(self.pool, lambda item: self._put_manifest(item, item.advanced), work)
         rows = 0
         for item, outcome in zip(work, outcomes, strict=True):
             if outcome is None:
@@ -244,8 +402,40 @@ class LakeCommitter:
                 self.pending_offsets[item.tp] = item.advanced.next_offset
                 values = self.unregistered.setdefault((item.lane, item.table), set())
                 values.update(plan.value for plan in item.plans)
-        raise_first(outcomes)
+            elif isinstance(outcome, Fenced):
+                self._fence(item, outcome, written=[plan.key for plan in item.plans])
+                fenced.add(item.tp)
+        raise_first([outcome for outcome in outcomes if not isinstance(outcome, Fenced)])
         return rows
+
+    def _fence(self, item: _Work, fence: Fenced, written: list[str]) -> None:
+        """This writer lost ``item``'s partition: no offset commit, its rows dropped (the owner
+        replays them from the manifest), and the files this flush wrote deleted — they carry this
+        writer's epoch, so they are its own. A file left behind (the delete failed) is a dead
+        flush's file that the next claim under a declared Hive partition deletes."""
+        manifest = self.manifests.get(item.tp)
+        self.release([item.tp])
+        dropped = len(item.buffer.take())
+        deleted = 0
+        for key in written:
+            try:
+                self.store.delete(key)
+                deleted += 1
+            except Exception as exc:  # best effort: the file is unvouched either way
+                log.warning("lake: could not delete %s of a fenced flush: %s", key, exc)
+        self.fenced_total += 1
+        self.newly_fenced.append(item.tp)
+        log.warning(
+            "lake: FENCED out of %s[%d] (this writer: epoch %s, %s): %s; %d buffered rows dropped "
+            "(the owner replays them), %d of %d files of this flush deleted, no offset committed",
+            *item.tp,
+            manifest.epoch if manifest else "?",
+            self.owner,
+            fence,
+            dropped,
+            deleted,
+            len(written),
+        )
 
     # --- steps 4 and 5 -----------------------------------------------------------------------------
     @property
