@@ -5,9 +5,10 @@ when its upload completes; on a local filesystem a file is written under a tempo
 renamed. Conditional writes (``put_if``, the manifests' compare-and-swap) are S3's ``If-Match`` /
 ``If-None-Match: *``; on a local filesystem the check and the rename happen under an exclusive
 ``flock`` on a lock file next to the object, so they fence writers on one host's filesystem (not
-across hosts sharing a network filesystem whose locks are not reliable). Every call retries transient failures (5xx, SlowDown, connection refused/reset, an
-endpoint that is down) with capped exponential backoff for as long as ``should_stop`` says no — the
-caller blocks (and so stops consuming) instead of failing or dropping data.
+across hosts sharing a network filesystem whose locks are not reliable). Every call retries
+transient failures (5xx, SlowDown, connection refused/reset, an endpoint that is down) with capped
+exponential backoff for as long as ``should_stop`` says no — the caller blocks (and so stops
+consuming) instead of failing or dropping data.
 """
 
 from __future__ import annotations
@@ -151,9 +152,12 @@ class LakeStore:
         def write() -> str:
             if self._s3 is None:
                 return self._local_put_if(key, data, tag)
-            condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+            bucket, name = self._bucket, self._object(key)
             try:
-                response = self._s3.put_object(Bucket=self._bucket, Key=self._object(key), Body=data, **condition)
+                if tag is None:
+                    response = self._s3.put_object(Bucket=bucket, Key=name, Body=data, IfNoneMatch="*")
+                else:
+                    response = self._s3.put_object(Bucket=bucket, Key=name, Body=data, IfMatch=tag)
             except ClientError as exc:
                 # If-Match on an object that is gone answers NoSuchKey: not the version expected
                 # either. S3's 409 (a concurrent conditional write) is retried: the condition is
@@ -186,7 +190,7 @@ class LakeStore:
     def list_keys(self, prefix: str) -> list[str]:
         """Keys of every object under ``prefix`` (recursive; empty when the prefix does not exist).
         A prefix not ending in ``/`` matches the start of a name, as on S3."""
-        directory, _, stem = prefix.rpartition("/") if not prefix.endswith("/") else (prefix, "", "")
+        directory = prefix if prefix.endswith("/") else prefix.rpartition("/")[0]
         base = self.path(directory).rstrip("/")
 
         def listing() -> list[str]:

@@ -1,18 +1,23 @@
 """The exactly-once protocol of the lake, driven through the REAL commit path (``core.lake.commit``).
 
 In-memory fakes of the object store, the catalog and the Kafka offsets record every call in one
-ordered log and fail at a chosen step: each data-file put, the schema put, each manifest put, the
-catalog, the offset commit. After a failure at step k nothing of a later step may have happened,
-the buffers not vouched for by a manifest must be intact, and a retry — or a crash and a replay from
-the manifests with other batch boundaries — must land every row exactly once.
+ordered log and fail at a chosen step: each manifest intent, each data-file put, the schema put,
+each manifest put, the catalog, the offset commit — or let the call land and lose its answer. After a
+failure at step k nothing of a later step may have happened, the buffers not vouched for by a
+manifest must be intact, and a retry — or a crash and a replay from the manifests with other batch
+boundaries — must land every row exactly once. The store's conditional writes are modelled (a
+version tag per object, checked and written under one lock), so stale writers — zombies that lost
+their partitions to a newer claim — are driven against the same store and must be fenced.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import orjson
 import pyarrow as pa
@@ -23,6 +28,7 @@ from core.lake.commit import LakeCommitter, recover_partition
 from core.lake.flush import PartitionBuffer
 from core.lake.layout import PartitionValue, manifest_key, parse_data_file, partition_for_ms
 from core.lake.manifest import Manifest, orphan_files
+from core.lake.ports import PreconditionFailed
 from core.lake.records import LakeRow, decode
 from core.lake.schema import TableSchema
 from core.settings import Settings
@@ -30,9 +36,9 @@ from core.settings import Settings
 HOUR_MS = 3_600_000
 BASE_MS = 1_800_000_000_000
 SETTINGS = Settings(lake_uri="file:///nonexistent/lake", lanes=["l"])
-HOURS = {partition_for_ms(BASE_MS + hour * HOUR_MS) for hour in range(3)}
+HOURS = {partition_for_ms(BASE_MS + hour * HOUR_MS) for hour in range(4)}
 TPS = [("l.event.a", 0), ("l.event.a", 1), ("l.event.b", 0)]
-STEPS = {"data": 1, "schema": 2, "manifest": 3, "catalog": 4, "offsets": 5}
+STEPS = {"claim": 0, "intent": 1, "data": 2, "schema": 3, "manifest": 4, "catalog": 5, "offsets": 6}
 
 
 class Boom(Exception):
@@ -46,11 +52,13 @@ class World:
         self.objects: dict[str, bytes] = {}
         self.log: list[tuple[str, str]] = []
         self.fail: tuple[str, str] | None = None  # (step, key) to fail at; key "" = any
+        self.lose: tuple[str, str] | None = None  # (step, key) whose call lands but whose answer is lost
         self.committed: dict[tuple[str, int], int] = {}
         self.registered: set[tuple[str, PartitionValue]] = set()
         self.forgotten: list[str] = []
-        self.deletes = True  # False: recovery's deletions do nothing (replays must overwrite orphans)
-        self._lock = threading.Lock()
+        self.listed: list[str] = []  # every prefix listed
+        self.deleted: list[str] = []  # every key deleted
+        self._lock = threading.RLock()
 
     def _call(self, step: str, key: str) -> None:
         with self._lock:
@@ -58,21 +66,43 @@ class World:
                 raise Boom(f"{step} {key}")
             self.log.append((step, key))
 
+    def _answer(self, step: str, key: str) -> None:
+        if self.lose is not None and self.lose[0] == step and self.lose[1] in ("", key):
+            raise Boom(f"answer lost: {step} {key}")
+
     # ObjectStore
     def put(self, key: str, data: bytes) -> None:
-        step = "manifest" if "/_manifests/" in key else "schema" if key.endswith("_schema.json") else "data"
+        step = "schema" if key.endswith("_schema.json") else "data"
         self._call(step, key)
         self.objects[key] = data
+        self._answer(step, key)
 
     def get(self, key: str) -> bytes | None:
         return self.objects.get(key)
 
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        with self._lock:
+            data = self.objects.get(key)
+            return None if data is None else (data, tag_of(data))
+
+    def put_if(self, key: str, data: bytes, tag: str | None) -> str:
+        with self._lock:  # the check and the write are one step, as on S3
+            current = self.objects.get(key)
+            step = manifest_step(current, data)
+            self._call(step, key)
+            if (None if current is None else tag_of(current)) != tag:
+                raise PreconditionFailed(key)
+            self.objects[key] = data
+        self._answer(step, key)
+        return tag_of(data)
+
     def list_keys(self, prefix: str) -> list[str]:
+        self.listed.append(prefix)
         return sorted(key for key in list(self.objects) if key.startswith(prefix))
 
     def delete(self, key: str) -> None:
-        if self.deletes:
-            self.objects.pop(key, None)
+        self.deleted.append(key)
+        self.objects.pop(key, None)
 
     # Catalog
     def ensure_table(self, lane: str, table: str, schema: TableSchema) -> None:
@@ -103,6 +133,19 @@ class World:
         return {tp: sorted(offsets) for tp, offsets in found.items()}
 
 
+def tag_of(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def manifest_step(current: bytes | None, new: bytes) -> str:
+    """What a manifest write is: a claim (new epoch), an intent (same offsets) or a commit."""
+    after = Manifest.from_bytes(new)
+    before = Manifest.from_bytes(current) if current is not None else None
+    if before is None or before.epoch != after.epoch:
+        return "claim"
+    return "intent" if before.committed_offset == after.committed_offset else "manifest"
+
+
 def first_offsets(world: World, tp: tuple[str, int]) -> list[int]:
     """First offsets of the data files of one topic-partition."""
     table = tp[0].rsplit(".", 1)[1]
@@ -111,7 +154,9 @@ def first_offsets(world: World, tp: tuple[str, int]) -> list[int]:
 
 
 def row(partition: int, offset: int) -> LakeRow:
-    ts = BASE_MS + (offset % 3) * HOUR_MS  # three Hive partitions interleaved: several files per flush
+    # Three Hive partitions interleaved (several files per flush); from offset 10 on, one hour later,
+    # so a flush after the first one writes under a Hive partition its manifest does not declare.
+    ts = BASE_MS + (offset % 3 + (offset >= 10)) * HOUR_MS
     return decode(
         partition,
         offset,
@@ -149,6 +194,7 @@ def failure_points(after_first_flush: bool = False) -> list[tuple[str, str]]:
     world = World()
     with ThreadPoolExecutor(4) as pool:
         commit = committer(world, pool)
+        world.log.clear()  # the claims are recovery's, not the flush's
         if after_first_flush:
             commit.flush(filled(0, 10).values(), world)
             world.log.clear()
@@ -164,8 +210,9 @@ def test_a_clean_flush_runs_the_steps_in_order_and_lands_every_row() -> None:
         result = committer(world, pool).flush(filled(0, 30).values(), world)
     steps = [STEPS[step] for step, _ in world.log]
     assert steps == sorted(steps), world.log  # each step is a barrier
-    assert set(steps) == set(STEPS.values())
-    assert (result.partitions, result.rows, result.files, result.unsettled) == (3, 90, 9, None)
+    # No intent: a partition's first claim declares its whole table (nothing else to sweep yet).
+    assert set(steps) == set(STEPS.values()) - {STEPS["intent"]}
+    assert (result.partitions, result.rows, result.files, result.unsettled) == (3, 90, 12, None)
     assert world.lake_offsets() == {tp: list(range(30)) for tp in TPS}
     assert world.committed == dict.fromkeys(TPS, 30)
     for topic, partition in TPS:
@@ -245,11 +292,11 @@ def test_a_crash_at_any_step_is_recovered_from_the_manifests(step: str, key: str
     assert world.committed == dict.fromkeys(TPS, 40)
 
 
-def run_with_failures(seed: int, delete_orphans: bool) -> World:
-    """Random batch sizes, random failures at random steps; after each, a retry or a crash."""
+def run_with_failures(seed: int) -> World:
+    """Random batch sizes, random failures at random steps (before the call, or after it landed with
+    its answer lost); after each, a retry or a crash."""
     rng = random.Random(seed)
     world = World()
-    world.deletes = delete_orphans
     end = 150
     with ThreadPoolExecutor(3) as pool:
         commit = LakeCommitter(SETTINGS, world, world, pool)
@@ -265,14 +312,17 @@ def run_with_failures(seed: int, delete_orphans: bool) -> World:
                 for offset in range(read[tp], upto):
                     buffer.add(row(tp[1], offset), 0.0)
                 read[tp] = upto
-            world.fail = (rng.choice(list(STEPS)), "") if rng.random() < 0.5 else None
+            failure = (rng.choice(list(STEPS)), "") if rng.random() < 0.5 else None
+            world.fail, world.lose = (failure, None) if rng.random() < 0.5 else (None, failure)
             try:
                 commit.flush(buffers.values(), world)
             except Boom:
                 if rng.random() < 0.5:
                     buffers = {}  # crash: whatever is in memory is gone
                 continue
-            world.fail = None
+            finally:
+                world.fail = world.lose = None
+            assert not commit.take_fenced(), "a writer alone was fenced by its own lost answers"
             done = all(offset == end for offset in read.values()) and not any(
                 b.rows for b in buffers.values()
             )
@@ -281,12 +331,9 @@ def run_with_failures(seed: int, delete_orphans: bool) -> World:
     raise AssertionError("never finished")
 
 
-@pytest.mark.parametrize("delete_orphans", [True, False])
-@pytest.mark.parametrize("seed", range(20))
-def test_every_offset_lands_exactly_once_across_random_failures_retries_and_crashes(
-    seed: int, delete_orphans: bool
-) -> None:
-    world = run_with_failures(seed, delete_orphans)
+@pytest.mark.parametrize("seed", range(30))
+def test_every_offset_lands_exactly_once_across_random_failures_retries_and_crashes(seed: int) -> None:
+    world = run_with_failures(seed)
     assert world.lake_offsets() == {tp: list(range(150)) for tp in TPS}
     assert world.committed == dict.fromkeys(TPS, 150)
 
@@ -319,3 +366,217 @@ def test_manifest_never_moves_back_and_round_trips() -> None:
     with pytest.raises(ValueError, match="cannot move back"):
         again.advanced(20, 1, [])
     assert orphan_files(again, ["l/t/dt=2026-01-01/hour=00/part-00000-00000000000000000021.parquet"])
+
+
+# --- fencing: stale writers ---------------------------------------------------------------------------
+
+
+def data_keys(world: World) -> set[str]:
+    return {key for key in world.objects if parse_data_file(key) is not None}
+
+
+@pytest.mark.parametrize("refused_at", ["intent", "manifest"])
+def test_a_stale_writer_is_fenced_loses_nothing_and_deletes_nothing_of_the_new_owner(refused_at: str) -> None:
+    world = World()
+    with ThreadPoolExecutor(4) as pool:
+        stale = committer(world, pool)
+        stale.flush(filled(0, 10).values(), world)  # offsets 0..9 in the lake, under epoch 1
+        # The stale writer reads on while it is cut off; meanwhile its partitions move on.
+        pending = filled(10, 20) if refused_at == "intent" else filled(0, 10)
+        if refused_at == "manifest":  # rows under the Hive partitions already declared: no intent
+            pending = {tp: PartitionBuffer(*tp) for tp in TPS}
+            for tp, buffer in pending.items():
+                for offset in (10 + 3 * i for i in range(6)):  # one hour, declared by the first flush
+                    buffer.add(row(tp[1], offset), 0.0)
+        owner = LakeCommitter(SETTINGS, world, world, pool)
+        starts = {tp: r.start_offset for tp, r in owner.recover(TPS).items()}
+        assert starts == dict.fromkeys(TPS, 10)
+        owner.flush(filled(10, 15).values(), world)  # the owner writes 10..24 under epoch 2
+        owners_files = data_keys(world)
+        committed_before = dict(world.committed)
+        world.log.clear()
+        result = stale.flush(pending.values(), world)  # the zombie wakes up and flushes
+        assert set(result.fenced) == set(TPS)
+        assert sorted(stale.take_fenced()) == sorted(TPS)
+        assert stale.fenced_total == 3
+        assert (result.partitions, result.rows) == (0, 0)
+        steps = {step for step, _ in world.log}
+        assert "manifest" not in steps  # nothing vouched for by the zombie
+        if refused_at == "intent":
+            assert "data" not in steps, "a zombie refused at its intent wrote data files"
+        else:
+            assert "data" in steps  # it wrote files, then was refused: they are gone again
+        assert data_keys(world) == owners_files, "the zombie left a file or removed one of the owner's"
+        assert world.committed == committed_before, "a fenced writer committed Kafka offsets"
+        assert not stale.manifests
+        assert not stale.pending_offsets
+        assert all(not buffer.rows for buffer in pending.values())  # dropped: the owner replays them
+        for tp in TPS:
+            stored = Manifest.from_bytes(world.objects[manifest_key("l", *tp)])
+            assert (stored.epoch, stored.owner, stored.committed_offset) == (2, owner.owner, 24)
+        owner.flush(filled(25, 15).values(), world)
+    assert world.lake_offsets() == {tp: list(range(40)) for tp in TPS}
+    assert world.committed == dict.fromkeys(TPS, 40)
+
+
+def test_a_zombie_recovery_fences_the_owner_and_deletes_only_dead_files() -> None:
+    """The other order: a stale writer finishes an old assignment (claims) while the owner is
+    mid-flush. The owner is then the one fenced; the claim deletes the owner's unvouched files (they
+    can never be vouched for now), never a vouched one, and the rows are replayed once."""
+    world = World()
+    with ThreadPoolExecutor(4) as pool:
+        owner = committer(world, pool)
+        owner.flush(filled(0, 10).values(), world)
+        vouched = data_keys(world)
+        world.fail = ("manifest", "")  # the owner's next flush dies before its manifests ...
+        with pytest.raises(Boom):
+            owner.flush(filled(10, 10).values(), world)
+        world.fail = None
+        unvouched = data_keys(world) - vouched
+        assert unvouched
+        late = LakeCommitter(SETTINGS, world, world, pool)  # ... while a late claim happens
+        recoveries = late.recover(TPS)
+        assert set().union(*(r.orphans for r in recoveries.values())) == unvouched
+        assert data_keys(world) == vouched
+        result = owner.flush([PartitionBuffer(*tp) for tp in TPS] + list(filled(10, 10).values()), world)
+        assert set(result.fenced) == set(TPS)
+        assert data_keys(world) == vouched  # its retry's files went again, nothing else
+        for tp, recovery in recoveries.items():
+            assert recovery.start_offset == 10
+            buffer = PartitionBuffer(*tp)
+            for offset in range(10, 40):
+                buffer.add(row(tp[1], offset), 0.0)
+            late.flush([buffer], world)
+    assert world.lake_offsets() == {tp: list(range(40)) for tp in TPS}
+
+
+def test_a_lost_answer_to_a_manifest_write_is_not_taken_for_a_fence() -> None:
+    world = World()
+    with ThreadPoolExecutor(4) as pool:
+        commit = committer(world, pool)
+        commit.flush(filled(0, 10).values(), world)
+        buffers = filled(10, 10)
+        world.lose = ("intent", manifest_key("l", *TPS[0]))
+        with pytest.raises(Boom):  # the intent landed, its answer did not
+            commit.flush(buffers.values(), world)
+        world.lose = ("manifest", manifest_key("l", *TPS[1]))
+        with pytest.raises(Boom):  # the retry's manifest landed, its answer did not
+            commit.flush(buffers.values(), world)
+        world.lose = None
+        result = commit.flush(buffers.values(), world)
+        assert result.fenced == ()
+        assert not commit.take_fenced()
+        assert commit.settle(world) is None
+    assert world.lake_offsets() == {tp: list(range(20)) for tp in TPS}
+    assert world.committed == dict.fromkeys(TPS, 20)
+
+
+def test_a_claim_racing_a_last_commit_reads_again_and_keeps_that_commit() -> None:
+    world = World()
+    with ThreadPoolExecutor(4) as pool:
+        stale = committer(world, pool)
+        stale.flush(filled(0, 10).values(), world)
+        real_get = world.get_tagged
+        raced: list[str] = []
+
+        def get_then_race(key: str) -> tuple[bytes, str] | None:
+            found = real_get(key)
+            if not raced:  # between the claim's read and its write, the old writer commits 10..19
+                raced.append(key)
+                stale.flush(filled(10, 10).values(), world)
+            return found
+
+        world.get_tagged = get_then_race  # type: ignore[method-assign]
+        recoveries = LakeCommitter(SETTINGS, world, world, pool).recover([TPS[0]])
+    assert recoveries[TPS[0]].start_offset == 20  # the claim read again and kept that commit
+    assert recoveries[TPS[0]].orphans == []
+    assert world.lake_offsets()[TPS[0]] == list(range(20))
+
+
+def test_recovery_lists_only_the_declared_hive_partitions_and_a_table_once() -> None:
+    world = World()
+    with ThreadPoolExecutor(4) as pool:
+        commit = committer(world, pool)  # never claimed before: one listing per table, not per partition
+        assert sorted(world.listed) == ["l/a/", "l/b/"]
+        commit.flush(filled(0, 10).values(), world)
+        world.listed.clear()
+        LakeCommitter(SETTINGS, world, world, pool).recover(TPS)
+    expected = {
+        f"l/{tp[0][-1]}/{value.path}/part-{tp[1]:05d}-" for tp in TPS for value in HOURS - {max(HOURS)}
+    }
+    assert sorted(world.listed) == sorted(expected)
+
+
+def test_recovery_never_deletes_a_file_of_a_newer_epoch_or_a_vouched_one() -> None:
+    world = World()
+    manifest = Manifest("l.event.a", 2, committed_offset=99, epoch=4, values=("dt=2026-01-01/hour=01",))
+    world.objects[manifest_key("l", "l.event.a", 2)] = manifest.to_bytes()
+    base = "l/a/dt=2026-01-01/hour=01/part-00002-"
+    vouched = f"{base}00000000000000000050-e000004.parquet"
+    dead = f"{base}00000000000000000100-e000004.parquet"
+    older_dead = f"{base}00000000000000000120-e000002.parquet"
+    newer = f"{base}00000000000000000100-e000009.parquet"  # a later claim's: never ours to delete
+    elsewhere = "l/a/dt=2026-01-01/hour=05/part-00002-00000000000000000200-e000004.parquet"
+    for key in (vouched, dead, older_dead, newer, elsewhere):
+        world.objects[key] = b"x"
+    recovery = recover_partition(world, "l", "a", "l.event.a", 2, owner="me")
+    assert recovery.orphans == [dead, older_dead]
+    assert recovery.manifest.epoch == 5
+    assert {vouched, newer, elsewhere} <= set(world.objects)
+    assert world.listed == ["l/a/dt=2026-01-01/hour=01/part-00002-"]  # never the whole table
+
+
+@dataclass
+class Writer:
+    """One lake worker's state in the zombie test: its committer, buffers and read positions."""
+
+    commit: LakeCommitter
+    buffers: dict[tuple[str, int], PartitionBuffer]
+    read: dict[tuple[str, int], int]
+
+    @classmethod
+    def taking_over(cls, world: World, pool: ThreadPoolExecutor) -> Writer:
+        commit = LakeCommitter(SETTINGS, world, world, pool)
+        starts = {tp: r.start_offset or 0 for tp, r in commit.recover(TPS).items()}
+        return cls(commit, {tp: PartitionBuffer(*tp) for tp in TPS}, starts)
+
+    def read_on(self, upto: Callable[[int], int]) -> None:
+        for tp in self.commit.manifests:  # a fenced writer reads nothing more of its lost partitions
+            end = upto(self.read[tp])
+            for offset in range(self.read[tp], end):
+                self.buffers[tp].add(row(tp[1], offset), 0.0)
+            self.read[tp] = end
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_zombies_never_lose_or_duplicate_a_row(seed: int) -> None:
+    """Two writers take partitions over from each other at random moments while the other one keeps
+    reading and flushing what it holds (a zombie), with random failures: every offset ends up in the
+    lake exactly once."""
+    rng = random.Random(seed)
+    world = World()
+    end = 120
+    with ThreadPoolExecutor(3) as pool:
+        writers = [Writer.taking_over(world, pool), Writer.taking_over(world, pool)]
+        for _step in range(60):
+            index = rng.randrange(2)
+            if rng.random() < 0.1:
+                writers[index] = Writer.taking_over(world, pool)
+                continue
+            writer = writers[index]
+            writer.read_on(lambda start: min(start + rng.randint(0, 25), end))
+            world.fail = (rng.choice(["intent", "data", "manifest"]), "") if rng.random() < 0.2 else None
+            try:
+                writer.commit.flush(writer.buffers.values(), world)
+            except Boom:
+                pass
+            finally:
+                world.fail = None
+        final = Writer.taking_over(world, pool)  # one more takeover; it reads to the end
+        manifests = {key: data for key, data in world.objects.items() if "/_manifests/" in key}
+        for zombie in writers:  # the zombies' last words are refused
+            zombie.commit.flush(zombie.buffers.values(), world)
+        assert manifests == {key: data for key, data in world.objects.items() if "/_manifests/" in key}
+        final.read_on(lambda start: end)
+        final.commit.flush(final.buffers.values(), world)
+    assert world.lake_offsets() == {tp: list(range(end)) for tp in TPS}
