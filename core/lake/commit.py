@@ -5,9 +5,11 @@ exactly one lake row once its flush completed, across crashes, retries and rebal
 (:meth:`LakeCommitter.flush`) is a sequence of steps; each step is a barrier (every call of it has
 ended before the next step starts), and a failure ends the flush at that step:
 
+0. **intents** — a partition about to write under a Hive partition its manifest does not declare
+   yet writes the manifest with it added first (conditionally, like every manifest write);
 1. **data files** — one Parquet file per (topic-partition, Hive partition value), at a key that is a
-   pure function of the data (first offset of the file's rows, partition value), so a replay
-   rewrites the same keys instead of adding new ones;
+   pure function of the data (first offset of the file's rows, partition value) and the writer's
+   epoch, so a retry rewrites the same keys instead of adding new ones;
 2. **table schemas** — ``_schema.json`` of each table whose schema changed;
 3. **manifests** — per topic-partition ``committed_offset = last flushed offset``, written only
    after every file it vouches for. A partition's rows count as in the lake from here on: its
@@ -20,20 +22,16 @@ A failure before step 3 leaves the buffers as they were: the caller retries the 
 overwritten) or, after a crash, the next owner replays from the manifest. Steps 4 and 5 never lose
 data; what they could not do stays pending and is retried by :meth:`LakeCommitter.settle`.
 
-**Fencing.** Every manifest write is a compare-and-swap on the version this writer last saw
-(:meth:`ObjectStore.put_if`). On assignment a writer *claims* the partition — the manifest's
-``epoch`` bumped by such a write — so from then on a writer that lost the partition (a zombie: cut
-off, paused, or blocked in a flush for longer than the group allows) cannot vouch for anything: its
-next manifest write is refused, and then it drops that partition's rows, commits no Kafka offset
-for it, and deletes the data files of that flush — which carry its epoch in their key, so they are
-its own and nobody else's. Before writing under a Hive partition its manifest does not declare yet,
-a flush writes the manifest with that partition added (*intent*, step 0): a zombie is usually
-refused before it writes any data file, and recovery knows where a dead flush may have written.
+**Fencing** (:mod:`core.lake.fence`). Every manifest write is a compare-and-swap; on assignment a
+writer claims the partition (a new epoch), so a writer that lost it (a zombie: cut off, paused, or
+blocked in a flush for longer than the group allows) has its next intent or manifest refused. It
+then drops that partition's rows, commits no Kafka offset for it, and deletes the data files of that
+flush — they carry its epoch in their key, so they are its own and nobody else's.
 
-Recovery on assignment (:meth:`LakeCommitter.recover`): claim, then delete the data files of that
-partition under the declared paths whose first offset is above ``committed_offset`` and whose epoch
-is older than the claim (files of a flush that can never be vouched for), and resume at
-``committed_offset + 1``. docs/lake.md has the argument.
+Recovery on assignment (:meth:`LakeCommitter.recover`): claim, then delete the files of that
+partition under the declared Hive partitions whose first offset is above ``committed_offset`` and
+whose epoch is older than the claim, and resume at ``committed_offset + 1``. docs/lake.md has the
+argument.
 
 Everything here is plain code over :mod:`core.lake.ports` and :class:`core.ports.OffsetStore`;
 ``streams.lake`` passes the real store, catalog, thread pool and consumer offsets in.
@@ -49,20 +47,12 @@ from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from core.errors import TransientError
 from core.lake.encode import build_table, parquet_bytes
+from core.lake.fence import Claim, Fenced, Recovery, claim_partition, put_manifest, sweep_prefixes
 from core.lake.flush import FilePlan, PartitionBuffer, plan_files
-from core.lake.layout import (
-    PartitionValue,
-    epoch_key,
-    manifest_key,
-    partition_file_prefix,
-    schema_key,
-    table_name,
-    table_prefix,
-)
-from core.lake.manifest import ANYWHERE, Manifest, orphan_files
-from core.lake.ports import Catalog, ObjectStore, PreconditionFailed
+from core.lake.layout import PartitionValue, epoch_key, manifest_key, schema_key, table_name
+from core.lake.manifest import Manifest, orphan_files
+from core.lake.ports import Catalog, ObjectStore
 from core.lake.schema import TableSchema
 from core.ports import OffsetStore
 from core.settings import Settings
@@ -71,8 +61,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 TP = tuple[str, int]
 TableKey = tuple[str, str]
-CLAIM_ATTEMPTS = 10
-OWN_WRITE_ATTEMPTS = 3
 
 
 def run_step(pool: Executor, call: Callable[[T], object], items: Iterable[T]) -> list[BaseException | None]:
@@ -88,98 +76,6 @@ def raise_first(outcomes: Sequence[BaseException | None]) -> None:
     for outcome in outcomes:
         if outcome is not None:
             raise outcome
-
-
-class Fenced(Exception):
-    """Another writer claimed the partition: this writer's manifest write was refused."""
-
-    def __init__(self, key: str, stored: Manifest | None) -> None:
-        self.stored = stored
-        holder = f"epoch {stored.epoch} of {stored.owner or '?'}" if stored else "gone"
-        super().__init__(f"{key}: manifest is now {holder}")
-
-
-def put_manifest(store: ObjectStore, key: str, manifest: Manifest, tag: str | None) -> str:
-    """Write ``manifest`` if the stored one is still at ``tag``; its new tag. A refusal whose stored
-    manifest is this writer's own (same epoch and owner) is a write of ours whose answer was lost
-    (a retried PUT that had landed): it is adopted and the write repeated. Any other refusal raises
-    :class:`Fenced`."""
-    for _ in range(OWN_WRITE_ATTEMPTS):
-        try:
-            return store.put_if(key, manifest.to_bytes(), tag)
-        except PreconditionFailed:
-            found = store.get_tagged(key)
-            stored = Manifest.from_bytes(found[0]) if found else None
-            if (
-                found is None
-                or stored is None
-                or (stored.epoch, stored.owner) != (manifest.epoch, manifest.owner)
-            ):
-                raise Fenced(key, stored) from None
-            tag = found[1]
-    raise Fenced(key, None)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A partition taken over: the manifest the claim replaced and the one it wrote (with its tag)."""
-
-    previous: Manifest
-    manifest: Manifest
-    tag: str
-
-
-def claim_partition(store: ObjectStore, lane: str, topic: str, partition: int, owner: str) -> Claim:
-    """Bump the partition's epoch with a conditional write, re-reading when another write got in
-    between (a zombie's last commit, or a concurrent claim)."""
-    key = manifest_key(lane, topic, partition)
-    for _ in range(CLAIM_ATTEMPTS):
-        found = store.get_tagged(key)
-        previous = Manifest.from_bytes(found[0]) if found else Manifest(topic, partition)
-        claimed = previous.claimed(owner)
-        try:
-            return Claim(
-                previous, claimed, store.put_if(key, claimed.to_bytes(), found[1] if found else None)
-            )
-        except PreconditionFailed:
-            again = store.get_tagged(key)
-            if again is not None and Manifest.from_bytes(again[0]) == claimed:
-                return Claim(previous, claimed, again[1])  # ours: the answer to our write was lost
-    raise TransientError(f"{key}: could not claim the partition in {CLAIM_ATTEMPTS} attempts")
-
-
-def sweep_prefixes(lane: str, table: str, claim: Claim) -> list[str]:
-    """Where files of a dead flush of the claimed partition may be: its declared Hive partitions,
-    or the whole table for a partition never claimed before."""
-    if ANYWHERE in claim.manifest.values:
-        return [table_prefix(lane, table) + "/"]
-    return [
-        partition_file_prefix(lane, table, value, claim.manifest.partition) for value in claim.manifest.values
-    ]
-
-
-@dataclass(frozen=True)
-class Recovery:
-    manifest: Manifest
-    orphans: list[str]
-    tag: str = ""
-
-    @property
-    def start_offset(self) -> int | None:
-        """Where reading resumes; None: from the beginning (nothing of this partition is in the lake)."""
-        return self.manifest.next_offset if self.manifest.committed_offset >= 0 else None
-
-
-def recover_partition(
-    store: ObjectStore, lane: str, table: str, topic: str, partition: int, owner: str = ""
-) -> Recovery:
-    """Claim one partition and delete its orphans (:meth:`LakeCommitter.recover` does many at once)."""
-    claim = claim_partition(store, lane, topic, partition, owner or uuid.uuid4().hex[:12])
-    keys = [key for prefix in sweep_prefixes(lane, table, claim) for key in store.list_keys(prefix)]
-    orphans = orphan_files(claim.previous, keys, below_epoch=claim.manifest.epoch)
-    for orphan in orphans:
-        store.delete(orphan)
-    return Recovery(claim.manifest, orphans, claim.tag)
 
 
 @dataclass(frozen=True)
