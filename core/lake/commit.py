@@ -152,7 +152,7 @@ class LakeCommitter:
         recoveries: dict[TP, Recovery] = {}
         for tp, claim in claims.items():
             keys = {key for prefix in where[tp] for key in listed[prefix]}
-            orphans = orphan_files(claim.previous, keys, below_epoch=claim.manifest.epoch)
+            orphans = orphan_files(claim.manifest, keys, below_epoch=claim.manifest.epoch)
             recoveries[tp] = Recovery(claim.manifest, orphans, claim.tag)
         doomed = sorted({orphan for recovery in recoveries.values() for orphan in recovery.orphans})
         for orphan in doomed:
@@ -307,8 +307,8 @@ class LakeCommitter:
     def _fence(self, item: _Work, fence: Fenced, written: list[str]) -> None:
         """This writer lost ``item``'s partition: no offset commit, its rows dropped (the owner
         replays them from the manifest), and the files this flush wrote deleted — they carry this
-        writer's epoch, so they are its own. A file left behind (the delete failed) is a dead
-        flush's file that the next claim under a declared Hive partition deletes."""
+        writer's epoch, so they are its own. A file left behind (the delete failed) is deleted by a
+        later claim that finds it under a declared Hive partition (``Manifest.ended``)."""
         manifest = self.manifests.get(item.tp)
         self.release([item.tp])
         dropped = len(item.buffer.take())

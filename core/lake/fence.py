@@ -113,7 +113,7 @@ def recover_partition(
     """Claim one partition and delete its orphans (:meth:`LakeCommitter.recover` does many at once)."""
     claim = claim_partition(store, lane, topic, partition, owner or uuid.uuid4().hex[:12])
     keys = [key for prefix in sweep_prefixes(lane, table, claim) for key in store.list_keys(prefix)]
-    orphans = orphan_files(claim.previous, keys, below_epoch=claim.manifest.epoch)
+    orphans = orphan_files(claim.manifest, keys, below_epoch=claim.manifest.epoch)
     for orphan in orphans:
         store.delete(orphan)
     return Recovery(claim.manifest, orphans, claim.tag)

@@ -7,6 +7,8 @@ a writer that lost the partition cannot vouch for anything any more:
 
 * ``epoch`` — the writer's claim. A writer bumps it on assignment (conditionally), so each epoch
   number belongs to exactly one writer, and the data files it writes carry it in their key;
+* ``ended`` — for the last few epochs before this one, the committed offset when each ended: any
+  file of such an epoch above it is dead, also one a zombie wrote after it was claimed out;
 * ``values`` — the Hive partition paths (``dt=…/hour=…``) under which data files of this partition
   above ``committed_offset`` may exist: what a flush may have left behind if it died. A flush that
   writes under a path not listed first writes the manifest with the path added (an *intent*);
@@ -30,6 +32,7 @@ from core.lake.layout import parse_data_file
 NO_OFFSET = -1
 ANYWHERE = "*"
 VERSION = 2
+ENDED_KEPT = 8
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Manifest:
     epoch: int = 0
     owner: str = ""
     values: tuple[str, ...] = field(default_factory=tuple)
+    ended: tuple[tuple[int, int], ...] = field(default_factory=tuple)  # (epoch, committed offset then)
 
     @property
     def next_offset(self) -> int:
@@ -54,7 +58,8 @@ class Manifest:
         that, should this claim die before it cleaned up, the next one still knows where to look;
         a partition never claimed before may have files anywhere in its table."""
         values = self.values if self.epoch else (ANYWHERE,)
-        return dataclasses.replace(self, epoch=self.epoch + 1, owner=owner, values=values)
+        ended = (*self.ended, (self.epoch, self.committed_offset))[-ENDED_KEPT:]
+        return dataclasses.replace(self, epoch=self.epoch + 1, owner=owner, values=values, ended=ended)
 
     def covers(self, values: Iterable[str]) -> bool:
         """Whether files under ``values`` are already declared (no intent needed before writing)."""
@@ -93,6 +98,7 @@ class Manifest:
                 "epoch": self.epoch,
                 "owner": self.owner,
                 "values": list(self.values),
+                "ended": [list(pair) for pair in self.ended],
                 "flushes": self.flushes,
                 "rows": self.rows,
                 "last_files": list(self.last_files),
@@ -113,20 +119,24 @@ class Manifest:
             epoch=int(doc.get("epoch", 0)),
             owner=str(doc.get("owner", "")),
             values=tuple(doc.get("values", ())),
+            ended=tuple((int(epoch), int(end)) for epoch, end in doc.get("ended", ())),
         )
 
 
 def orphan_files(manifest: Manifest, keys: Iterable[str], below_epoch: int | None = None) -> list[str]:
     """Data files of the manifest's partition that no manifest vouches for (first offset > N) —
-    and, with ``below_epoch``, only those written under an older epoch (never a newer writer's)."""
+    and, with ``below_epoch``, only those written under an older epoch (never a newer writer's),
+    together with the files of an ``ended`` epoch above the offset at which it ended."""
+    ended = dict(manifest.ended)
     orphans = []
     for key in keys:
         name = parse_data_file(key)
-        if (
-            name is not None
-            and name.partition == manifest.partition
-            and name.first_offset > manifest.committed_offset
-            and (below_epoch is None or name.epoch < below_epoch)
+        if name is None or name.partition != manifest.partition:
+            continue
+        if below_epoch is not None and name.epoch >= below_epoch:
+            continue
+        if name.first_offset > min(
+            manifest.committed_offset, ended.get(name.epoch, manifest.committed_offset)
         ):
             orphans.append(key)
     return sorted(orphans)

@@ -53,7 +53,6 @@ def test_a_stale_writer_is_fenced_loses_nothing_and_deletes_nothing_of_the_new_o
         assert stale.fenced_total == 3
         assert (result.partitions, result.rows) == (0, 0)
         steps = {step for step, _ in world.log}
-        assert "manifest" not in steps  # nothing vouched for by the zombie
         if refused_at == "intent":
             assert "data" not in steps, "a zombie refused at its intent wrote data files"
         else:
@@ -100,6 +99,34 @@ def test_a_zombie_recovery_fences_the_owner_and_deletes_only_dead_files() -> Non
                 buffer.add(row(tp[1], offset), 0.0)
             late.flush([buffer], world)
     assert world.lake_offsets() == {tp: list(range(40)) for tp in TPS}
+
+
+def test_a_file_a_zombie_wrote_after_the_claim_and_left_behind_goes_at_the_next_claim() -> None:
+    world = World()
+    with ThreadPoolExecutor(4) as pool:
+        zombie = committer(world, pool)
+        zombie.flush(filled(0, 10).values(), world)
+        owner = LakeCommitter(SETTINGS, world, world, pool)
+        owner.recover(TPS)  # claims at offset 9
+        late = {tp: PartitionBuffer(*tp) for tp in TPS}
+        for tp, buffer in late.items():  # under an hour the zombie had declared: no intent to refuse
+            for offset in range(10, 28, 3):
+                buffer.add(row(tp[1], offset), 0.0)
+        real_put_if = world.put_if
+
+        def dying(key: str, data: bytes, tag: str | None) -> str:
+            raise Boom(f"the zombie dies before its manifest write {key}")
+
+        world.put_if = dying  # type: ignore[method-assign]
+        with pytest.raises(Boom):  # it wrote its files (no intent needed) and dies
+            zombie.flush(late.values(), world)
+        world.put_if = real_put_if  # type: ignore[method-assign]
+        owner.flush(filled(10, 20).values(), world)  # the owner vouches for 10..29 in its own files
+        assert world.lake_offsets() != {tp: list(range(30)) for tp in TPS}  # the zombie's rows, twice
+        recoveries = LakeCommitter(SETTINGS, world, world, pool).recover(TPS)
+        assert all(recovery.orphans for recovery in recoveries.values())
+        assert all(parse_data_file(key).epoch == 1 for r in recoveries.values() for key in r.orphans)  # type: ignore[union-attr]
+    assert world.lake_offsets() == {tp: list(range(30)) for tp in TPS}
 
 
 def test_a_lost_answer_to_a_manifest_write_is_not_taken_for_a_fence() -> None:

@@ -138,10 +138,11 @@ def tag_of(data: bytes) -> str:
 
 
 def manifest_step(current: bytes | None, new: bytes) -> str:
-    """What a manifest write is: a claim (new epoch), an intent (same offsets) or a commit."""
+    """What a manifest write is: a claim (new epoch), an intent (same offsets) or a commit. (A stale
+    writer's intent or commit over a newer claim is told apart by offsets only: approximate.)"""
     after = Manifest.from_bytes(new)
     before = Manifest.from_bytes(current) if current is not None else None
-    if before is None or before.epoch != after.epoch:
+    if before is None or after.epoch > before.epoch:
         return "claim"
     return "intent" if before.committed_offset == after.committed_offset else "manifest"
 
@@ -366,3 +367,6 @@ def test_manifest_never_moves_back_and_round_trips() -> None:
     with pytest.raises(ValueError, match="cannot move back"):
         again.advanced(20, 1, [])
     assert orphan_files(again, ["l/t/dt=2026-01-01/hour=00/part-00000-00000000000000000021.parquet"])
+    claimed = again.claimed("w").claimed("v")
+    assert claimed.ended == ((0, 20), (1, 20))
+    assert Manifest.from_bytes(claimed.to_bytes()) == claimed
