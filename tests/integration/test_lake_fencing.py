@@ -1,4 +1,5 @@
-"""A zombie lake writer on the real broker and moto's S3 server: fenced, and nothing lost or doubled.
+"""Ownership of lake partitions on the real broker and moto's S3 server: a zombie writer is fenced and
+nothing is lost or doubled; a new topic takes no partition (and no buffer) away.
 
 Two ``highway worker --role lake`` processes share the lake group. Worker A reaches S3 through a
 door this test can shut. With traffic flowing, the door shuts: A blocks inside a flush, retrying.
@@ -27,7 +28,16 @@ from core.envvars import with_overrides
 from core.lake.manifest import Manifest
 from core.settings import Settings
 from tests.conftest import MakeSettings
-from tests.integration.test_lake import LAKE_SETTINGS, BackgroundTraffic, lake_state, wait_for_lake
+from tests.integration.test_lake import (
+    LAKE_SETTINGS,
+    BackgroundTraffic,
+    Produced,
+    lake_report,
+    lake_state,
+    produce_events,
+    wait_for_lake,
+)
+from tests.integration.test_lake_chaos import team_events
 from tests.support import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -170,3 +180,32 @@ def test_a_zombie_writer_is_fenced_and_nothing_is_lost_or_duplicated(make_settin
     assert report.missing == 0
     assert report.duplicates == 0
     assert report.found == produced.total
+
+
+def test_a_new_topic_takes_no_partition_and_no_buffer_away(make_settings: MakeSettings) -> None:
+    """Cooperative-sticky: the new topic's partitions are added; the others are neither revoked
+    (which would flush them early) nor dropped (which would replay them)."""
+    settings = make_settings(**{**LAKE_SETTINGS, "lake_flush_age_s": 600.0, "lake_topic_rescan_s": 1.0})
+    produced = Produced()
+    produce_events(settings, team_events("team_create", 50), produced)
+    with WorkerProcess(settings, roles="lake") as worker:
+        worker.wait_healthy()
+        wait_until(lambda: lake_state(worker)["buffered_rows"] == 50, 60, 0.2, "the first type buffered")
+        assigned = lake_state(worker)["assigned"]
+        produce_events(
+            settings,
+            [{**e, "event_id": f"w{i}"} for i, e in enumerate(team_events("wallet_topup", 30))],
+            produced,
+        )
+
+        def new_topic_read() -> bool:
+            state = lake_state(worker)
+            return bool(state["assigned"] > assigned and state["buffered_rows"] == 80)
+
+        wait_until(new_topic_read, 60, 0.2, "the new topic assigned and buffered next to the first")
+        state = lake_state(worker)
+        assert state["rows"] == 0, state  # nothing flushed early: no revocation
+        assert "revoked" not in state["flush_reasons"], state
+    report = lake_report(settings, produced)  # the final flush at stop wrote both
+    assert report.ok, report
+    assert report.found == 80
