@@ -49,6 +49,7 @@ from typing import TypeVar
 
 from core.lake.encode import build_table, parquet_bytes
 from core.lake.fence import Claim, Fenced, Recovery, claim_partition, put_manifest, sweep_prefixes
+from core.lake.fence import recover_partition as recover_partition  # where callers found it before
 from core.lake.flush import FilePlan, PartitionBuffer, plan_files
 from core.lake.layout import PartitionValue, epoch_key, manifest_key, schema_key, table_name
 from core.lake.manifest import Manifest, orphan_files
@@ -123,7 +124,7 @@ class LakeCommitter:
     owner: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     tags: dict[TP, str] = field(default_factory=dict)  # version of each owned partition's manifest
     fenced_total: int = 0
-    newly_fenced: list[TP] = field(default_factory=list)  # drained by the caller (take_fenced)
+    newly_fenced: dict[TP, int | None] = field(default_factory=dict)  # drained by take_fenced
 
     def resolve(self, topic: str) -> TableKey:
         """(lane, table) of a per-event topic."""
@@ -172,9 +173,11 @@ class LakeCommitter:
             self.tags.pop(tp, None)
             self.pending_offsets.pop(tp, None)
 
-    def take_fenced(self) -> list[TP]:
-        """Partitions fenced out since the last call (also when the flush that fenced them raised)."""
-        fenced, self.newly_fenced = self.newly_fenced, []
+    def take_fenced(self) -> dict[TP, int | None]:
+        """Partitions fenced out since the last call (also when the flush that fenced them raised),
+        each with where their new owner's manifest resumes (None: the beginning). They are released:
+        writing them again takes a new claim (:meth:`recover`)."""
+        fenced, self.newly_fenced = self.newly_fenced, {}
         return fenced
 
     # --- the commit path ---------------------------------------------------------------------------
@@ -320,7 +323,8 @@ class LakeCommitter:
             except Exception as exc:  # best effort: the file is unvouched either way
                 log.warning("lake: could not delete %s of a fenced flush: %s", key, exc)
         self.fenced_total += 1
-        self.newly_fenced.append(item.tp)
+        stored = fence.stored
+        self.newly_fenced[item.tp] = stored.next_offset if stored and stored.committed_offset >= 0 else None
         log.warning(
             "lake: FENCED out of %s[%d] (this writer: epoch %s, %s): %s; %d buffered rows dropped "
             "(the owner replays them), %d of %d files of this flush deleted, no offset committed",
