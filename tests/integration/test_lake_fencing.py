@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import threading
+from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
@@ -26,6 +27,7 @@ from connectors.lake_fs import LakeStore
 from connectors.local.process import free_ports
 from core.envvars import with_overrides
 from core.lake.manifest import Manifest
+from core.lake.ports import PreconditionFailed
 from core.settings import Settings
 from tests.conftest import MakeSettings
 from tests.integration.test_lake import (
@@ -115,6 +117,28 @@ def metric(worker: WorkerProcess, name: str) -> float:
     text = httpx.get(f"{worker.base_url}/metrics", timeout=5).text
     values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} ")]
     return values[0] if values else 0.0
+
+
+@pytest.mark.parametrize("where", ["s3", "file"])
+def test_conditional_writes_refuse_a_stale_version(
+    make_settings: MakeSettings, tmp_path: Path, where: str
+) -> None:
+    """``LakeStore.put_if`` against moto's S3 server (If-None-Match / If-Match) and a local lake."""
+    settings = make_settings()
+    if where == "file":
+        settings = with_overrides(settings, lake_uri=f"file://{tmp_path}/lake")
+    store = LakeStore(settings)
+    key = "l/_manifests/t/00000.json"
+    first = store.put_if(key, b"one", None)
+    with pytest.raises(PreconditionFailed):
+        store.put_if(key, b"again", None)  # it exists already
+    second = store.put_if(key, b"two", first)
+    with pytest.raises(PreconditionFailed):
+        store.put_if(key, b"stale", first)  # someone wrote since
+    with pytest.raises(PreconditionFailed):
+        store.put_if("l/_manifests/t/00001.json", b"gone", first)  # If-Match on a missing object
+    assert store.get_tagged(key) == (b"two", second)
+    assert store.list_keys("l/_manifests/t/0000") == [key]  # a name prefix, as on S3
 
 
 def test_a_zombie_writer_is_fenced_and_nothing_is_lost_or_duplicated(make_settings: MakeSettings) -> None:
