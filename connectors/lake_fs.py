@@ -2,14 +2,20 @@
 
 Keys are relative to the lake root. Writes are atomic per object: on S3 an object appears whole
 when its upload completes; on a local filesystem a file is written under a temporary name and
-renamed. Every call retries transient failures (5xx, SlowDown, connection refused/reset, an
-endpoint that is down) with capped exponential backoff for as long as ``should_stop`` says no — the
-caller blocks (and so stops consuming) instead of failing or dropping data.
+renamed. Conditional writes (``put_if``, the manifests' compare-and-swap) are S3's ``If-Match`` /
+``If-None-Match: *``; on a local filesystem the check and the rename happen under an exclusive
+``flock`` on a lock file next to the object, so they fence writers on one host's filesystem (not
+across hosts sharing a network filesystem whose locks are not reliable). Every call retries
+transient failures (5xx, SlowDown, connection refused/reset, an endpoint that is down) with capped
+exponential backoff for as long as ``should_stop`` says no — the caller blocks (and so stops
+consuming) instead of failing or dropping data.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import logging
 import os
 import time
@@ -26,11 +32,20 @@ from connectors.aws import s3_client, s3_filesystem
 from core.errors import TransientError
 from core.lake.encode import arrow_schema
 from core.lake.layout import schema_key, table_prefix
+from core.lake.ports import PreconditionFailed
 from core.lake.schema import TableSchema
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _local_tag(data: bytes) -> str:
+    return f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
 
 
 def filesystem_for(settings: Settings, uri: str | None = None) -> tuple[pafs.FileSystem, str]:
@@ -118,27 +133,77 @@ class LakeStore:
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
+        found = self.get_tagged(key)
+        return None if found is None else found[0]
 
-        def read() -> bytes | None:
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and version tag (its ETag), or None when it does not exist."""
+
+        def read() -> tuple[bytes, str] | None:
             if self._s3 is not None:
                 try:
-                    body = self._s3.get_object(Bucket=self._bucket, Key=self._object(key))["Body"]
-                    return bytes(body.read())
+                    response = self._s3.get_object(Bucket=self._bucket, Key=self._object(key))
+                    return bytes(response["Body"].read()), str(response["ETag"])
                 except ClientError as exc:
-                    if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    if _error_code(exc) in ("NoSuchKey", "404"):
                         return None
                     raise
             try:
                 with self.fs.open_input_stream(self.path(key)) as stream:
-                    return bytes(stream.read())
+                    data = bytes(stream.read())
+                return data, _local_tag(data)
             except FileNotFoundError:
                 return None
 
         return self._retry(f"get {key}", read)
 
+    def put_if(self, key: str, data: bytes, tag: str | None) -> str:
+        """Write ``key`` only if it is still at version ``tag`` (None: only if it does not exist);
+        the new tag. :class:`PreconditionFailed` when another write got there first."""
+
+        def write() -> str:
+            if self._s3 is None:
+                return self._local_put_if(key, data, tag)
+            bucket, name = self._bucket, self._object(key)
+            try:
+                if tag is None:
+                    response = self._s3.put_object(Bucket=bucket, Key=name, Body=data, IfNoneMatch="*")
+                else:
+                    response = self._s3.put_object(Bucket=bucket, Key=name, Body=data, IfMatch=tag)
+            except ClientError as exc:
+                # If-Match on an object that is gone answers NoSuchKey: not the version expected
+                # either. S3's 409 (a concurrent conditional write) is retried: the condition is
+                # checked again.
+                if _error_code(exc) in ("PreconditionFailed", "412", "NoSuchKey"):
+                    raise PreconditionFailed(f"{key}: {exc}") from exc
+                raise
+            return str(response["ETag"])
+
+        return self._retry(f"conditional put {key}", write)
+
+    def _local_put_if(self, key: str, data: bytes, tag: str | None) -> str:
+        path = self.path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(f"{path}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # held until the file closes: check and rename are one step
+            try:
+                with open(path, "rb") as current:
+                    current_tag: str | None = _local_tag(current.read())
+            except FileNotFoundError:
+                current_tag = None
+            if current_tag != tag:
+                raise PreconditionFailed(f"{key}: at version {current_tag}, expected {tag}")
+            temporary = f"{path}.tmp-{os.getpid()}"
+            with open(temporary, "wb") as out:
+                out.write(data)
+            os.replace(temporary, path)
+        return _local_tag(data)
+
     def list_keys(self, prefix: str) -> list[str]:
-        """Keys of every object under ``prefix`` (recursive; empty when the prefix does not exist)."""
-        base = self.path(prefix).rstrip("/")
+        """Keys of every object under ``prefix`` (recursive; empty when the prefix does not exist).
+        A prefix not ending in ``/`` matches the start of a name, as on S3."""
+        directory = prefix if prefix.endswith("/") else prefix.rpartition("/")[0]
+        base = self.path(directory).rstrip("/")
 
         def listing() -> list[str]:
             if self._s3 is not None:
@@ -150,7 +215,8 @@ class LakeStore:
             selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
             infos = self.fs.get_file_info(selector)
             start = len(self.root) + 1
-            return sorted(info.path[start:] for info in infos if info.type == pafs.FileType.File)
+            keys = (info.path[start:] for info in infos if info.type == pafs.FileType.File)
+            return sorted(key for key in keys if key.startswith(prefix) and not key.endswith(".lock"))
 
         return self._retry(f"list {prefix}", listing)
 

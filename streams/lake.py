@@ -1,48 +1,43 @@
 """The lake stage: per-event topics → Parquet files in the lake, exactly once.
 
-Delivery guarantee: **exactly once in the lake** (every Kafka record of a per-event topic appears in
-exactly one lake row once its flush completes). The protocol — data files, then ``_schema.json``,
-then the partitions' manifests, then the catalog, and only then the Kafka offsets; recovery on
-assignment deletes the files above the manifest's committed offset and resumes after it — lives in
-ONE place, :class:`core.lake.commit.LakeCommitter` (``flush``/``settle``, and
-:func:`core.lake.commit.recover_partition`); docs/lake.md has the full argument.
+Delivery guarantee: **exactly once in the lake** (every record of a per-event topic is in exactly one
+lake row once its flush completes). The protocol and recovery live in ONE place,
+:class:`core.lake.commit.LakeCommitter`; docs/lake.md has the full argument. This module runs it on
+the shared consumer service (``streams.consumer``), subscribed to the single regex
+:func:`topic_regex` (new topics seen within ``lake_topic_rescan_s``), with :class:`LakeHandler`:
 
-This module runs it on the shared consumer service (``streams.consumer``), subscribed to the single
-regex :func:`topic_regex` (new topics are seen within ``lake_topic_rescan_s``), with
-:class:`LakeHandler` as its handler:
-
-* ``assigned``: recovery from the manifests; reading starts at ``committed_offset + 1`` (or the
-  beginning). ``revoked``/``lost``: the partitions' buffers are dropped — the next owner replays them.
-* ``batch``: buffer the raw records (records at or below a manifest are skipped if ever seen
-  again); the commit path decodes them at flush time with the wire codec (``codec_for``).
-* ``idle`` (after every poll, with or without messages): flush the buffers that are due — rows,
-  bytes, age (so an idle partition still flushes on time), and the largest ones when all buffers
-  together exceed ``lake_max_buffered_bytes`` (backpressure: the flush runs before the next poll).
+* partitions come and go incrementally (``cooperative-sticky``). ``assigned``: claimed and recovered,
+  read from ``committed_offset + 1``. ``revoked``: flushed before they go (dropped if that fails: the
+  next owner replays). ``lost`` (thrown out of the group): dropped, nothing written or committed.
+* a partition *fenced* in a flush (another writer claimed it) is dropped; if the group still says it
+  is ours ``RECLAIM_AFTER_S`` later (a zombie's late recovery claimed it), it is claimed again.
+* ``batch``: buffer the raw records (skipping any at or below a manifest); the commit path decodes
+  them at flush time with the wire codec (``codec_for``).
+* ``idle`` (after every poll): flush the buffers due by rows, bytes or age, and the largest ones when
+  all together exceed ``lake_max_buffered_bytes`` (backpressure: the flush runs before the next poll).
 * ``stopping``: a final flush.
 
-Failures: ``LakeStore`` retries transient S3 errors with backoff inside the flush, so consumption
-pauses and nothing is committed meanwhile. Any other error of a flush is logged, counted and retried
-after a backoff with the buffers intact (the commit path empties a buffer only once its manifest is
-written). An error during assignment, or a fatal Kafka error, crashes the service (the worker
-restarts and recovers from the manifests).
+Failures: transient S3 errors are retried inside the flush (consumption pauses, nothing is committed);
+any other flush error is logged, counted and retried after a backoff with the buffers intact. An
+error during assignment crashes the consumer (restarted; recovery starts from the manifests).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
 from faust.web import Request, Response, View
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry
 
 from connectors.glue import catalog_for
 from connectors.kafka_config import confluent_config, subscription_regex
@@ -57,11 +52,15 @@ from core.settings import Settings
 from schemas import EVENT_SCHEMAS_DIR, event_schemas
 from streams.consumer import BatchHandler, ConsumerOffsets, ConsumerService
 from streams.health import health_board
+from streams.lake_metrics import LakeMetrics, LakeStats, StoreRetries
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
 MAX_BACKOFF_S = 30.0
 SETTLE_RETRY_S = 1.0
+SESSION_TIMEOUT_MS = 6_000
+# By then a member that was thrown out has been told (partitions lost): only a true owner re-claims.
+RECLAIM_AFTER_S = 3 * SESSION_TIMEOUT_MS / 1000
 
 
 def load_overrides(directory: Path = EVENT_SCHEMAS_DIR) -> dict[str, TableSchema]:
@@ -90,65 +89,14 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
             "auto.offset.reset": "earliest",
             "topic.metadata.refresh.interval.ms": int(settings.lake_topic_rescan_s * 1000),
             "max.poll.interval.ms": 600_000,
-            "session.timeout.ms": 6_000,
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+            # A new topic adds its partitions without revoking everyone else's (their buffers).
+            "partition.assignment.strategy": "cooperative-sticky",
             "heartbeat.interval.ms": 1_000,
             "fetch.max.bytes": 16 * 1024 * 1024,
             "queued.max.messages.kbytes": 32 * 1024,
         },
     )
-
-
-class LakeMetrics:
-    """The lake's Prometheus metrics, on the app's registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
-            return Counter(f"highway_lake_{name}", doc, list(labels), registry=registry)
-
-        def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(f"highway_lake_{name}", doc, registry=registry)
-
-        self.rows = counter("rows_flushed", "Rows written to the lake (vouched for by a manifest)")
-        self.files = counter("files_flushed", "Parquet files written by completed flushes")
-        self.bytes = counter("bytes_flushed", "Parquet bytes written by completed flushes")
-        self.flushes = counter("flushes", "Buffers flushed, by reason", ["reason"])
-        self.errors = counter("errors", "Failed commit steps (flush, catalog, offsets), retried", ["step"])
-        self.orphans = counter("orphans_deleted", "Files above a manifest deleted on assignment")
-        self.skipped = counter("replayed_skipped", "Records at or below a manifest seen again")
-        self.buffered_rows = gauge("buffered_rows", "Rows buffered, not yet in the lake")
-        self.buffered_bytes = gauge("buffered_bytes", "Estimated memory of the buffered rows")
-        self.assigned = gauge("assigned_partitions", "Topic-partitions assigned to this worker")
-        self.commit_seconds = Histogram(
-            "highway_lake_commit_seconds",
-            "Duration of a flush through the whole commit path",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-            registry=registry,
-        )
-
-
-class StoreRetries(Collector):
-    """``highway_lake_s3_retries_total``, read from the store's own count when scraped."""
-
-    def __init__(self, store: LakeStore) -> None:
-        self.store = store
-
-    def collect(self) -> Iterable[Metric]:
-        doc = "Lake storage calls retried after a transient error"
-        yield CounterMetricFamily("highway_lake_s3_retries", doc, self.store.retries)
-
-
-@dataclass
-class LakeStats:
-    """What the ``/lake`` page shows (the metrics hold the same figures for Prometheus)."""
-
-    rows: int = 0
-    files: int = 0
-    flushes: int = 0
-    skipped_replayed: int = 0
-    orphans_deleted: int = 0
-    errors: int = 0
-    last_flush_monotonic: float = 0.0
-    flush_reasons: dict[str, int] = field(default_factory=dict)
 
 
 class LakeHandler(BatchHandler):
@@ -168,12 +116,16 @@ class LakeHandler(BatchHandler):
         self.offsets_for = offsets_for
         self.should_stop = should_stop
         self.buffers: dict[TP, PartitionBuffer] = {}
+        self.fenced_at: dict[TP, float] = {}  # fenced partitions, until re-claimed or taken away
         self.stats = LakeStats()
         self._backoff_s = 0.0
         self._settle_at = 0.0
 
     # --- partitions --------------------------------------------------------------------------------
     def assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._recover(partitions)
+
+    def _recover(self, partitions: list[TopicPartition]) -> None:
         recoveries = self.committer.recover([(tp.topic, tp.partition) for tp in partitions])
         for tp in partitions:
             recovery = recoveries.get((tp.topic, tp.partition))
@@ -181,6 +133,7 @@ class LakeHandler(BatchHandler):
                 tp.offset = OFFSET_END
                 continue
             self.buffers.pop((tp.topic, tp.partition), None)
+            self.fenced_at.pop((tp.topic, tp.partition), None)
             self.stats.orphans_deleted += len(recovery.orphans)
             self.metrics.orphans.inc(len(recovery.orphans))
             start = recovery.start_offset
@@ -188,13 +141,51 @@ class LakeHandler(BatchHandler):
         self.metrics.assigned.set(len(self.committer.manifests))
 
     def revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Unflushed rows are dropped: the next owner replays them from the manifest.
-        released = [(tp.topic, tp.partition) for tp in partitions]
-        for tp in released:
+        """Handed over cleanly: what is buffered is committed first (the next owner goes on from it)."""
+        leaving = [(tp.topic, tp.partition) for tp in partitions]
+        due = {tp: "revoked" for tp in leaving if tp in self.buffers and self.buffers[tp].rows}
+        try:
+            self._flush(consumer, due)
+        except Exception:
+            self._count_error("flush")
+            log.exception("lake: flush of %d revoked partitions failed; the owner replays them", len(due))
+        self._drop(leaving)
+
+    def lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Thrown out of the group: another member may own them already — nothing is written."""
+        self._drop([(tp.topic, tp.partition) for tp in partitions])
+
+    def _drop(self, partitions: list[TP]) -> None:
+        for tp in partitions:
             self.buffers.pop(tp, None)
-        self.committer.release(released)
+            self.fenced_at.pop(tp, None)
+        self.committer.release(partitions)
         self.metrics.assigned.set(len(self.committer.manifests))
         self._update_gauges()
+
+    def _note_fenced(self) -> None:
+        now = time.monotonic()
+        for tp in self.committer.take_fenced():
+            self.buffers.pop(tp, None)
+            self.fenced_at[tp] = now
+            self.stats.fenced += 1
+            self.metrics.fenced.inc()
+        self.metrics.assigned.set(len(self.committer.manifests))
+
+    def _reclaim(self, consumer: Consumer, now: float) -> None:
+        """Fenced partitions the group still assigns to this member (see ``RECLAIM_AFTER_S``)."""
+        due = {tp for tp, at in self.fenced_at.items() if now - at >= RECLAIM_AFTER_S}
+        self.fenced_at = {tp: at for tp, at in self.fenced_at.items() if tp not in due}
+        assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()} if due else set()
+        ours = [TopicPartition(*tp) for tp in sorted(due & assigned) if tp not in self.committer.manifests]
+        if ours:
+            self._recover_and_seek(consumer, ours)
+
+    def _recover_and_seek(self, consumer: Consumer, ours: list[TopicPartition]) -> None:
+        log.warning("lake: re-claiming %d fenced partitions the group still assigns here", len(ours))
+        self._recover(ours)
+        for partition in ours:
+            consumer.seek(partition)
 
     # --- records -------------------------------------------------------------------------------------
     def batch(self, consumer: Consumer, messages: list[Message]) -> None:
@@ -220,6 +211,8 @@ class LakeHandler(BatchHandler):
 
     def idle(self, consumer: Consumer) -> None:
         now = time.monotonic()
+        if self.fenced_at:
+            self._reclaim(consumer, now)
         due = self._due(now)
         if due:
             self._flush_or_back_off(consumer, due)
@@ -267,7 +260,10 @@ class LakeHandler(BatchHandler):
         if not due:
             return
         started = time.perf_counter()
-        result = self.committer.flush([self.buffers[tp] for tp in due], self.offsets_for(consumer))
+        try:
+            result = self.committer.flush([self.buffers[tp] for tp in due], self.offsets_for(consumer))
+        finally:
+            self._note_fenced()  # also when the flush failed after fencing some partitions
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self._record(result, due)
         log.debug("lake flush %s: %s", sorted(set(due.values())), result)
@@ -296,6 +292,11 @@ class LakeHandler(BatchHandler):
     def _update_gauges(self) -> None:
         self.metrics.buffered_rows.set(sum(len(buffer.rows) for buffer in self.buffers.values()))
         self.metrics.buffered_bytes.set(sum(buffer.size_bytes for buffer in self.buffers.values()))
+
+
+def writer_id() -> str:
+    """This process as a lake writer, as manifests and fencing logs name it."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 class _StopSignal:
@@ -335,6 +336,7 @@ class LakeStage:
             "flush_reasons": dict(stats.flush_reasons),
             "skipped_replayed": stats.skipped_replayed,
             "orphans_deleted": stats.orphans_deleted,
+            "fenced": stats.fenced,
             "s3_retries": self.store.retries,
             "errors": stats.errors,
         }
@@ -356,6 +358,7 @@ def build_stage(
         ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io"),
         load_overrides() if overrides is None else overrides,
         decode_event=codec_for(settings).decode,  # JSON, or Avro through the schema registry
+        owner=writer_id(),
     )
     policy = FlushPolicy(
         settings.lake_flush_rows,

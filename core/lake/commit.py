@@ -5,9 +5,11 @@ exactly one lake row once its flush completed, across crashes, retries and rebal
 (:meth:`LakeCommitter.flush`) is a sequence of steps; each step is a barrier (every call of it has
 ended before the next step starts), and a failure ends the flush at that step:
 
+0. **intents** — a partition about to write under a Hive partition its manifest does not declare
+   yet writes the manifest with it added first (conditionally, like every manifest write);
 1. **data files** — one Parquet file per (topic-partition, Hive partition value), at a key that is a
-   pure function of the data (first offset of the file's rows, partition value), so a replay
-   rewrites the same keys instead of adding new ones;
+   pure function of the data (first offset of the file's rows, partition value) and the writer's
+   epoch, so a retry rewrites the same keys instead of adding new ones;
 2. **table schemas** — ``_schema.json`` of each table whose schema changed;
 3. **manifests** — per topic-partition ``committed_offset = last flushed offset``, written only
    after every file it vouches for. A partition's rows count as in the lake from here on: its
@@ -20,9 +22,16 @@ A failure before step 3 leaves the buffers as they were: the caller retries the 
 overwritten) or, after a crash, the next owner replays from the manifest. Steps 4 and 5 never lose
 data; what they could not do stays pending and is retried by :meth:`LakeCommitter.settle`.
 
-Recovery on assignment (:func:`recover_partition`): read the manifest, delete the data files of that
-partition whose first offset is above ``committed_offset`` (orphans of a flush that died before its
-manifest), and resume at ``committed_offset + 1``.
+**Fencing** (:mod:`core.lake.fence`). Every manifest write is a compare-and-swap; on assignment a
+writer claims the partition (a new epoch), so a writer that lost it (a zombie: cut off, paused, or
+blocked in a flush for longer than the group allows) has its next intent or manifest refused. It
+then drops that partition's rows, commits no Kafka offset for it, and deletes the data files of that
+flush — they carry its epoch in their key, so they are its own and nobody else's.
+
+Recovery on assignment (:meth:`LakeCommitter.recover`): claim, then delete the files of that
+partition under the declared Hive partitions whose first offset is above ``committed_offset`` and
+whose epoch is older than the claim, and resume at ``committed_offset + 1``. docs/lake.md has the
+argument.
 
 Everything here is plain code over :mod:`core.lake.ports` and :class:`core.ports.OffsetStore`;
 ``streams.lake`` passes the real store, catalog, thread pool and consumer offsets in.
@@ -30,90 +39,33 @@ Everything here is plain code over :mod:`core.lake.ports` and :class:`core.ports
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, wait
+import uuid
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from core.envelope import parse_json_event
 from core.lake.encode import build_table, parquet_bytes
-from core.lake.flush import FilePlan, PartitionBuffer, plan_files
-from core.lake.layout import PartitionValue, manifest_key, schema_key, table_name, table_prefix
+from core.lake.fence import Claim, Fenced, Recovery, claim_partition, put_manifest, sweep_prefixes
+from core.lake.fence import recover_partition as recover_partition  # where callers found it before
+from core.lake.flush import PartitionBuffer, plan_files
+from core.lake.layout import PartitionValue, epoch_key, manifest_key, schema_key, table_name
 from core.lake.manifest import Manifest, orphan_files
 from core.lake.ports import Catalog, ObjectStore
 from core.lake.records import EventDecoder, LakeRow, decode_records
 from core.lake.schema import ShapeLimits, TableSchema
+from core.lake.steps import FlushResult, FlushWork, TableKey, raise_first, run_step
 from core.ports import OffsetStore
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 TP = tuple[str, int]
-TableKey = tuple[str, str]
-
-
-def run_step(pool: Executor, call: Callable[[T], object], items: Iterable[T]) -> list[BaseException | None]:
-    """Run ``call`` over ``items`` on the pool and wait for **every** call; the outcome of each
-    (None or its exception). A step is a barrier: nothing of the next step may start while a call
-    of this one is still running."""
-    futures = [pool.submit(call, item) for item in items]
-    wait(futures)
-    return [future.exception() for future in futures]
-
-
-def raise_first(outcomes: Sequence[BaseException | None]) -> None:
-    for outcome in outcomes:
-        if outcome is not None:
-            raise outcome
 
 
 def _quarantined(row: LakeRow, error: str) -> None:
     log.warning("lake: offset %s of partition %s kept as _raw: %s", row.offset, row.partition, error)
-
-
-@dataclass(frozen=True)
-class Recovery:
-    manifest: Manifest
-    orphans: list[str]
-
-    @property
-    def start_offset(self) -> int | None:
-        """Where reading resumes; None: from the beginning (nothing of this partition is in the lake)."""
-        return self.manifest.next_offset if self.manifest.committed_offset >= 0 else None
-
-
-def recover_partition(store: ObjectStore, lane: str, table: str, topic: str, partition: int) -> Recovery:
-    """Read the partition's manifest and delete its orphans (files above the committed offset)."""
-    raw = store.get(manifest_key(lane, topic, partition))
-    manifest = Manifest.from_bytes(raw) if raw else Manifest(topic, partition)
-    orphans = orphan_files(manifest, store.list_keys(table_prefix(lane, table) + "/"))
-    for orphan in orphans:
-        log.info("lake: deleting orphan %s (above offset %s)", orphan, manifest.committed_offset)
-        store.delete(orphan)
-    return Recovery(manifest, orphans)
-
-
-@dataclass(frozen=True)
-class FlushResult:
-    partitions: int = 0
-    rows: int = 0
-    files: int = 0
-    bytes: int = 0
-    unsettled: str | None = None  # the step (catalog/offsets) left pending, None when all done
-
-
-@dataclass
-class _Work:
-    buffer: PartitionBuffer
-    lane: str
-    table: str
-    plans: list[FilePlan]
-    advanced: Manifest
-
-    @property
-    def tp(self) -> TP:
-        return (self.buffer.topic, self.buffer.partition)
 
 
 @dataclass
@@ -132,6 +84,10 @@ class LakeCommitter:
     stored_schemas: dict[TableKey, bytes] = field(default_factory=dict)
     unregistered: dict[TableKey, set[PartitionValue]] = field(default_factory=dict)
     pending_offsets: dict[TP, int] = field(default_factory=dict)
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    tags: dict[TP, str] = field(default_factory=dict)  # version of each owned partition's manifest
+    fenced_total: int = 0
+    newly_fenced: dict[TP, int | None] = field(default_factory=dict)  # drained by take_fenced
 
     def table_of(self, topic: str) -> TableKey | None:
         """(lane, table) of a per-event topic; None for any other topic."""
@@ -150,32 +106,56 @@ class LakeCommitter:
 
     # --- ownership -----------------------------------------------------------------------------
     def recover(self, partitions: Sequence[TP]) -> dict[TP, Recovery]:
-        """Recover newly assigned partitions (their S3 round trips overlap on the pool) and adopt
-        their manifests. The group's offsets are brought up to the manifests on the next settle (a
-        crash between manifest and offset commit leaves them behind). A topic that names no table
-        (the regex matched a name the router would never create) gets no recovery: it is ignored."""
+        """Claim newly assigned partitions, delete what dead flushes left, and adopt the manifests.
+        The S3 round trips overlap on the pool, and a table is listed at most once (only for
+        partitions never claimed before; the others list just their declared Hive partitions).
+        The group's offsets are brought up to the manifests on the next settle (a crash between
+        manifest and offset commit leaves them behind). A topic that names no table (the regex
+        matched a name the router would never create) gets no recovery: it is ignored."""
         for topic, partition in partitions:
             if self.table_of(topic) is None:
                 log.error(
                     "lake: %s[%d] is not a per-event topic of the router's grammar; ignored", topic, partition
                 )
         partitions = [tp for tp in partitions if self.table_of(tp[0]) is not None]
+        tables = {tp: self.resolve(tp[0]) for tp in partitions}
 
-        def recover(tp: TP) -> Recovery:
-            return recover_partition(self.store, *self.resolve(tp[0]), *tp)
+        def take(tp: TP) -> Claim:
+            return claim_partition(self.store, tables[tp][0], *tp, self.owner)
 
-        recoveries = list(self.pool.map(recover, partitions))
-        for tp, recovery in zip(partitions, recoveries, strict=True):
+        claims = dict(zip(partitions, self.pool.map(take, partitions), strict=True))
+        where = {tp: sweep_prefixes(*tables[tp], claim) for tp, claim in claims.items()}
+        prefixes = sorted({prefix for found in where.values() for prefix in found})
+        listed = dict(zip(prefixes, self.pool.map(self.store.list_keys, prefixes), strict=True))
+        recoveries: dict[TP, Recovery] = {}
+        for tp, claim in claims.items():
+            keys = {key for prefix in where[tp] for key in listed[prefix]}
+            orphans = orphan_files(claim.manifest, keys, below_epoch=claim.manifest.epoch)
+            recoveries[tp] = Recovery(claim.manifest, orphans, claim.tag)
+        doomed = sorted({orphan for recovery in recoveries.values() for orphan in recovery.orphans})
+        for orphan in doomed:
+            log.info("lake: deleting orphan %s (a dead flush's file)", orphan)
+        raise_first(run_step(self.pool, self.store.delete, doomed))
+        for tp, recovery in recoveries.items():
             self.manifests[tp] = recovery.manifest
+            self.tags[tp] = recovery.tag
             if recovery.start_offset is not None:
                 self.pending_offsets[tp] = recovery.start_offset
-        return dict(zip(partitions, recoveries, strict=True))
+        return recoveries
 
     def release(self, partitions: Iterable[TP]) -> None:
         """Partitions now read elsewhere: their state goes (the new owner recovers from manifests)."""
         for tp in partitions:
             self.manifests.pop(tp, None)
+            self.tags.pop(tp, None)
             self.pending_offsets.pop(tp, None)
+
+    def take_fenced(self) -> dict[TP, int | None]:
+        """Partitions fenced out since the last call (also when the flush that fenced them raised),
+        each with where their new owner's manifest resumes (None: the beginning). They are released:
+        writing them again takes a new claim (:meth:`recover`)."""
+        fenced, self.newly_fenced = self.newly_fenced, {}
+        return fenced
 
     # --- the commit path ---------------------------------------------------------------------------
     def flush(self, buffers: Iterable[PartitionBuffer], offsets: OffsetStore) -> FlushResult:
@@ -187,18 +167,21 @@ class LakeCommitter:
         work = self._plan(buffers)
         if not work:
             return FlushResult()
+        fenced = self._write_intents(work)
+        work = [item for item in work if item.tp not in fenced]
         sizes = self._write_files(work)
         self._write_schemas({(item.lane, item.table) for item in work})
-        rows = self._write_manifests(work)
+        rows = self._write_manifests(work, fenced)
         return FlushResult(
-            partitions=len(work),
+            partitions=sum(1 for item in work if item.tp not in fenced),
             rows=rows,
             files=len(sizes),
             bytes=sum(sizes),
             unsettled=self.settle(offsets),
+            fenced=tuple(sorted(fenced)),
         )
 
-    def _plan(self, buffers: Iterable[PartitionBuffer]) -> list[_Work]:
+    def _plan(self, buffers: Iterable[PartitionBuffer]) -> list[FlushWork]:
         chosen = [b for b in buffers if b.rows and (b.topic, b.partition) in self.manifests]
         # Buffers hold raw bytes: each is decoded here, once per flush.
         decoded = [(b, self.resolve(b.topic), decode_records(b.rows, self.decode_event)) for b in chosen]
@@ -216,10 +199,18 @@ class LakeCommitter:
         for buffer, (lane, table), rows in decoded:
             where = f"{buffer.topic}[{buffer.partition}]@{buffer.rows[0].offset}"
             self.schemas[(lane, table)].observe((row.properties for row in rows), where)
-            plans = plan_files(lane, table, rows, self.settings.lake_partition_time)
             manifest = self.manifests[(buffer.topic, buffer.partition)]
-            advanced = manifest.advanced(buffer.rows[-1].offset, len(buffer.rows), (p.key for p in plans))
-            work.append(_Work(buffer, lane, table, plans, advanced))
+            plans = [
+                dataclasses.replace(plan, key=epoch_key(plan.key, manifest.epoch))
+                for plan in plan_files(lane, table, rows, self.settings.lake_partition_time)
+            ]
+            advanced = manifest.advanced(
+                buffer.rows[-1].offset,
+                len(buffer.rows),
+                (p.key for p in plans),
+                (p.value.path for p in plans),
+            )
+            work.append(FlushWork(buffer, lane, table, plans, advanced))
         return work
 
     def _load_schema(self, key: TableKey) -> None:
@@ -248,7 +239,7 @@ class LakeCommitter:
         self.schemas[key] = fresh
         self.stored_schemas[key] = stored
 
-    def _write_files(self, work: list[_Work]) -> list[int]:
+    def _write_files(self, work: list[FlushWork]) -> list[int]:
         """Step 1; the size of each file written."""
         compression = self.settings.lake_compression
         files = [(item, plan) for item in work for plan in item.plans]
@@ -275,14 +266,36 @@ class LakeCommitter:
 
         raise_first(run_step(self.pool, write, sorted(tables)))
 
-    def _write_manifests(self, work: list[_Work]) -> int:
+    def _put_manifest(self, item: FlushWork, manifest: Manifest) -> None:
+        self.tags[item.tp] = put_manifest(
+            self.store, manifest_key(item.lane, *item.tp), manifest, self.tags.get(item.tp)
+        )
+
+    def _write_intents(self, work: list[FlushWork]) -> set[TP]:
+        """Step 0: declare the Hive partitions a flush is about to write under, where the manifest
+        does not declare them yet; the partitions fenced out."""
+        intents = {
+            item.tp: self.manifests[item.tp].with_values(item.values)
+            for item in work
+            if not self.manifests[item.tp].covers(item.values)
+        }
+        needed = [item for item in work if item.tp in intents]
+        outcomes = run_step(self.pool, lambda item: self._put_manifest(item, intents[item.tp]), needed)
+        fenced: set[TP] = set()
+        for item, outcome in zip(needed, outcomes, strict=True):
+            if outcome is None:
+                self.manifests[item.tp] = intents[item.tp]
+            elif isinstance(outcome, Fenced):
+                self._fence(item, outcome, written=[])
+                fenced.add(item.tp)
+        raise_first([outcome for outcome in outcomes if not isinstance(outcome, Fenced)])
+        return fenced
+
+    def _write_manifests(self, work: list[FlushWork], fenced: set[TP]) -> int:
         """Step 3. Each partition whose manifest is written is adopted at once — even when another
-        partition's manifest failed — so a retry never rewrites rows a manifest already vouches for."""
-
-        def write(item: _Work) -> None:
-            self.store.put(manifest_key(item.lane, *item.tp), item.advanced.to_bytes())
-
-        outcomes = run_step(self.pool, write, work)
+        partition's manifest failed — so a retry never rewrites rows a manifest already vouches for.
+        A partition whose manifest is refused is fenced (added to ``fenced``)."""
+        outcomes = run_step(self.pool, lambda item: self._put_manifest(item, item.advanced), work)
         rows = 0
         for item, outcome in zip(work, outcomes, strict=True):
             if outcome is None:
@@ -291,8 +304,41 @@ class LakeCommitter:
                 self.pending_offsets[item.tp] = item.advanced.next_offset
                 values = self.unregistered.setdefault((item.lane, item.table), set())
                 values.update(plan.value for plan in item.plans)
-        raise_first(outcomes)
+            elif isinstance(outcome, Fenced):
+                self._fence(item, outcome, written=[plan.key for plan in item.plans])
+                fenced.add(item.tp)
+        raise_first([outcome for outcome in outcomes if not isinstance(outcome, Fenced)])
         return rows
+
+    def _fence(self, item: FlushWork, fence: Fenced, written: list[str]) -> None:
+        """This writer lost ``item``'s partition: no offset commit, its rows dropped (the owner
+        replays them from the manifest), and the files this flush wrote deleted — they carry this
+        writer's epoch, so they are its own. A file left behind (the delete failed) is deleted by a
+        later claim that finds it under a declared Hive partition (``Manifest.ended``)."""
+        manifest = self.manifests.get(item.tp)
+        self.release([item.tp])
+        dropped = len(item.buffer.take())
+        deleted = 0
+        for key in written:
+            try:
+                self.store.delete(key)
+                deleted += 1
+            except Exception as exc:  # best effort: the file is unvouched either way
+                log.warning("lake: could not delete %s of a fenced flush: %s", key, exc)
+        self.fenced_total += 1
+        stored = fence.stored
+        self.newly_fenced[item.tp] = stored.next_offset if stored and stored.committed_offset >= 0 else None
+        log.warning(
+            "lake: FENCED out of %s[%d] (this writer: epoch %s, %s): %s; %d buffered rows dropped "
+            "(the owner replays them), %d of %d files of this flush deleted, no offset committed",
+            *item.tp,
+            manifest.epoch if manifest else "?",
+            self.owner,
+            fence,
+            dropped,
+            deleted,
+            len(written),
+        )
 
     # --- steps 4 and 5 -----------------------------------------------------------------------------
     @property

@@ -2,13 +2,16 @@
 
 Layout under the lake root::
 
-    <lane>/<table>/dt=YYYY-MM-DD/hour=HH/part-<partition>-<first offset>.parquet   data files
+    <lane>/<table>/dt=YYYY-MM-DD/hour=HH/part-<partition>-<first offset>-e<epoch>.parquet   data files
     <lane>/<table>/_schema.json                                                  table schema
     <lane>/_manifests/<topic>/<partition>.json                                   offset manifests
 
 ``<table>`` is the topic-safe event name (the ``{name}`` part of the per-event topic), so a table
 path is known from the topic alone. A data file's key depends only on (topic, partition, first
-offset of the file's records, partition value): replaying the same offsets rewrites the same key.
+offset of the file's records, partition value) and the writer's *epoch* (its claim on the partition,
+see ``core.lake.manifest``): a retry by the same writer rewrites the same key, and two writers never
+write the same key — a stale writer cannot overwrite the owner's file. Keys without ``-e<epoch>``
+are from before fencing and count as epoch 0.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from core.routing.naming import is_topic_safe_name
 SCHEMA_FILE = "_schema.json"
 MANIFEST_DIR = "_manifests"
 _HOUR_MS = 3_600_000
-_FILE_RE = re.compile(r"part-(?P<partition>\d{5})-(?P<offset>\d{20})\.parquet$")
+_FILE_RE = re.compile(r"part-(?P<partition>\d{5})-(?P<offset>\d{20})(?:-e(?P<epoch>\d+))?\.parquet$")
 
 
 @dataclass(frozen=True, order=True)
@@ -72,6 +75,19 @@ def data_file_key(lane: str, table: str, partition: int, first_offset: int, valu
     return f"{table_prefix(lane, table)}/{value.path}/part-{partition:05d}-{first_offset:020d}.parquet"
 
 
+def epoch_key(key: str, epoch: int) -> str:
+    """``key`` (a data file key without an epoch) as written by the writer of ``epoch``."""
+    if re.search(r"-\d{20}\.parquet$", key) is None:
+        raise ValueError(f"not a data file key without an epoch: {key!r}")
+    return f"{key.removesuffix('.parquet')}-e{epoch:06d}.parquet"
+
+
+def partition_file_prefix(lane: str, table: str, value_path: str, partition: int) -> str:
+    """Key prefix of every data file of one Kafka partition under one Hive partition
+    (``value_path`` is a :attr:`PartitionValue.path`)."""
+    return f"{table_prefix(lane, table)}/{value_path}/part-{partition:05d}-"
+
+
 def schema_key(lane: str, table: str) -> str:
     return f"{table_prefix(lane, table)}/{SCHEMA_FILE}"
 
@@ -84,6 +100,7 @@ def manifest_key(lane: str, topic: str, partition: int) -> str:
 class DataFileName:
     partition: int
     first_offset: int
+    epoch: int = 0
 
 
 def parse_data_file(key: str) -> DataFileName | None:
@@ -91,7 +108,7 @@ def parse_data_file(key: str) -> DataFileName | None:
     match = _FILE_RE.search(key)
     if match is None:
         return None
-    return DataFileName(int(match["partition"]), int(match["offset"]))
+    return DataFileName(int(match["partition"]), int(match["offset"]), int(match["epoch"] or 0))
 
 
 def partition_from_key(key: str) -> PartitionValue | None:

@@ -15,11 +15,25 @@ from core.lake.layout import PartitionValue
 from core.lake.schema import TableSchema
 
 
+class PreconditionFailed(Exception):
+    """A conditional write was refused: the object is not (or no longer) at the version the writer
+    expected — another writer changed it (S3's 412)."""
+
+
 class ObjectStore(Protocol):
     """Objects under the lake root, by key. Each ``put`` is atomic: an object appears whole or not at
     all. Implementations retry transient failures themselves; what they raise is a real failure."""
 
     def put(self, key: str, data: bytes) -> None: ...
+
+    def get_tagged(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and version tag (S3: its ETag), or None when it does not exist."""
+        ...
+
+    def put_if(self, key: str, data: bytes, tag: str | None) -> str:
+        """Write only if the object is still at version ``tag`` (None: only if it does not exist),
+        atomically with the check; the new tag. Raises :class:`PreconditionFailed` otherwise."""
+        ...
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""

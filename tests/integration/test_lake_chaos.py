@@ -98,14 +98,14 @@ def run_until_crash_before_manifest(
     """Run a lake stage whose second flush dies after its files, before its manifest (``later`` is
     produced once the first flush is complete)."""
     crashing = build_stage(settings, CollectorRegistry(), overrides={})
-    real_put = crashing.store.put
+    real_put_if = crashing.store.put_if
 
-    def put(key: str, data: bytes) -> None:
+    def put_if(key: str, data: bytes, tag: str | None) -> str:
         if "/_manifests/" in key and crashing.handler.stats.flushes >= 1:
             raise CrashBeforeManifest(key)
-        real_put(key, data)
+        return real_put_if(key, data, tag)
 
-    crashing.store.put = put  # type: ignore[method-assign]
+    crashing.store.put_if = put_if  # type: ignore[method-assign]
 
     async def run() -> None:
         await crashing.service.start()

@@ -17,7 +17,15 @@ from core.lake.flush import FlushPolicy
 from core.lake.layout import manifest_key
 from core.lake.manifest import Manifest
 from core.settings import Settings
-from streams.lake import LakeHandler, LakeMetrics, StoreRetries, build_stage, topic_regex
+from streams.lake import (
+    RECLAIM_AFTER_S,
+    LakeHandler,
+    LakeMetrics,
+    StoreRetries,
+    build_stage,
+    consumer_config,
+    topic_regex,
+)
 from tests.unit.test_lake_protocol import BASE_MS, SETTINGS, World
 
 A0, B0 = ("l.event.a", 0), ("l.event.b", 0)
@@ -145,7 +153,7 @@ def test_a_failing_flush_keeps_the_buffers_and_is_retried(pool: ThreadPoolExecut
     assert world.committed == {A0: 4}
 
 
-def test_revoked_partitions_drop_their_buffers_and_the_final_flush_takes_the_rest(
+def test_revoked_partitions_are_flushed_before_they_go_and_the_final_flush_takes_the_rest(
     pool: ThreadPoolExecutor,
 ) -> None:
     world = World()
@@ -154,14 +162,88 @@ def test_revoked_partitions_drop_their_buffers_and_the_final_flush_takes_the_res
     feed(handler, A0, range(3))
     feed(handler, B0, range(3))
     handler.revoked(CONSUMER, [TopicPartition(*A0)])
+    assert world.lake_offsets() == {A0: [0, 1, 2]}  # committed on the way out, not dropped
+    assert world.committed == {A0: 3}
+    assert metric(registry, "flushes_total", reason="revoked") == 1
     assert A0 not in handler.buffers
     assert A0 not in handler.committer.manifests
     feed(handler, A0, range(3, 5))  # late records of a revoked partition are not ours
     assert A0 not in handler.buffers
     handler.stopping(CONSUMER)
-    assert world.lake_offsets() == {B0: [0, 1, 2]}
+    assert world.lake_offsets() == {A0: [0, 1, 2], B0: [0, 1, 2]}
     assert metric(registry, "flushes_total", reason="shutdown") == 1
     assert metric(registry, "assigned_partitions") == 1
+
+
+def test_a_revoke_whose_flush_fails_drops_the_buffers_for_the_next_owner(pool: ThreadPoolExecutor) -> None:
+    world = World()
+    handler, registry = handler_for(world, pool)
+    assign(handler, A0)
+    feed(handler, A0, range(3))
+    world.fail = ("data", "")
+    handler.revoked(CONSUMER, [TopicPartition(*A0)])  # does not raise: the rebalance goes on
+    assert A0 not in handler.buffers
+    assert A0 not in handler.committer.manifests
+    assert metric(registry, "errors_total", step="flush") == 1
+    assert world.lake_offsets() == {}
+
+
+def test_lost_partitions_are_dropped_without_writing_anything(pool: ThreadPoolExecutor) -> None:
+    world = World()
+    handler, _ = handler_for(world, pool)
+    assign(handler, A0, B0)
+    feed(handler, A0, range(3))
+    world.log.clear()
+    handler.lost(CONSUMER, [TopicPartition(*A0)])
+    assert world.log == []  # nothing written, nothing committed: another member may own it already
+    assert A0 not in handler.buffers
+    assert list(handler.committer.manifests) == [B0]
+
+
+class AssignedConsumer:
+    """What ``_reclaim`` asks of the consumer: the group's assignment, and seeks."""
+
+    def __init__(self, *tps: tuple[str, int]) -> None:
+        self.tps = list(tps)
+        self.seeks: list[tuple[str, int, int]] = []
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(*tp) for tp in self.tps]
+
+    def seek(self, partition: TopicPartition) -> None:
+        self.seeks.append((partition.topic, partition.partition, partition.offset))
+
+
+def test_a_fenced_partition_is_dropped_counted_and_reclaimed_only_if_the_group_still_assigns_it(
+    pool: ThreadPoolExecutor,
+) -> None:
+    world = World()
+    handler, registry = handler_for(world, pool)
+    assign(handler, A0, B0)
+    feed(handler, A0, range(5))
+    feed(handler, B0, range(5))
+    handler.stopping(CONSUMER)  # 0..4 of both in the lake
+    feed(handler, A0, range(5, 8))
+    feed(handler, B0, range(5, 8))
+    LakeCommitter(SETTINGS, world, world, pool).recover([A0, B0])  # a late claim elsewhere
+    handler.buffers[A0].started_at -= 61
+    handler.buffers[B0].started_at -= 61
+    consumer = AssignedConsumer(A0)  # the group still says A0 is ours; B0 went elsewhere
+    handler.idle(cast(Any, consumer))
+    assert metric(registry, "fenced_total") == 2
+    assert handler.stats.fenced == 2
+    assert not handler.buffers
+    assert world.lake_offsets() == {A0: list(range(5)), B0: list(range(5))}
+    handler.idle(cast(Any, consumer))  # too early to re-claim
+    assert consumer.seeks == []
+    for tp in handler.fenced_at:
+        handler.fenced_at[tp] -= RECLAIM_AFTER_S
+    handler.idle(cast(Any, consumer))
+    assert consumer.seeks == [(*A0, 5)]
+    assert list(handler.committer.manifests) == [A0]
+    assert not handler.fenced_at
+    stored = Manifest.from_bytes(world.objects[manifest_key("l", *A0)])
+    assert (stored.epoch, stored.owner) == (3, handler.committer.owner)
 
 
 def test_s3_retries_are_read_from_the_store_when_scraped() -> None:
@@ -181,8 +263,10 @@ def test_the_stage_puts_its_metrics_on_the_registry_passed_in(tmp_path: Any) -> 
     stage = build_stage(settings, registry, overrides={})
     names = {metric.name for metric in registry.collect()}
     expected = {"rows_flushed", "files_flushed", "bytes_flushed", "flushes", "errors", "buffered_rows"}
-    expected |= {"buffered_bytes", "s3_retries", "commit_seconds", "assigned_partitions"}
+    expected |= {"buffered_bytes", "s3_retries", "commit_seconds", "assigned_partitions", "fenced"}
     assert {f"highway_lake_{name}" for name in expected} <= names
     assert stage.service.topics == [topic_regex(settings)]
+    assert consumer_config(settings)["partition.assignment.strategy"] == "cooperative-sticky"
+    assert stage.service.cooperative  # incremental assign/unassign in the rebalance callbacks
     assert not stage.alive()  # built, not started
     assert stage.describe()["alive"] is False
