@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     lake_topic_rescan_s: float = Field(10.0, gt=0, description="rescan for new per-event topics")
     lake_catalog: Literal["none", "glue", "projection"] = "none"
     lake_glue_database: str = "highway"
+    lake_error_retry_s: float = Field(
+        30.0, gt=0, le=3600, description="retry interval of a permanent S3/Glue error (no bucket, denied)"
+    )
+    lake_query_timeout_s: float = Field(
+        30.0, gt=0, description="highway query gives up after this long (S3 unreachable, slow scan)"
+    )
 
     # --- AWS (aws_*): S3 and Glue clients ---
     aws_region: str = "us-east-1"

@@ -19,11 +19,10 @@ regex :func:`topic_regex` (new topics are seen within ``lake_topic_rescan_s``), 
   together exceed ``lake_max_buffered_bytes`` (backpressure: the flush runs before the next poll).
 * ``stopping``: a final flush.
 
-Failures: ``LakeStore`` retries transient S3 errors with backoff inside the flush, so consumption
-pauses and nothing is committed meanwhile. Any other error of a flush is logged, counted and retried
-after a backoff with the buffers intact (the commit path empties a buffer only once its manifest is
-written). An error during assignment, or a fatal Kafka error, crashes the service (the worker
-restarts and recovers from the manifests).
+Failures: ``LakeStore`` retries S3 errors inside the flush (transient: backoff; permanent, e.g. no
+bucket: every ``lake_error_retry_s``, /health degraded via :meth:`LakeHandler.degraded`), so nothing
+is committed meanwhile. Other flush errors are logged, counted and retried after a backoff with the
+buffers intact. An error during assignment, or a fatal Kafka error, crashes the service.
 """
 
 from __future__ import annotations
@@ -40,13 +39,13 @@ import faust
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from connectors.glue import catalog_for
 from connectors.kafka_config import confluent_config, subscription_regex
 from connectors.lake_fs import LakeStore
+from connectors.storage_errors import GuardedCatalog
 from core.lake.commit import FlushResult, LakeCommitter
+from core.lake.faults import FaultTracker
 from core.lake.flush import FlushPolicy, PartitionBuffer
 from core.lake.records import decode
 from core.lake.schema import TableSchema, schema_from_avro
@@ -55,6 +54,7 @@ from core.settings import Settings
 from schemas import EVENT_SCHEMAS_DIR, event_schemas
 from streams.consumer import BatchHandler, ConsumerOffsets, ConsumerService
 from streams.health import health_board
+from streams.lake_faults import FaultCounts, StoreRetries
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
@@ -124,17 +124,6 @@ class LakeMetrics:
         )
 
 
-class StoreRetries(Collector):
-    """``highway_lake_s3_retries_total``, read from the store's own count when scraped."""
-
-    def __init__(self, store: LakeStore) -> None:
-        self.store = store
-
-    def collect(self) -> Iterable[Metric]:
-        doc = "Lake storage calls retried after a transient error"
-        yield CounterMetricFamily("highway_lake_s3_retries", doc, self.store.retries)
-
-
 @dataclass
 class LakeStats:
     """What the ``/lake`` page shows (the metrics hold the same figures for Prometheus)."""
@@ -159,6 +148,7 @@ class LakeHandler(BatchHandler):
         metrics: LakeMetrics,
         offsets_for: Callable[[Consumer], OffsetStore],
         should_stop: Callable[[], bool],
+        faults: FaultTracker | None = None,
     ) -> None:
         self.committer = committer
         self.policy = policy
@@ -169,6 +159,13 @@ class LakeHandler(BatchHandler):
         self.stats = LakeStats()
         self._backoff_s = 0.0
         self._settle_at = 0.0
+        self.faults = faults or FaultTracker()
+
+    def degraded(self) -> str | None:
+        return self.faults.reason()  # storage/catalog faults: permanent at once, transient once they last
+
+    def _settle_retry_s(self) -> float:  # a permanent catalog fault (Glue access denied) is retried slowly
+        return self.faults.retry_s if self.faults.permanent("catalog") else SETTLE_RETRY_S
 
     # --- partitions --------------------------------------------------------------------------------
     def assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -222,7 +219,7 @@ class LakeHandler(BatchHandler):
             step = self.committer.settle(self.offsets_for(consumer))
             if step is not None:
                 self._count_error(step)
-                self._settle_at = now + SETTLE_RETRY_S
+                self._settle_at = now + self._settle_retry_s()
         self._update_gauges()
 
     def stopping(self, consumer: Consumer) -> None:
@@ -282,7 +279,7 @@ class LakeHandler(BatchHandler):
         self.metrics.bytes.inc(result.bytes)
         if result.unsettled is not None:
             self._count_error(result.unsettled)
-            self._settle_at = time.monotonic() + SETTLE_RETRY_S
+            self._settle_at = time.monotonic() + self._settle_retry_s()
 
     def _count_error(self, step: str) -> None:
         self.stats.errors += 1
@@ -343,11 +340,12 @@ def build_stage(
 ) -> LakeStage:
     """Build the real edges (store, catalog, pool, consumer offsets) and the service around them."""
     stop = _StopSignal()
-    store = LakeStore(settings, should_stop=stop)
+    faults = FaultTracker(retry_s=settings.lake_error_retry_s)
+    store = LakeStore(settings, should_stop=stop, faults=faults)
     committer = LakeCommitter(
         settings,
         store,
-        catalog_for(settings),
+        (catalog := catalog_for(settings)) and GuardedCatalog(catalog, faults, settings.lake_glue_database),
         ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io"),
         load_overrides() if overrides is None else overrides,
     )
@@ -357,8 +355,9 @@ def build_stage(
         settings.lake_flush_age_s,
         settings.lake_max_buffered_bytes,
     )
-    handler = LakeHandler(committer, policy, LakeMetrics(registry), ConsumerOffsets, stop)
+    handler = LakeHandler(committer, policy, LakeMetrics(registry), ConsumerOffsets, stop, faults)
     registry.register(StoreRetries(store))
+    registry.register(FaultCounts(faults))
     service = ConsumerService(
         "lake",
         consumer_config(settings),
