@@ -140,7 +140,8 @@ def s3_store(errors: list[BaseException], **kwargs: Any) -> tuple[LakeStore, Fla
 
 
 def test_the_store_retries_a_permanent_fault_until_it_is_fixed(caplog: pytest.LogCaptureFixture) -> None:
-    store, fake = s3_store([client_error("NoSuchBucket", 404)] * 3 + [client_error("SlowDown", 503)])
+    denied: list[BaseException] = [client_error("NoSuchBucket", 404)] * 3
+    store, fake = s3_store([*denied, client_error("SlowDown", 503)])
     store.put("t/a.parquet", b"x")
     assert fake.puts == ["lake/t/a.parquet"]
     assert store.retries == 4
