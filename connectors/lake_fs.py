@@ -235,3 +235,25 @@ class LakeStore:
             )
         selector = pafs.FileSelector(self.path(prefix).rstrip("/"), recursive=True, allow_not_found=True)
         return sum(info.size or 0 for info in self.fs.get_file_info(selector) if info.path.endswith(suffix))
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Key → size in bytes of every object under ``prefix`` (``highway query --tables``)."""
+        if self._s3 is None:
+            selector = pafs.FileSelector(self.path(prefix).rstrip("/"), recursive=True, allow_not_found=True)
+            start = len(self.root) + 1
+
+            def local() -> dict[str, int]:
+                infos = self.fs.get_file_info(selector)
+                return {i.path[start:]: i.size or 0 for i in infos if i.type == pafs.FileType.File}
+
+            return self._retry(f"list {prefix}", local)
+        begin = len(self._prefix) + 1 if self._prefix else 0
+        s3, bucket, key = self._s3, self._bucket, self._object(prefix)
+
+        def listing() -> dict[str, int]:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+            return {
+                item["Key"][begin:]: int(item["Size"]) for page in pages for item in page.get("Contents", [])
+            }
+
+        return self._retry(f"list {prefix}", listing)

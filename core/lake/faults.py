@@ -91,6 +91,12 @@ class FaultTracker:
             streak = self._streaks.pop((source, operation), None)
         return streak.fault if streak else None
 
+    def latest(self) -> Fault | None:
+        """The fault of the streak that failed most recently began, or None (for a give-up message)."""
+        with self._lock:
+            streaks = sorted(self._streaks.values(), key=lambda streak: streak.since)
+        return streaks[-1].fault if streaks else None
+
     def permanent(self, source: str) -> bool:
         with self._lock:
             return any(s.fault.kind == "permanent" for (src, _), s in self._streaks.items() if src == source)
