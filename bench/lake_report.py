@@ -56,8 +56,16 @@ def render(result: dict[str, Any]) -> Group:
     for run in runs:
         table.add_column(f"{run['event_types']} types ({run['tables']} tables)", justify="right")
     table.add_column("what bounds it")
+    for name, cell, bound in _rows(result):
+        table.add_row(name, *(cell(run) for run in runs), bound)
+    return Group(table, _latency(result["latency"]))
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(measure, cell of one type-count run, what bounds it)."""
+    flush = result["flush"]
     steady = 3600 / flush["lake_flush_age_s"] * result["partitions"]
-    rows: list[tuple[str, Any, str]] = [
+    return [
         (
             "passthrough events/s",
             lambda r: _spread(r["rates"]["passthrough"]),
@@ -104,9 +112,6 @@ def render(result: dict[str, Any]) -> Group:
             "columns but opens every file; JSON decompresses and parses everything; goal ≥ 10x",
         ),
     ]
-    for name, cell, bound in rows:
-        table.add_row(name, *(cell(run) for run in runs), bound)
-    return Group(table, _latency(result["latency"]))
 
 
 def _latency(latency: dict[str, Any]) -> Table:
