@@ -30,7 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from connectors.lake_fs import LakeStore
-from core.errors import HighwayError, TransientError
+from core.errors import HighwayError
 from core.settings import Settings
 from highway.cli.common import console, print_error, state
 
@@ -140,7 +140,8 @@ def within_deadline(settings: Settings, work: Work[T], timeout_s: float | None =
     thread.start()
     thread.join(timeout)
     error = outcome.get("error")
-    if thread.is_alive() or (isinstance(error, TransientError) and time.monotonic() >= deadline):
+    # Past the deadline any error is the deadline's doing (the store gave up, a read was cut).
+    if thread.is_alive() or (error is not None and time.monotonic() >= deadline):
         for connection in connections:
             connection.interrupt()
         raise QueryTimeout(_timeout_message(settings, timeout, store))
@@ -234,7 +235,7 @@ def query(
     except QueryTimeout as exc:
         print_error(exc)
         raise typer.Exit(TIMEOUT_EXIT_CODE) from exc
-    except (duckdb.Error, HighwayError) as exc:
+    except (duckdb.Error, HighwayError, OSError) as exc:
         console.print(f"[red]query failed:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from exc
 
