@@ -85,7 +85,7 @@ class LakeStore:
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         delay = 0.2
-        operation, _, key = what.partition(" ")
+        operation, _, key = what.rpartition(" ")  # "conditional put <key>" too
         while True:
             try:
                 result = call()
