@@ -105,7 +105,13 @@ def _repetitions(
     settings: Settings, lane: str, source: str, n_events: int, repeat: int, work: Path
 ) -> tuple[dict[str, list[float]], Settings]:
     """Interleaved passthrough and lake runs; the rates and the last lake run's settings."""
-    rates: dict[str, list[float]] = {"passthrough": [], "lake": [], "lake_consume": []}
+    rates: dict[str, list[float]] = {
+        "passthrough": [],
+        "lake": [],
+        "lake_consume": [],
+        "flush_seconds": [],
+        "lake_sustained": [],
+    }
     last = settings
     for rep in range(repeat):
         for step in rotated(["passthrough", "lake"], rep):
@@ -122,6 +128,12 @@ def _repetitions(
             run = run_lake_worker(last, lane, n_events, work / f"lake-r{rep}.log")
             rates["lake"].append(n_events / run.seconds)
             rates["lake_consume"].append(n_events / run.consume_seconds)
+            flush_s = run.seconds - run.consume_seconds
+            rates["flush_seconds"].append(flush_s)
+            # Derived: at the flush age every buffer flushes once per interval, costing about
+            # this run's final flush (its file count is the same); the rest of the interval consumes.
+            age = settings.lake_flush_age_s
+            rates["lake_sustained"].append(n_events / run.consume_seconds * max(0.0, 1 - flush_s / age))
     return rates, last
 
 

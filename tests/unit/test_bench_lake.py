@@ -88,7 +88,13 @@ def test_the_report_names_what_bounds_each_figure() -> None:
     run = {
         "event_types": 20,
         "tables": 20,
-        "rates": {"passthrough": spread, "lake": spread, "lake_consume": spread},
+        "rates": {
+            "passthrough": spread,
+            "lake": spread,
+            "lake_consume": spread,
+            "flush_seconds": spread,
+            "lake_sustained": spread,
+        },
         "lake_vs_passthrough": {"median": 1.0, "min": 0.9, "max": 1.1, "n": 3},
         "files": files,
         "after_compaction": None,
@@ -112,6 +118,7 @@ def test_the_report_names_what_bounds_each_figure() -> None:
     text = out.getvalue()
     assert "what bounds it" in text
     assert "up to 120 per table-hour" in text
+    assert "NOT measured" in text
     assert "no compaction" in text
     assert "+1.00 s" in text
     assert "= 0.5x" in text
