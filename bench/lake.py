@@ -1,43 +1,52 @@
-"""`highway bench lake`: lake events/s next to the raw passthrough, Parquet vs gzip JSON, latency.
+"""`highway bench lake`: the lake next to the raw passthrough, and what its output is worth.
 
-One run on one broker and one S3 endpoint, on the same simulator events (a fresh lane per run):
+For each event-type count (default 250 and 20), on a fresh lane, with the run's flush settings
+(Highway's defaults unless configured otherwise):
 
-1. the events are produced to their per-event topics (the router is not under test) and, byte for
-   byte the same, to one source topic for :func:`bench.baseline.passthrough_rate`;
-2. **passthrough** — raw confluent-kafka consume → produce of the source topic: the ceiling;
-3. **lake** — the real ``highway worker --role lake`` in a subprocess, timed from its partition
-   assignment until its ``/lake`` page reports every event flushed (files and manifests durable);
-4. **size** — bytes of the lane's Parquet files against gzip (level 6) of the same JSON events;
-5. **latency** — with the worker idle, single probe events are produced and timed until the
-   partition's manifest vouches for them (i.e. the Parquet file holding them is readable). It is
-   bounded below by ``lake_flush_age_s`` (``--flush-age``), reported with the figures.
+1. simulator events are produced to their per-event topics (the router is not under test) and, byte
+   for byte the same, to one source topic; gzip JSON of the same events is written, one file per type;
+2. ``--repeat`` interleaved repetitions (the order rotates) of **passthrough** — raw confluent-kafka
+   consume → produce of the source topic (:func:`bench.baseline.passthrough_rate`) — and **lake** — a
+   real ``highway worker --role lake`` with its own group and lake prefix (``bench.lake_run``);
+3. on the last repetition's lake: **files per table-hour** (and again after the lake's compaction
+   when this build has one), **Parquet bytes** against the gzip JSON, and **one DuckDB aggregation**
+   over the Parquet files against the same query over the gzip JSON (``bench.lake_figures``).
+
+Then **produce → queryable** latency on a router + lake worker (``bench.lake_latency``). Every figure
+is printed with what bounds it.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
-import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import orjson
 import typer
-from confluent_kafka import Producer
 from rich.console import Console
-from rich.table import Table
 
-from bench.baseline import SettingsFor, bench_settings, passthrough_rate, spawn
+from bench.baseline import SettingsFor, bench_settings, passthrough_rate
+from bench.lake_figures import (
+    compaction,
+    download,
+    files_per_table_hour,
+    lake_files,
+    query_comparison,
+    write_json_gzip,
+)
+from bench.lake_latency import measure_latency
+from bench.lake_report import render
+from bench.lake_run import run_lake_worker
+from bench.stats import ratio, rotated, spread
 from connectors.kafka_admin import KafkaAdmin
-from connectors.kafka_config import producer_config
 from connectors.lake_fs import LakeStore
+from connectors.local.process import free_ports
 from connectors.producer import EventProducer
-from core.lake.layout import manifest_key
-from core.lake.manifest import Manifest
+from core.envvars import with_overrides
 from core.routing.naming import topic_name_for
 from core.settings import Settings
 from core.sim import MatchDaySimulator, SimConfig
@@ -45,8 +54,11 @@ from core.sim import MatchDaySimulator, SimConfig
 console = Console()
 
 
-def _produce(settings: Settings, lane: str, n_events: int, event_types: int) -> tuple[str, int]:
-    """Simulator events to per-event topics and to one source topic; returns (source, gzip bytes)."""
+def _produce(
+    settings: Settings, lane: str, n_events: int, event_types: int
+) -> tuple[str, dict[str, list[bytes]]]:
+    """Simulator events to per-event topics and to one source topic; returns the source and the
+    encoded events by table (for the gzip JSON baseline)."""
     config = SimConfig(
         start_ms=int(time.time() * 1000) - 3_600_000,
         seed=1,
@@ -58,80 +70,25 @@ def _produce(settings: Settings, lane: str, n_events: int, event_types: int) -> 
     source = settings.all_events_topic(lane)
     admin = KafkaAdmin(settings)
     admin.ensure_topics([source])
-    gz_bytes = 0
+    by_table: dict[str, list[bytes]] = {}
     known: set[str] = set()
     with EventProducer(settings) as producer:
         for batch in MatchDaySimulator(config).batches(10_000):
-            encoded = [orjson.dumps(event) for event in batch]
-            gz_bytes += len(gzip.compress(b"\n".join(encoded) + b"\n", 6))
-            topics = [settings.event_topic(lane, topic_name_for(event["event_name"])) for event in batch]
+            tables = [topic_name_for(event["event_name"]) for event in batch]
+            topics = [settings.event_topic(lane, table) for table in tables]
             admin.ensure_topics(set(topics) - known)
             known.update(topics)
-            for event, topic, value in zip(batch, topics, encoded, strict=True):
-                key = str(event["user_id"]).encode()
+            for event, table, topic in zip(batch, tables, topics, strict=True):
+                value, key = orjson.dumps(event), str(event["user_id"]).encode()
+                by_table.setdefault(table, []).append(value)
                 producer.produce_raw(topic, value, key)
                 producer.produce_raw(source, value, key)
-    return source, gz_bytes
-
-
-def _lake_state(url: str) -> dict[str, Any] | None:
-    try:
-        state: dict[str, Any] = httpx.get(url, timeout=2.0).json()
-        return state
-    except (httpx.HTTPError, ValueError):
-        return None
-
-
-def _time_lake(url: str, n_events: int, alive: Any, timeout_s: float = 1800) -> tuple[float, dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    started: float | None = None
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError("the lake worker exited; see its log")
-        state = _lake_state(url)
-        if state is not None:
-            if started is None and state.get("assigned", 0) > 0:
-                started = time.monotonic()
-            if started is not None and state["rows"] >= n_events and state["buffered_rows"] == 0:
-                return time.monotonic() - started, state
-        time.sleep(0.05)
-    raise RuntimeError(f"the lake did not take {n_events} events within {timeout_s:.0f}s")
-
-
-def _latencies(settings: Settings, lane: str, probes: int) -> list[float]:
-    """Produce one probe at a time; seconds until its partition's manifest covers its offset."""
-    store = LakeStore(settings)
-    topic = settings.event_topic(lane, "bench_latency_probe")
-    KafkaAdmin(settings).ensure_topics([topic])
-    producer = Producer(producer_config(settings))
-    results: list[float] = []
-    delivered: list[tuple[int, int]] = []
-
-    def on_delivery(err: Any, msg: Any) -> None:
-        delivered.append((int(msg.partition()), int(msg.offset())))
-
-    for index in range(probes):
-        event: dict[str, Any] = {"event_name": "bench_latency_probe", "event_id": f"probe-{index}"}
-        event.update(user_id="bench", server_ts=int(time.time() * 1000), properties={"i": index})
-        started = time.monotonic()
-        producer.produce(topic, orjson.dumps(event), on_delivery=on_delivery)
-        producer.flush(30)
-        partition, offset = delivered[-1]
-        key = manifest_key(lane, topic, partition)
-        while True:
-            raw = store.get(key)
-            if raw and Manifest.from_bytes(raw).committed_offset >= offset:
-                break
-            time.sleep(0.05)
-        results.append(time.monotonic() - started)
-    return results
+    return source, by_table
 
 
 def put_rate(settings: Settings, lane: str, objects: int = 400, size: int = 16 * 1024) -> float:
-    """Objects/s for ``objects`` PUTs of ``size`` bytes through the lake's store, 16 at a time.
-
-    The S3 API's own ceiling for small writes; a flush costs one PUT per file plus one per manifest.
-    """
+    """Objects/s for ``objects`` PUTs of ``size`` bytes through the lake's store, 16 at a time: the
+    S3 API's own ceiling for small writes (a flush costs one PUT per file plus one per manifest)."""
     store = LakeStore(settings)
     payload = os.urandom(size)
     keys = [f"{lane}/_bench_put/{index:05d}.bin" for index in range(objects)]
@@ -144,117 +101,141 @@ def put_rate(settings: Settings, lane: str, objects: int = 400, size: int = 16 *
     return objects / seconds
 
 
-def _run_lake_worker(
-    settings: Settings, lane: str, n_events: int, probes: int, work: Path
-) -> tuple[float, dict[str, Any], list[float]]:
-    """Time a real lake worker through the pre-loaded events, then probe its latency while idle."""
-    proc = spawn(settings, ["highway.cli", "worker", "--role", "lake"], work / lane / "lake.log")
+def _repetitions(
+    settings: Settings, lane: str, source: str, n_events: int, repeat: int, work: Path
+) -> tuple[dict[str, list[float]], Settings]:
+    """Interleaved passthrough and lake runs; the rates and the last lake run's settings."""
+    rates: dict[str, list[float]] = {
+        "passthrough": [],
+        "lake": [],
+        "lake_consume": [],
+        "flush_seconds": [],
+        "lake_sustained": [],
+    }
+    last = settings
+    for rep in range(repeat):
+        for step in rotated(["passthrough", "lake"], rep):
+            console.print(f"  [{rep + 1}/{repeat}] {step} …")
+            if step == "passthrough":
+                rates["passthrough"].append(passthrough_rate(settings, source, n_events).rate)
+                continue
+            last = with_overrides(
+                settings,
+                app_id=f"{settings.app_id}-r{rep}",
+                http_port=free_ports(1)[0],
+                lake_uri=f"{settings.lake_uri}/{lane}-r{rep}",
+            )
+            run = run_lake_worker(last, lane, n_events, work / f"lake-r{rep}.log")
+            rates["lake"].append(n_events / run.seconds)
+            rates["lake_consume"].append(n_events / run.consume_seconds)
+            flush_s = run.seconds - run.consume_seconds
+            rates["flush_seconds"].append(flush_s)
+            # Derived: at the flush age every buffer flushes once per interval, costing about
+            # this run's final flush (its file count is the same); the rest of the interval consumes.
+            age = settings.lake_flush_age_s
+            rates["lake_sustained"].append(n_events / run.consume_seconds * max(0.0, 1 - flush_s / age))
+    return rates, last
+
+
+def _lake_output(settings: Settings, lane: str, json_root: Path, repeat: int, work: Path) -> dict[str, Any]:
+    """Files per table-hour (before/after compaction), bytes and the DuckDB comparison."""
+    files = lake_files(settings, lane)
+    figures: dict[str, Any] = {"files": files_per_table_hour(files), "after_compaction": None}
+    compact = compaction(settings, lane)
+    if compact is not None:
+        console.print("  compaction …")
+        compact()
+        files = lake_files(settings, lane)
+        figures["after_compaction"] = files_per_table_hour(files)
+    console.print("  DuckDB: Parquet vs gzip JSON …")
+    figures["query"] = query_comparison(download(settings, files, work / "parquet"), json_root, repeat)
+    return figures
+
+
+def measure_types(
+    base: Settings, n_events: int, event_types: int, partitions: int, repeat: int, work: Path
+) -> dict[str, Any]:
+    settings = bench_settings(base, f"bench{event_types}t", work, topic_partitions=partitions)
+    lane = settings.lanes[0]
+    admin = KafkaAdmin(settings)
+    lane_work = work / lane
     try:
-        url = f"http://{settings.http_host}:{settings.http_port}/lake"
-        seconds, state = _time_lake(url, n_events, lambda: proc.poll() is None)
-        console.print(f"latency: {probes} probes …")
-        latencies = _latencies(settings, lane, probes)
+        console.print(f"{event_types} types: producing {n_events} simulator events …")
+        source, by_table = _produce(settings, lane, n_events, event_types)
+        gz_bytes = write_json_gzip(by_table, lane_work / "json")
+        rates, last = _repetitions(settings, lane, source, n_events, repeat, lane_work)
+        output = _lake_output(last, lane, lane_work / "json", repeat, lane_work)
     finally:
-        proc.terminate()
-        proc.wait(60)
-    return seconds, state, latencies
+        admin.delete_topics([t for t in admin.list_topics() if t.startswith(f"{lane}.")])
+    summary = {name: spread(values) for name, values in rates.items()}
+    versus = spread([ratio(lake, pt) for lake, pt in zip(rates["lake"], rates["passthrough"], strict=True)])
+    parquet_bytes = (output["after_compaction"] or output["files"])["bytes"]
+    return {
+        "event_types": event_types,
+        "tables": len(by_table),
+        "rates": {name: s.as_dict(1) for name, s in summary.items() if s},
+        "lake_vs_passthrough": versus.as_dict(3) if versus else None,
+        "gzip_json_bytes": gz_bytes,
+        "parquet_vs_gzip_json": round(parquet_bytes / gz_bytes, 3) if gz_bytes else None,
+        **output,
+    }
 
 
 def run_lake_bench(
     base: Settings,
     n_events: int,
-    event_types: int,
+    type_counts: list[int],
     partitions: int,
-    flush_age_s: float,
+    repeat: int,
     probes: int,
+    latency_flush_age_s: float,
     work: Path,
 ) -> dict[str, Any]:
-    settings = bench_settings(base, "bench", work, topic_partitions=partitions, lake_flush_age_s=flush_age_s)
-    lane = settings.lanes[0]
-    admin = KafkaAdmin(settings)
-    try:
-        console.print(f"producing {n_events} simulator events ({event_types} types) to per-event topics …")
-        source, gz_bytes = _produce(settings, lane, n_events, event_types)
-        console.print("passthrough (raw confluent-kafka) …")
-        passthrough = passthrough_rate(settings, source, n_events)
-        console.print("S3 PUT rate (16 KiB objects, 16 threads) …")
-        puts_per_s = put_rate(settings, lane)
-        console.print("lake (highway worker --role lake) …")
-        seconds, state, latencies = _run_lake_worker(settings, lane, n_events, probes, work)
-        store = LakeStore(settings)
-        parquet_bytes = store.total_bytes(f"{lane}/", ".parquet")
-    finally:
-        topics = [t for t in admin.list_topics() if t.startswith(f"{lane}.")]
-        if topics:
-            admin.delete_topics(topics)
-    lake_rate = n_events / seconds if seconds else 0.0
+    settings = bench_settings(base, "benchput", work)
+    console.print("S3 PUT rate (16 KiB objects, 16 threads) …")
+    puts = put_rate(settings, settings.lanes[0])
+    runs = [measure_types(base, n_events, types, partitions, repeat, work) for types in type_counts]
+    console.print(f"produce → queryable: {probes} probes (flush age {latency_flush_age_s:g} s) …")
+    latency = measure_latency(base, work, probes, latency_flush_age_s)
     return {
         "events": n_events,
-        "event_types": event_types,
         "partitions": partitions,
-        "lake_flush_age_s": flush_age_s,
-        "lake_flush_rows": settings.lake_flush_rows,
-        "compression": settings.lake_compression,
-        "rates": {"passthrough (confluent-kafka)": round(passthrough.rate, 1), "lake": round(lake_rate, 1)},
-        "seconds": {
-            "passthrough (confluent-kafka)": round(passthrough.seconds, 3),
-            "lake": round(seconds, 3),
+        "repeat": repeat,
+        "flush": {
+            "lake_flush_rows": base.lake_flush_rows,
+            "lake_flush_bytes": base.lake_flush_bytes,
+            "lake_flush_age_s": base.lake_flush_age_s,
         },
-        "lake_vs_passthrough": round(lake_rate / passthrough.rate, 3) if passthrough.rate else None,
-        "lake_files": state["files"],
-        "s3_puts_per_s": round(puts_per_s, 1),
-        "lake_puts_per_s": round(2 * state["files"] / seconds, 1) if seconds else None,
-        "parquet_bytes": parquet_bytes,
-        "gzip_json_bytes": gz_bytes,
-        "parquet_vs_gzip_json": round(parquet_bytes / gz_bytes, 3) if gz_bytes else None,
-        "latency_s": {
-            "p50": round(statistics.median(latencies), 3),
-            "max": round(max(latencies), 3),
-            "samples": [round(value, 3) for value in latencies],
-        },
+        "lake_format": getattr(base, "lake_format", "parquet"),
+        "compression": base.lake_compression,
+        "s3_puts_per_s": round(puts, 1),
+        "types": runs,
+        "latency": latency,
     }
-
-
-def _render(result: dict[str, Any]) -> Table:
-    table = Table(
-        title=f"highway bench lake — {result['events']} events, {result['event_types']} types, "
-        f"{result['partitions']} partitions/topic"
-    )
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for name, rate in result["rates"].items():
-        table.add_row(f"{name} events/s", f"{rate:,.0f}  ({result['seconds'][name]:.1f} s)")
-    table.add_row("lake / passthrough", f"{result['lake_vs_passthrough']}x", style="bold")
-    table.add_row("S3 PUTs/s: raw (16 KiB, 16 threads)", f"{result['s3_puts_per_s']:,.0f}")
-    table.add_row("S3 PUTs/s: lake (files + manifests)", f"{result['lake_puts_per_s']:,.0f}")
-    table.add_row("Parquet bytes", f"{result['parquet_bytes']:,}  ({result['lake_files']} files)")
-    table.add_row("gzip JSON bytes", f"{result['gzip_json_bytes']:,}")
-    table.add_row(
-        f"Parquet ({result['compression']}) / gzip JSON", f"{result['parquet_vs_gzip_json']}x", style="bold"
-    )
-    latency = result["latency_s"]
-    table.add_row(
-        f"produce→readable (flush age {result['lake_flush_age_s']} s)",
-        f"p50 {latency['p50']:.2f} s, max {latency['max']:.2f} s",
-    )
-    return table
 
 
 def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
     @bench_app.command("lake")
     def lake(
         ctx: typer.Context,
-        events: Annotated[int, typer.Option("--events", "-n", help="events to pre-load")] = 100_000,
-        event_types: Annotated[int, typer.Option("--event-types", help="distinct event names")] = 250,
+        events: Annotated[int, typer.Option("--events", "-n", help="events per type count")] = 60_000,
+        event_types: Annotated[str, typer.Option("--event-types", help="type counts: 250,20")] = "250,20",
         partitions: Annotated[int, typer.Option(help="partitions per per-event topic")] = 2,
-        flush_age: Annotated[float, typer.Option("--flush-age", help="lake_flush_age_s for the run")] = 5.0,
-        probes: Annotated[int, typer.Option(help="latency probes")] = 5,
+        repeat: Annotated[int, typer.Option(help="interleaved repetitions", min=1)] = 3,
+        probes: Annotated[int, typer.Option(help="produce→queryable probes")] = 3,
+        latency_flush_age: Annotated[
+            float, typer.Option("--latency-flush-age", help="lake_flush_age_s of the latency worker")
+        ] = 10.0,
         json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
     ) -> None:
-        """Lake events/s vs raw passthrough, Parquet vs gzip JSON bytes, produce→readable latency."""
+        """Lake events/s vs raw passthrough, files per table-hour, Parquet vs gzip JSON bytes and
+        query time, produce→queryable latency."""
         settings = settings_for(ctx)
+        counts = [int(value) for value in event_types.split(",") if value.strip()]
         with tempfile.TemporaryDirectory(prefix="highway-bench-lake-") as work:
-            result = run_lake_bench(settings, events, event_types, partitions, flush_age, probes, Path(work))
-        console.print(_render(result))
+            result = run_lake_bench(
+                settings, events, counts, partitions, repeat, probes, latency_flush_age, Path(work)
+            )
+        Console(width=max(console.width, 180)).print(render(result))
         if json_path is not None:
             json_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

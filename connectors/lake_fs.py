@@ -8,7 +8,10 @@ renamed. Conditional writes (``put_if``, the manifests' compare-and-swap) are S3
 across hosts sharing a network filesystem whose locks are not reliable). Every call retries
 transient failures (5xx, SlowDown, connection refused/reset, an endpoint that is down) with capped
 exponential backoff for as long as ``should_stop`` says no — the caller blocks (and so stops
-consuming) instead of failing or dropping data.
+consuming) instead of failing or dropping data. Permanent failures (a
+missing bucket, denied access, wrong keys: :mod:`connectors.storage_errors`) are logged at ERROR
+with the fix, recorded in the :class:`core.lake.faults.FaultTracker` (``/health`` degraded) and
+retried every ``retry_s`` — or raised at once with ``fail_on_permanent`` (``highway query``).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import pyarrow.fs as pafs
 from botocore.exceptions import BotoCoreError, ClientError
 
 from connectors.aws import s3_client, s3_filesystem
-from core.errors import TransientError
+from connectors.storage_errors import classify
+from core.errors import TerminalError, TransientError
 from core.lake.encode import arrow_schema
+from core.lake.faults import Fault, FaultTracker
 from core.lake.layout import schema_key, table_prefix
 from core.lake.ports import PreconditionFailed
 from core.lake.schema import TableSchema
@@ -80,6 +85,8 @@ class LakeStore:
         settings: Settings,
         should_stop: Callable[[], bool] = lambda: False,
         max_backoff_s: float = 5.0,
+        faults: FaultTracker | None = None,
+        fail_on_permanent: bool = False,
     ) -> None:
         self.fs, self.root = filesystem_for(settings)
         self.uri = settings.lake_uri
@@ -90,6 +97,8 @@ class LakeStore:
         self._bucket, _, self._prefix = self.root.partition("/")
         self._should_stop = should_stop
         self._max_backoff_s = max_backoff_s
+        self.faults = faults or FaultTracker(retry_s=settings.lake_error_retry_s)
+        self._fail_on_permanent = fail_on_permanent
         self.retries = 0
 
     def path(self, key: str) -> str:
@@ -103,18 +112,51 @@ class LakeStore:
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         delay = 0.2
+        operation, _, key = what.rpartition(" ")  # "conditional put <key>" too
         while True:
             try:
-                return call()
+                result = call()
             except (OSError, TransientError, BotoCoreError, ClientError) as exc:
                 if isinstance(exc, FileNotFoundError):
                     raise
-                if self._should_stop():
-                    raise TransientError(f"lake {what}: gave up at shutdown: {exc}") from exc
-                self.retries += 1
-                log.warning("lake %s failed (%s); retrying in %.1fs", what, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, self._max_backoff_s)
+                delay = self._after_failure(operation, key, exc, delay)
+                continue
+            if self.faults.succeeded("storage", operation) is not None:
+                log.info("lake %s works again", operation)
+            return result
+
+    def _after_failure(self, operation: str, key: str, exc: BaseException, delay: float) -> float:
+        """Record and log one failed call, wait, and return the next delay; raise at shutdown (or
+        on a permanent fault with ``fail_on_permanent``)."""
+        fault = classify(exc, self.url(key))
+        if self._should_stop():
+            raise TransientError(f"lake {operation} {key}: gave up at shutdown: {exc}") from exc
+        self.retries += 1
+        if fault.kind == "permanent":
+            return self._permanent(operation, fault, exc)
+        self.faults.failed("storage", operation, fault)
+        log.warning("lake %s %s failed (%s); retrying in %.1fs", operation, key, exc, delay)
+        self._sleep(delay)
+        return min(delay * 2, self._max_backoff_s)
+
+    def _permanent(self, operation: str, fault: Fault, exc: BaseException) -> float:
+        if self._fail_on_permanent:
+            raise TerminalError(f"lake {operation}: {fault.describe()}") from exc
+        if self.faults.failed("storage", operation, fault):
+            log.error(
+                "lake %s: %s — consumption paused, nothing is committed; retried every %.0fs (%s)",
+                operation,
+                fault.describe(),
+                self.faults.retry_s,
+                fault.detail,
+            )
+        self._sleep(self.faults.retry_s)
+        return 0.2  # once it passes, a new transient streak starts from a short backoff
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._should_stop() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.25))
 
     def put(self, key: str, data: bytes) -> None:
         path = self.path(key)
@@ -271,3 +313,25 @@ class LakeStore:
             )
         selector = pafs.FileSelector(self.path(prefix).rstrip("/"), recursive=True, allow_not_found=True)
         return sum(info.size or 0 for info in self.fs.get_file_info(selector) if info.path.endswith(suffix))
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Key → size in bytes of every object under ``prefix`` (``highway query --tables``)."""
+        if self._s3 is None:
+            selector = pafs.FileSelector(self.path(prefix).rstrip("/"), recursive=True, allow_not_found=True)
+            start = len(self.root) + 1
+
+            def local() -> dict[str, int]:
+                infos = self.fs.get_file_info(selector)
+                return {i.path[start:]: i.size or 0 for i in infos if i.type == pafs.FileType.File}
+
+            return self._retry(f"list {prefix}", local)
+        begin = len(self._prefix) + 1 if self._prefix else 0
+        s3, bucket, key = self._s3, self._bucket, self._object(prefix)
+
+        def listing() -> dict[str, int]:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+            return {
+                item["Key"][begin:]: int(item["Size"]) for page in pages for item in page.get("Contents", [])
+            }
+
+        return self._retry(f"list {prefix}", listing)

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     lake_max_columns_per_table: int = Field(
         1000, ge=1, le=10_000, description="property columns of one table; values needing more go to _extra"
     )
+    lake_error_retry_s: float = Field(
+        30.0, gt=0, le=3600, description="retry interval of a permanent S3/Glue error (no bucket, denied)"
+    )
+    lake_query_timeout_s: float = Field(
+        30.0, gt=0, description="highway query gives up after this long (S3 unreachable, slow scan)"
+    )
 
     # --- AWS (aws_*): S3 and Glue clients ---
     aws_region: str = "us-east-1"

@@ -17,9 +17,9 @@ the shared consumer service (``streams.consumer``), subscribed to the single reg
   all together exceed ``lake_max_buffered_bytes`` (backpressure: the flush runs before the next poll).
 * ``stopping``: a final flush.
 
-Failures: transient S3 errors are retried inside the flush (consumption pauses, nothing is committed);
-any other flush error is logged, counted and retried after a backoff with the buffers intact. An
-error during assignment crashes the consumer (restarted; recovery starts from the manifests).
+Failures: ``LakeStore`` retries S3 errors inside the flush (transient: backoff; permanent, e.g. no
+bucket: every ``lake_error_retry_s``, /health degraded), so nothing is committed meanwhile. Other flush
+errors are logged, counted and retried with the buffers intact.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -40,63 +39,27 @@ from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
 
 from connectors.glue import catalog_for
-from connectors.kafka_config import confluent_config, subscription_regex
 from connectors.lake_fs import LakeStore
+from connectors.storage_errors import GuardedCatalog
 from connectors.wire import codec_for
 from core.lake.commit import FlushResult, LakeCommitter
+from core.lake.faults import FaultTracker
 from core.lake.flush import FlushPolicy, PartitionBuffer
 from core.lake.records import RawRecord
-from core.lake.schema import TableSchema, schema_from_avro
+from core.lake.schema import TableSchema
 from core.ports import OffsetStore
 from core.settings import Settings
-from schemas import EVENT_SCHEMAS_DIR, event_schemas
 from streams.consumer import BatchHandler, ConsumerOffsets, ConsumerService
 from streams.health import health_board
-from streams.lake_metrics import LakeMetrics, LakeStats, StoreRetries
+from streams.lake_config import SESSION_TIMEOUT_MS, consumer_config, load_overrides, topic_regex
+from streams.lake_metrics import FaultCounts, LakeMetrics, LakeStats, StoreRetries
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
 MAX_BACKOFF_S = 30.0
 SETTLE_RETRY_S = 1.0
-SESSION_TIMEOUT_MS = 6_000
 # By then a member that was thrown out has been told (partitions lost): only a true owner re-claims.
 RECLAIM_AFTER_S = 3 * SESSION_TIMEOUT_MS / 1000
-
-
-def load_overrides(directory: Path = EVENT_SCHEMAS_DIR) -> dict[str, TableSchema]:
-    """Avro schemas in ``schemas/events/<table>.avsc`` that override inference for that table."""
-    return {table: schema_from_avro(schema) for table, schema in event_schemas(directory).items()}
-
-
-def lake_group_id(settings: Settings) -> str:
-    """The lake consumer group; distinct from every faust app group (which use their own protocol)."""
-    return f"{settings.app_id}.lake-sink"
-
-
-def topic_regex(settings: Settings) -> str:
-    """librdkafka regex subscription matching every lane's per-event topics."""
-    return subscription_regex([settings.event_topic_pattern(lane) for lane in settings.lanes])
-
-
-def consumer_config(settings: Settings) -> dict[str, Any]:
-    """Manual offsets (committed by the commit path only); a long poll interval because a flush
-    blocks the consumer thread for as long as S3 is away."""
-    return confluent_config(
-        settings,
-        **{
-            "group.id": lake_group_id(settings),
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "topic.metadata.refresh.interval.ms": int(settings.lake_topic_rescan_s * 1000),
-            "max.poll.interval.ms": 600_000,
-            "session.timeout.ms": SESSION_TIMEOUT_MS,
-            # A new topic adds its partitions without revoking everyone else's (their buffers).
-            "partition.assignment.strategy": "cooperative-sticky",
-            "heartbeat.interval.ms": 1_000,
-            "fetch.max.bytes": 16 * 1024 * 1024,
-            "queued.max.messages.kbytes": 32 * 1024,
-        },
-    )
 
 
 class LakeHandler(BatchHandler):
@@ -109,6 +72,7 @@ class LakeHandler(BatchHandler):
         metrics: LakeMetrics,
         offsets_for: Callable[[Consumer], OffsetStore],
         should_stop: Callable[[], bool],
+        faults: FaultTracker | None = None,
     ) -> None:
         self.committer = committer
         self.policy = policy
@@ -120,6 +84,13 @@ class LakeHandler(BatchHandler):
         self.stats = LakeStats()
         self._backoff_s = 0.0
         self._settle_at = 0.0
+        self.faults = faults or FaultTracker()
+
+    def degraded(self) -> str | None:
+        return self.faults.reason()  # storage/catalog faults: permanent at once, transient once they last
+
+    def _settle_retry_s(self) -> float:  # a permanent catalog fault (Glue access denied) is retried slowly
+        return self.faults.retry_s if self.faults.permanent("catalog") else SETTLE_RETRY_S
 
     # --- partitions --------------------------------------------------------------------------------
     def assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -220,7 +191,7 @@ class LakeHandler(BatchHandler):
             step = self.committer.settle(self.offsets_for(consumer))
             if step is not None:
                 self._count_error(step)
-                self._settle_at = now + SETTLE_RETRY_S
+                self._settle_at = now + self._settle_retry_s()
         self._update_gauges()
 
     def stopping(self, consumer: Consumer) -> None:
@@ -283,7 +254,7 @@ class LakeHandler(BatchHandler):
         self.metrics.bytes.inc(result.bytes)
         if result.unsettled is not None:
             self._count_error(result.unsettled)
-            self._settle_at = time.monotonic() + SETTLE_RETRY_S
+            self._settle_at = time.monotonic() + self._settle_retry_s()
 
     def _count_error(self, step: str) -> None:
         self.stats.errors += 1
@@ -350,11 +321,12 @@ def build_stage(
 ) -> LakeStage:
     """Build the real edges (store, catalog, pool, consumer offsets) and the service around them."""
     stop = _StopSignal()
-    store = LakeStore(settings, should_stop=stop)
+    faults = FaultTracker(retry_s=settings.lake_error_retry_s)
+    store = LakeStore(settings, should_stop=stop, faults=faults)
     committer = LakeCommitter(
         settings,
         store,
-        catalog_for(settings),
+        (catalog := catalog_for(settings)) and GuardedCatalog(catalog, faults, settings.lake_glue_database),
         ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io"),
         load_overrides() if overrides is None else overrides,
         decode_event=codec_for(settings).decode,  # JSON, or Avro through the schema registry
@@ -366,8 +338,9 @@ def build_stage(
         settings.lake_flush_age_s,
         settings.lake_max_buffered_bytes,
     )
-    handler = LakeHandler(committer, policy, LakeMetrics(registry), ConsumerOffsets, stop)
+    handler = LakeHandler(committer, policy, LakeMetrics(registry), ConsumerOffsets, stop, faults)
     registry.register(StoreRetries(store))
+    registry.register(FaultCounts(faults))
     service = ConsumerService(
         "lake",
         consumer_config(settings),

@@ -10,6 +10,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from connectors.lake_fs import LakeStore
+from core.lake.faults import FaultTracker
 
 
 class LakeMetrics:
@@ -43,6 +44,26 @@ class LakeMetrics:
         )
 
 
+class FaultCounts(Collector):
+    """``highway_lake_storage_errors_total{source, kind}``: S3/filesystem (``storage``) and Glue
+    (``catalog``) faults, ``permanent`` (an operator must act) or ``transient``, read when scraped."""
+
+    def __init__(self, faults: FaultTracker) -> None:
+        self.faults = faults
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "highway_lake_storage_errors",
+            "Failed lake S3/filesystem (source=storage) and Glue (source=catalog) calls, by kind",
+            labels=["source", "kind"],
+        )
+        counts = dict(self.faults.counts)
+        for source in ("storage", "catalog"):
+            for kind in ("permanent", "transient"):
+                family.add_metric([source, kind], counts.get((source, kind), 0))
+        yield family
+
+
 class StoreRetries(Collector):
     """``highway_lake_s3_retries_total``, read from the store's own count when scraped."""
 
@@ -50,7 +71,7 @@ class StoreRetries(Collector):
         self.store = store
 
     def collect(self) -> Iterable[Metric]:
-        doc = "Lake storage calls retried after a transient error"
+        doc = "Lake storage calls retried after an error"
         yield CounterMetricFamily("highway_lake_s3_retries", doc, self.store.retries)
 
 

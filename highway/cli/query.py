@@ -6,20 +6,40 @@ Each table of the lane (``<lane>/<table>/dt=…/hour=…/*.parquet``) is a view 
 schemas line up). An ``s3://`` lake is read by DuckDB's httpfs extension when it can be loaded; on a
 machine that cannot download extensions, through pyarrow datasets registered in DuckDB, read with
 each table's current schema (same result, same SQL).
+
+Every call gives up after ``lake_query_timeout_s`` (``--timeout``) with a message naming the lake and
+the last error — an unreachable S3 endpoint must not make the command hang — and at once on a
+permanent error (no bucket, access denied). ``--tables`` lists the lane's tables, ``--describe T``
+shows one (``highway.cli.query_tables``); CSV output goes through the ``csv`` module.
 """
 
 from __future__ import annotations
 
+import csv
 import enum
-from typing import Annotated, Any
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 import duckdb
+import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from connectors.lake_fs import LakeStore
+from core.errors import HighwayError
 from core.settings import Settings
-from highway.cli.common import console, state
+from highway.cli.common import console, print_error, state
+
+T = TypeVar("T")
+TIMEOUT_EXIT_CODE = 124  # as timeout(1)
+
+
+class QueryTimeout(HighwayError):
+    """The lake did not answer within the query deadline."""
 
 
 class Output(enum.StrEnum):
@@ -38,7 +58,7 @@ def lake_tables(store: LakeStore, lane: str) -> list[str]:
     return sorted(tables)
 
 
-def _quote(name: str) -> str:
+def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -62,7 +82,11 @@ def _try_httpfs(connection: duckdb.DuckDBPyConnection, settings: Settings) -> bo
 
 
 def lake_connection(
-    settings: Settings, lane: str | None = None, prefer_httpfs: bool = True, mentioned_in: str | None = None
+    settings: Settings,
+    lane: str | None = None,
+    prefer_httpfs: bool = True,
+    mentioned_in: str | None = None,
+    store: LakeStore | None = None,
 ) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
     """A DuckDB connection with one view per lake table of ``lane``; also the table names.
 
@@ -70,7 +94,7 @@ def lake_connection(
     hold hundreds of tables and each costs a listing.
     """
     lane = lane or settings.lanes[0]
-    store = LakeStore(settings)
+    store = store or LakeStore(settings)
     tables = lake_tables(store, lane)
     if mentioned_in is not None:
         text = mentioned_in.lower()
@@ -82,7 +106,7 @@ def lake_connection(
         if native:
             glob = (store.path if local else store.url)(f"{lane}/{table}/**/*.parquet").replace("'", "''")
             connection.execute(
-                f"CREATE VIEW {_quote(table)} AS SELECT * FROM read_parquet('{glob}', "
+                f"CREATE VIEW {quote(table)} AS SELECT * FROM read_parquet('{glob}', "
                 "hive_partitioning = true, union_by_name = true, hive_types_autocast = false)"
             )
         else:
@@ -90,41 +114,89 @@ def lake_connection(
     return connection, tables
 
 
+Work = Callable[[LakeStore, Callable[[duckdb.DuckDBPyConnection], None]], T]
+
+
+def within_deadline(settings: Settings, work: Work[T], timeout_s: float | None = None) -> T:
+    """``work(store, track)`` on a thread, given up after the deadline with :class:`QueryTimeout`.
+
+    The store stops retrying at the deadline and raises at once on a permanent error; ``track``
+    registers a DuckDB connection so that a query still running at the deadline is interrupted.
+    """
+    timeout = settings.lake_query_timeout_s if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout
+    store = LakeStore(settings, should_stop=lambda: time.monotonic() >= deadline, fail_on_permanent=True)
+    connections: list[duckdb.DuckDBPyConnection] = []
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = work(store, connections.append)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    # A daemon thread: one stuck in a socket must not keep the process alive after we give up.
+    thread = threading.Thread(target=run, name="highway-query", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    error = outcome.get("error")
+    # Past the deadline any error is the deadline's doing (the store gave up, a read was cut).
+    if thread.is_alive() or (error is not None and time.monotonic() >= deadline):
+        for connection in connections:
+            connection.interrupt()
+        raise QueryTimeout(_timeout_message(settings, timeout, store))
+    if error is not None:
+        raise error
+    result: T = outcome["result"]
+    return result
+
+
+def _timeout_message(settings: Settings, timeout: float, store: LakeStore) -> str:
+    fault = store.faults.latest()
+    last = f" (last error: {fault.code} at {fault.where}: {fault.detail})" if fault else ""
+    endpoint = settings.aws_s3_endpoint_url or "AWS"
+    return (
+        f"gave up after {timeout:g}s: the lake at {settings.lake_uri} did not answer in time{last}. "
+        f"Check that the S3 endpoint ({endpoint}) is reachable, or allow longer with --timeout "
+        "(HIGHWAY_LAKE_QUERY_TIMEOUT_S)."
+    )
+
+
 def run_query(
-    settings: Settings, sql: str, lane: str | None = None
+    settings: Settings, sql: str, lane: str | None = None, timeout_s: float | None = None
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    connection, _ = lake_connection(settings, lane, mentioned_in=sql)
-    try:
-        result = connection.execute(sql)
-        columns = [column[0] for column in result.description or []]
-        return columns, result.fetchall()
-    finally:
-        connection.close()
+    """Columns and rows of ``sql`` over the lane's tables, within the query deadline."""
+
+    def work(
+        store: LakeStore, track: Callable[[duckdb.DuckDBPyConnection], None]
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        connection, _ = lake_connection(settings, lane, mentioned_in=sql, store=store)
+        track(connection)
+        try:
+            result = connection.execute(sql)
+            return [column[0] for column in result.description or []], result.fetchall()
+        finally:
+            connection.close()
+
+    return within_deadline(settings, work, timeout_s)
 
 
-def query(
-    ctx: typer.Context,
-    sql: Annotated[str, typer.Argument(help="SQL over the lake; each event table is a view")],
-    lane: Annotated[str | None, typer.Option(help="lane whose tables to expose (default: the first)")] = None,
-    output: Annotated[Output, typer.Option("--output", "-o", help="table, csv or json")] = Output.table,
-    limit: Annotated[int, typer.Option(help="rows printed at most (table output)")] = 200,
-) -> None:
-    """Run SQL with DuckDB over the Parquet lake (local or S3)."""
-    import orjson
+def _cell(value: Any) -> Any:
+    """A CSV cell: nested values (lists, structs) as JSON, None as empty."""
+    if isinstance(value, dict | list):
+        return orjson.dumps(value, default=str).decode()
+    return value
 
-    settings = state(ctx).settings()
-    try:
-        columns, rows = run_query(settings, sql, lane)
-    except duckdb.Error as exc:
-        console.print(f"[red]query failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+
+def print_rows(columns: list[str], rows: list[tuple[Any, ...]], output: Output, limit: int) -> None:
     if output is Output.json:
         for row in rows:
             typer.echo(orjson.dumps(dict(zip(columns, row, strict=True)), default=str).decode())
     elif output is Output.csv:
-        typer.echo(",".join(columns))
-        for row in rows:
-            typer.echo(",".join("" if value is None else str(value) for value in row))
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([_cell(value) for value in row] for row in rows)
+        sys.stdout.flush()
     else:
         table = Table(*columns)
         for row in rows[:limit]:
@@ -134,6 +206,66 @@ def query(
         Console().print(table)
         if len(rows) > limit:
             console.print(f"({len(rows)} rows, first {limit} shown)")
+
+
+def query(
+    ctx: typer.Context,
+    sql: Annotated[str | None, typer.Argument(help="SQL over the lake; each event table is a view")] = None,
+    lane: Annotated[str | None, typer.Option(help="lane whose tables to expose (default: the first)")] = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="table, csv or json")] = Output.table,
+    limit: Annotated[int, typer.Option(help="rows printed at most (table output)")] = 200,
+    timeout: Annotated[
+        float | None, typer.Option(help="give up after this many seconds (default lake_query_timeout_s)")
+    ] = None,
+    tables: Annotated[bool, typer.Option("--tables", help="list the lane's tables")] = False,
+    describe: Annotated[
+        str | None,
+        typer.Option("--describe", metavar="TABLE", help="columns, types, rows and files of a table"),
+    ] = None,
+) -> None:
+    """Run SQL with DuckDB over the Parquet lake (local or S3); or list (--tables) or describe tables.
+
+    Exits 1 when the query fails and 124 when the lake did not answer within the deadline.
+    """
+    settings = state(ctx).settings()
+    if sql is None and not tables and describe is None:
+        raise typer.BadParameter("give SQL, --tables or --describe TABLE")
+    try:
+        _answer(settings, sql, lane, timeout, tables, describe, output, limit)
+    except QueryTimeout as exc:
+        print_error(exc)
+        raise typer.Exit(TIMEOUT_EXIT_CODE) from exc
+    except (duckdb.Error, HighwayError, OSError) as exc:
+        console.print(f"[red]query failed:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from exc
+
+
+def _answer(
+    settings: Settings,
+    sql: str | None,
+    lane: str | None,
+    timeout: float | None,
+    tables: bool,
+    describe: str | None,
+    output: Output,
+    limit: int,
+) -> None:
+    from highway.cli.query_tables import describe_table, list_tables, print_description
+
+    if describe is not None:
+        description = within_deadline(
+            settings, lambda store, track: describe_table(settings, store, track, lane, describe), timeout
+        )
+        print_description(description, output)
+        return
+    if tables:
+        listing = within_deadline(
+            settings, lambda store, _: list_tables(store, lane or settings.lanes[0]), timeout
+        )
+        print_rows(*listing, output, limit)
+        return
+    assert sql is not None
+    print_rows(*run_query(settings, sql, lane, timeout), output, limit)
 
 
 def register(app: typer.Typer) -> None:

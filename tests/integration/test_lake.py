@@ -36,9 +36,9 @@ from core.settings import Settings
 from core.sim import MatchDaySimulator, SimConfig, TruthBuilder
 from highway.cli.query import run_query
 from highway.cli.verify import verify_once
-from streams.lake import lake_group_id
+from streams.lake_config import lake_group_id
 from tests.conftest import MakeSettings
-from tests.support import WorkerProcess, wait_until
+from tests.support import WorkerProcess, health, wait_until
 
 pytestmark = pytest.mark.integration
 LAKE_SETTINGS: dict[str, Any] = {
@@ -318,6 +318,15 @@ def test_s3_outage_mid_stream_loses_and_duplicates_nothing(
         local_stack.s3.stop()
         try:
             down_until = time.monotonic() + outage_s
+            # A transient fault that lasts is reported (after 15 s), not a silent retry loop.
+            wait_until(
+                lambda: (
+                    "transient" in (health(worker)[1].get("stages", {}).get("lake", {}).get("reason") or "")
+                ),
+                outage_s,
+                0.5,
+                "/health degraded by the outage",
+            )
             wait_until(lambda: time.monotonic() >= down_until, outage_s + 5, 0.5, "the outage to last")
             state = lake_state(worker)  # the worker answers while S3 is away
             assert state["alive"], "the lake sink died during the outage"

@@ -17,15 +17,9 @@ from core.lake.flush import FlushPolicy
 from core.lake.layout import manifest_key
 from core.lake.manifest import Manifest
 from core.settings import Settings
-from streams.lake import (
-    RECLAIM_AFTER_S,
-    LakeHandler,
-    LakeMetrics,
-    StoreRetries,
-    build_stage,
-    consumer_config,
-    topic_regex,
-)
+from streams.lake import RECLAIM_AFTER_S, LakeHandler, build_stage
+from streams.lake_config import consumer_config, topic_regex
+from streams.lake_metrics import LakeMetrics, StoreRetries
 from tests.unit.test_lake_protocol import BASE_MS, SETTINGS, World
 
 A0, B0 = ("l.event.a", 0), ("l.event.b", 0)

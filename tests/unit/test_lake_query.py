@@ -1,20 +1,30 @@
-"""`highway query` and the lake store on a ``file://`` lake (no broker, no S3 server needed)."""
+"""`highway query` and the lake store on a ``file://`` lake (no broker, no S3 server needed), and its
+deadline against S3 endpoints that refuse connections or never answer."""
 
 from __future__ import annotations
 
+import csv
+import io
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from connectors.lake_fs import LakeStore
+from core.errors import TerminalError
 from core.lake.encode import build_table, parquet_bytes
 from core.lake.flush import plan_files
 from core.lake.layout import schema_key
 from core.lake.records import decode
 from core.lake.schema import TableSchema
 from core.settings import Settings
-from highway.cli.query import lake_connection, run_query
+from highway.cli.query import TIMEOUT_EXIT_CODE, lake_connection, run_query, within_deadline
 
 TS = 1_790_000_000_000
 
@@ -70,3 +80,101 @@ def test_views_over_the_pyarrow_path_match_the_native_path(lake: Settings) -> No
     store = LakeStore(lake)
     connection.register("via_arrow", store.table_dataset("lane1", "wallet_topup"))
     assert connection.execute("SELECT sum(p_amount) FROM via_arrow").fetchall() == native
+
+
+def cli(settings: Settings, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from highway.cli import app
+
+    env = {"HIGHWAY_LAKE_URI": settings.lake_uri, "HIGHWAY_LANES": ",".join(settings.lanes)}
+    return CliRunner().invoke(app, ["query", *args], env=env)
+
+
+def test_csv_output_is_real_csv(lake: Settings) -> None:
+    store = LakeStore(lake)
+    write_flush(store, TableSchema(), 10, [{"note": 'a, "quoted"\nline', "amount": 1}])
+    sql = "SELECT event_id, p_note, p_amount FROM wallet_topup ORDER BY event_id"
+    result = cli(lake, "-o", "csv", sql)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["event_id", "p_note", "p_amount"]
+    assert ["e10", 'a, "quoted"\nline', "1"] in rows
+    assert ["e0", "", "1"] in rows  # NULL is an empty cell
+    assert ["e2", "hi", ""] in rows  # its 2.5 is in the p_amount__double sibling
+    assert len(rows) == 5
+
+
+def test_tables_are_listed_and_described(lake: Settings) -> None:
+    result = cli(lake, "--tables", "-o", "json")
+    assert result.exit_code == 0, result.output
+    listed = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert [t["table"] for t in listed] == ["wallet_topup"]
+    assert listed[0]["files"] == 2
+    assert listed[0]["partitions"] == 1
+    assert listed[0]["first_partition"] == "dt=2026-09-21/hour=14"
+    result = cli(lake, "--describe", "wallet_topup", "-o", "json")
+    assert result.exit_code == 0, result.output
+    described = orjson.loads(result.stdout)
+    assert described["rows"] == 3
+    assert described["files"] == 2
+    assert described["bytes"] > 0
+    columns = {c["name"]: c["type"] for c in described["columns"]}
+    assert (columns["p_amount"], columns["p_amount__double"]) == ("BIGINT", "DOUBLE")
+    assert columns["server_ts"].startswith("TIMESTAMP")
+    assert {"dt", "hour", "event_id", "p_note"} <= set(columns)
+    result = cli(lake, "--describe", "wallet_topup")  # the human rendering
+    assert result.exit_code == 0, result.output
+    assert "p_amount" in result.stdout
+    missing = cli(lake, "--describe", "nope")
+    assert missing.exit_code == 1
+    assert "no table 'nope'" in missing.output
+
+
+@pytest.fixture(params=["refused", "silent"])
+def unreachable(request: pytest.FixtureRequest) -> Iterator[str]:
+    """An S3 endpoint that refuses connections, or one that accepts them and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    if request.param == "refused":
+        server.close()
+    else:
+        server.listen(64)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+
+
+def test_an_unreachable_lake_gives_up_at_the_deadline_with_a_message(unreachable: str) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HIGHWAY_")}
+    env.update(
+        HIGHWAY_LAKE_URI="s3://bucket/lake",
+        HIGHWAY_AWS_S3_ENDPOINT_URL=unreachable,
+        HIGHWAY_AWS_ACCESS_KEY_ID="key",
+        HIGHWAY_AWS_SECRET_ACCESS_KEY="secret",
+        HIGHWAY_LAKE_QUERY_TIMEOUT_S="2",
+    )
+    # The subprocess timeout only catches a hang (the bug); the deadline itself is 2 s.
+    done = subprocess.run(
+        [sys.executable, "-m", "highway.cli", "query", "SELECT count(*) FROM wallet_topup"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == TIMEOUT_EXIT_CODE, done.stderr
+    assert "gave up after 2s: the lake at s3://bucket/lake did not answer" in done.stderr
+    assert unreachable in done.stderr
+
+
+def test_a_permanent_error_fails_the_query_at_once(tmp_path: Path) -> None:
+    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["lane1"])
+
+    def denied(store: LakeStore, track: Any) -> None:
+        raise TerminalError("lake put: AccessDenied at s3://b/k: access denied")
+
+    with pytest.raises(TerminalError, match="AccessDenied"):
+        within_deadline(settings, denied, timeout_s=60)

@@ -23,7 +23,7 @@ from core.lake.layout import (
 )
 from core.lake.records import LakeRow, RawRecord, decode, partition_value
 from core.lake.schema import DOUBLE, INT, STRING, TableSchema, schema_from_avro
-from streams.lake import load_overrides, topic_regex
+from streams.lake_config import load_overrides, topic_regex
 
 TS = int(datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC).timestamp() * 1000)
 
