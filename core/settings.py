@@ -138,6 +138,29 @@ class Settings(BaseSettings):
     lake_topic_rescan_s: float = Field(10.0, gt=0, description="rescan for new per-event topics")
     lake_catalog: Literal["none", "glue", "projection"] = "none"
     lake_glue_database: str = "highway"
+    lake_format: Literal["iceberg", "parquet"] = Field(
+        "parquet", description="iceberg: Apache Iceberg tables; parquet: Hive-layout Parquet + manifests"
+    )
+    lake_iceberg_catalog_path: Path | None = Field(
+        None,
+        description="SQLite file of the embedded Iceberg catalog (unless lake_catalog=glue);"
+        " None = <lake>/_iceberg_catalog.db for a file:// lake, <state_dir>/iceberg_catalog.db on S3",
+    )
+    lake_compact_target_bytes: int = Field(
+        128 * 1024 * 1024, ge=1024, description="Iceberg compaction: target data file size"
+    )
+    lake_compact_min_files: int = Field(
+        2, ge=2, description="Iceberg compaction: a closed table-hour with at least this many files is rewritten"
+    )
+    lake_maintenance_interval_s: float = Field(
+        3600.0, ge=0, description="Iceberg: compaction, snapshot expiry and orphan removal in the worker (0: off)"
+    )
+    lake_snapshot_max_age_s: float = Field(
+        24 * 3600.0, gt=0, description="Iceberg snapshots older than this are expired (the newest is kept)"
+    )
+    lake_orphan_min_age_s: float = Field(
+        24 * 3600.0, gt=0, description="an unreferenced Iceberg file is deleted only when older than this"
+    )
 
     # --- AWS (aws_*): S3 and Glue clients ---
     aws_region: str = "us-east-1"
@@ -254,6 +277,8 @@ class Settings(BaseSettings):
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):
             raise ValueError("SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
+        if self.lake_format == "iceberg" and self.lake_catalog == "projection":
+            raise ValueError("lake_catalog 'projection' is for lake_format 'parquet' (Iceberg tables carry partitions)")
         if self.kafka_wire_format == "avro" and not self.kafka_schema_registry_url:
             raise ValueError("kafka_wire_format 'avro' needs kafka_schema_registry_url")
         return self
@@ -264,6 +289,14 @@ class Settings(BaseSettings):
         if set(roles) == set(all_roles):
             return self.app_id
         return f"{self.app_id}-{'-'.join(sorted(roles))}"
+
+    def iceberg_catalog_path(self) -> Path:
+        """The embedded Iceberg catalog's SQLite file (see ``lake_iceberg_catalog_path``)."""
+        if self.lake_iceberg_catalog_path is not None:
+            return self.lake_iceberg_catalog_path
+        if self.lake_uri.startswith("file://"):
+            return Path(self.lake_uri.removeprefix("file://")) / "_iceberg_catalog.db"
+        return self.state_dir / "iceberg_catalog.db"
 
     def max_event_age_ms(self) -> int | None:
         """How old a ``server_ts`` the router routes unchanged (None: no bound but the epoch)."""

@@ -37,17 +37,20 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from connectors.glue import catalog_for
+from connectors.iceberg_lake import IcebergLake
 from connectors.kafka_config import confluent_config, subscription_regex
 from connectors.lake_fs import LakeStore
 from core.lake.commit import FlushResult, LakeCommitter
+from core.lake.iceberg_commit import IcebergCommitter
 from core.lake.flush import FlushPolicy, PartitionBuffer
+from core.lake.ports import LakeCommitPath
 from core.lake.records import decode
 from core.lake.schema import TableSchema, schema_from_avro
 from core.ports import OffsetStore
@@ -144,6 +147,7 @@ class LakeStats:
     flushes: int = 0
     skipped_replayed: int = 0
     orphans_deleted: int = 0
+    fenced: int = 0
     errors: int = 0
     last_flush_monotonic: float = 0.0
     flush_reasons: dict[str, int] = field(default_factory=dict)
@@ -154,7 +158,7 @@ class LakeHandler(BatchHandler):
 
     def __init__(
         self,
-        committer: LakeCommitter,
+        committer: LakeCommitPath,
         policy: FlushPolicy,
         metrics: LakeMetrics,
         offsets_for: Callable[[Consumer], OffsetStore],
@@ -265,7 +269,19 @@ class LakeHandler(BatchHandler):
         result = self.committer.flush([self.buffers[tp] for tp in due], self.offsets_for(consumer))
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self._record(result, due)
+        self._resume_fenced(consumer)
         log.debug("lake flush %s: %s", sorted(set(due.values())), result)
+
+    def _resume_fenced(self, consumer: Consumer) -> None:
+        """Partitions another writer committed: their buffers are gone; read on from its offsets."""
+        for (topic, partition), start in self.committer.take_fenced().items():
+            self.buffers.pop((topic, partition), None)
+            self.stats.fenced += 1
+            self._count_error("fenced")
+            try:
+                consumer.seek(TopicPartition(topic, partition, OFFSET_BEGINNING if start is None else start))
+            except KafkaException as exc:  # not ours any more: the revocation follows on the next poll
+                log.info("lake: no seek for fenced %s[%s]: %s", topic, partition, exc)
 
     def _record(self, result: FlushResult, due: dict[TP, str]) -> None:
         if result.partitions == 0:
@@ -330,6 +346,7 @@ class LakeStage:
             "flush_reasons": dict(stats.flush_reasons),
             "skipped_replayed": stats.skipped_replayed,
             "orphans_deleted": stats.orphans_deleted,
+            "fenced": stats.fenced,
             "s3_retries": self.store.retries,
             "errors": stats.errors,
         }
@@ -344,13 +361,13 @@ def build_stage(
     """Build the real edges (store, catalog, pool, consumer offsets) and the service around them."""
     stop = _StopSignal()
     store = LakeStore(settings, should_stop=stop)
-    committer = LakeCommitter(
-        settings,
-        store,
-        catalog_for(settings),
-        ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io"),
-        load_overrides() if overrides is None else overrides,
-    )
+    pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io")
+    overrides = load_overrides() if overrides is None else overrides
+    committer: LakeCommitPath
+    if settings.lake_format == "iceberg":
+        committer = IcebergCommitter(settings, IcebergLake(settings, overrides), pool)
+    else:
+        committer = LakeCommitter(settings, store, catalog_for(settings), pool, overrides)
     policy = FlushPolicy(
         settings.lake_flush_rows,
         settings.lake_flush_bytes,

@@ -156,6 +156,10 @@ class LakeCommitter:
             self.manifests.pop(tp, None)
             self.pending_offsets.pop(tp, None)
 
+    def take_fenced(self) -> dict[TP, int | None]:
+        """Manifests are not fenced (see docs/lake.md, "Zombie writers"): never any."""
+        return {}
+
     # --- the commit path ---------------------------------------------------------------------------
     def flush(self, buffers: Iterable[PartitionBuffer], offsets: OffsetStore) -> FlushResult:
         """Steps 1 to 5 of the module docstring for ``buffers`` (of assigned partitions).

@@ -1,0 +1,148 @@
+"""The Iceberg lake's write edge: rows → data files → one fenced snapshot per table and flush.
+
+:class:`IcebergLake` is the :class:`core.lake.ports.SnapshotTables` of ``core.lake.iceberg_commit``.
+An append, for one table:
+
+1. **columns** — the table's property columns keep their types; new ones are added (a schema
+   commit; a concurrent schema change makes it fail, and the plan is redone on the new schema);
+   values of a contradicting type go to typed sibling columns (``core.lake.iceberg_columns``);
+2. **data files** — written once (Parquet, split by the ``dt``/``hour`` partitions); invisible to
+   every reader until a snapshot references them;
+3. **fenced commit** — refresh the head; if its offsets (``highway.offsets``) of the partitions
+   written differ from what the writer recovered or last committed, another writer owns them:
+   return *fenced*, commit nothing. Else commit a fast append whose summary carries the head's map
+   moved to the new offsets. The catalog compare-and-swaps the metadata location, so a writer that
+   committed in between makes this attempt fail; then step 3 runs again on the new head.
+
+Files of an attempt that never committed stay unreferenced: ``connectors.iceberg_maintenance``
+removes them after a safety window.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import ancestors_of
+
+from core.lake.encode import build_table
+from core.lake.iceberg_columns import plan_columns
+from core.lake.offsets import OFFSETS_PROPERTY, advanced, encode_offsets, fenced, latest_offsets
+from core.lake.ports import TableAppend
+from core.lake.records import LakeRow, partition_value
+from core.lake.schema import TableSchema
+from core.settings import Settings
+from connectors.iceberg_catalog import ICEBERG_TYPES, LakeTables, property_kinds
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 50
+
+
+def head_summaries(table: Table) -> Iterable[Mapping[str, str]]:
+    """Snapshot summaries from the head back through its ancestors."""
+    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+        summary = snapshot.summary
+        yield {} if summary is None else dict(summary.additional_properties)
+
+
+def table_offsets(table: Table) -> dict[str, int]:
+    return latest_offsets(head_summaries(table))
+
+
+def conform(data: pa.Table, target: pa.Schema) -> pa.Table:
+    """``data`` with exactly ``target``'s columns and types (missing ones null)."""
+    columns = []
+    for target_field in target:
+        if target_field.name in data.column_names:
+            columns.append(data.column(target_field.name).cast(target_field.type))
+        else:
+            columns.append(pa.nulls(data.num_rows, target_field.type))
+    return pa.Table.from_arrays(columns, schema=target)
+
+
+def arrow_rows(settings: Settings, rows: Sequence[LakeRow], schema: TableSchema) -> pa.Table:
+    """The rows as Arrow with the ``dt``/``hour`` partition columns."""
+    data = build_table(rows, schema)
+    values = [partition_value(row, settings.lake_partition_time) for row in rows]
+    data = data.append_column("dt", pa.array([value.dt for value in values], pa.string()))
+    return data.append_column("hour", pa.array([value.hour for value in values], pa.string()))
+
+
+class IcebergLake:
+    """Fenced appends and offset recovery on the lake's Iceberg tables."""
+
+    def __init__(
+        self, settings: Settings, overrides: Mapping[str, TableSchema], tables: LakeTables | None = None
+    ) -> None:
+        self.settings = settings
+        self.overrides = overrides
+        self.tables = tables or LakeTables(settings)
+        self.retries = 0  # commits that met a concurrent writer and were tried again
+
+    def head_offsets(self, lane: str, table: str) -> dict[str, int]:
+        found = self.tables.load(lane, table)
+        return {} if found is None else table_offsets(found)
+
+    def append(
+        self,
+        lane: str,
+        table: str,
+        rows: Sequence[LakeRow],
+        expected: Mapping[str, int | None],
+        written: Mapping[str, int],
+    ) -> TableAppend:
+        target = self._prepared(lane, table, rows)
+        files = list(_dataframe_to_data_files(target[0].metadata, target[1], target[0].io))
+        size = sum(data_file.file_size_in_bytes for data_file in files)
+        for attempt in range(MAX_ATTEMPTS):
+            head = target[0].refresh()
+            offsets = table_offsets(head)
+            refused = fenced(offsets, expected)
+            if refused:
+                log.warning("lake: %s.%s fenced on %s (head %s)", lane, table, refused, offsets)
+                return TableAppend(fenced=tuple(refused))
+            properties = {OFFSETS_PROPERTY: encode_offsets(advanced(offsets, written))}
+            transaction = head.transaction()
+            with transaction.update_snapshot(snapshot_properties=properties).fast_append() as append:
+                for data_file in files:
+                    append.append_data_file(data_file)
+            try:
+                transaction.commit_transaction()
+                return TableAppend(files=len(files), bytes=size)
+            except CommitFailedException as exc:
+                self.retries += 1
+                log.info("lake: %s.%s commit met a concurrent writer (%s); retrying", lane, table, exc)
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise CommitFailedException(f"{lane}.{table}: no commit after {MAX_ATTEMPTS} attempts")
+
+    def _prepared(self, lane: str, table: str, rows: Sequence[LakeRow]) -> tuple[Table, pa.Table]:
+        """The table with every column the rows need, and the rows as Arrow in its schema."""
+        for _ in range(MAX_ATTEMPTS):
+            current = self.tables.ensure(lane, table)
+            plan = plan_columns(property_kinds(current.schema()), rows, self.overrides.get(table))
+            if plan.new_columns:
+                try:
+                    with current.update_schema() as update:
+                        for column, kind in plan.new_columns.items():
+                            update.add_column(column, ICEBERG_TYPES[kind])
+                except CommitFailedException:
+                    self.retries += 1
+                    continue  # another writer changed the schema: plan again on the new one
+                current = current.refresh()
+            data = arrow_rows(self.settings, plan.rows, plan.schema)
+            return current, conform(data, current.schema().as_arrow())
+        raise CommitFailedException(f"{lane}.{table}: schema kept changing under {MAX_ATTEMPTS} attempts")
+
+    def read(self, lane: str, table: str, columns: Sequence[str] | None = None, **scan: Any) -> pa.Table:
+        """A table's rows (``columns`` only, when given) as Arrow; empty when it does not exist."""
+        found = self.tables.load(lane, table)
+        if found is None:
+            return pa.table({name: pa.array([], pa.string()) for name in columns or ()})
+        fields = tuple(columns) if columns else ("*",)
+        return found.scan(selected_fields=fields, **scan).to_arrow()
