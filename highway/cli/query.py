@@ -17,7 +17,9 @@ import duckdb
 import typer
 from rich.table import Table
 
+from connectors.iceberg_lake import IcebergLake
 from connectors.lake_fs import LakeStore
+from core.lake.pruning import partition_filter
 from core.settings import Settings
 from highway.cli.common import console, state
 
@@ -70,11 +72,10 @@ def lake_connection(
     hold hundreds of tables and each costs a listing.
     """
     lane = lane or settings.lanes[0]
+    if settings.lake_format == "iceberg":
+        return iceberg_connection(settings, lane, mentioned_in)
     store = LakeStore(settings)
-    tables = lake_tables(store, lane)
-    if mentioned_in is not None:
-        text = mentioned_in.lower()
-        tables = [table for table in tables if table.lower() in text]
+    tables = _mentioned(lake_tables(store, lane), mentioned_in)
     connection = duckdb.connect()
     local = settings.lake_uri.startswith("file://")
     native = local or (prefer_httpfs and _try_httpfs(connection, settings))
@@ -87,6 +88,28 @@ def lake_connection(
             )
         else:
             connection.register(table, store.table_dataset(lane, table))
+    return connection, tables
+
+
+def _mentioned(tables: list[str], sql: str | None) -> list[str]:
+    if sql is None:
+        return tables
+    text = sql.lower()
+    return [table for table in tables if table.lower() in text]
+
+
+def iceberg_connection(
+    settings: Settings, lane: str, mentioned_in: str | None
+) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
+    """Each Iceberg table of the lane scanned (its current snapshot) into Arrow, registered in
+    DuckDB; ``dt``/``hour`` equalities of the SQL prune the scan (``core.lake.pruning``)."""
+    lake = IcebergLake(settings, {})
+    tables = _mentioned(lake.tables.names(lane), mentioned_in)
+    row_filter = partition_filter(mentioned_in, len(tables)) if mentioned_in else None
+    connection = duckdb.connect()
+    for table in tables:
+        data = lake.read(lane, table, row_filter=row_filter) if row_filter else lake.read(lane, table)
+        connection.register(table, data)
     return connection, tables
 
 

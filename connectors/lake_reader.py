@@ -1,0 +1,35 @@
+"""Read the lake whatever its format: columns of every table of a lane, one table as Arrow.
+
+``lake_format = "parquet"`` reads the Hive-layout files (``connectors.lake_fs``);
+``lake_format = "iceberg"`` scans the Iceberg tables' current snapshots (``connectors.iceberg_lake``),
+so files no snapshot references (a crashed flush, a compaction's inputs) are never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+
+from connectors.iceberg_lake import IcebergLake
+from connectors.lake_fs import LakeStore
+from core.settings import Settings
+
+
+def lake_columns(settings: Settings, lane: str, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of every row of every table of ``lane`` (empty when there is none)."""
+    if settings.lake_format == "parquet":
+        return LakeStore(settings).read_columns(f"{lane}/", list(columns))
+    lake = IcebergLake(settings, {})
+    parts = [lake.read(lane, table, columns) for table in lake.tables.names(lane)]
+    parts = [part for part in parts if part.num_rows]
+    if not parts:
+        return pa.table({name: pa.array([], pa.string()) for name in columns})
+    return pa.concat_tables([part.cast(parts[0].schema) for part in parts])
+
+
+def lake_location(settings: Settings, lane: str) -> str:
+    """Where the lane's tables are, for messages."""
+    if settings.lake_format == "parquet":
+        return LakeStore(settings).url(lane) + "/"
+    return f"{settings.lake_uri}/{lane}/ (Iceberg namespace {lane})"
