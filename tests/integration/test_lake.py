@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config
 from connectors.lake_fs import LakeStore
+from connectors.lake_reader import lake_columns
 from connectors.local.stack import LocalStack
 from connectors.producer import EventProducer
 from core.lake.layout import schema_key
@@ -86,7 +87,7 @@ def simulated(settings: Settings, events: int, event_types: int, seed: int) -> I
 
 
 def lake_report(settings: Settings, produced: Produced) -> LakeReconciliation:
-    table = LakeStore(settings).read_columns(f"{settings.lanes[0]}/", ["event_name", "event_id"])
+    table = lake_columns(settings, settings.lanes[0], ["event_name", "event_id"])
     pairs = zip(table.column("event_name").to_pylist(), table.column("event_id").to_pylist(), strict=True)
     return reconcile(produced.ids, pairs)
 

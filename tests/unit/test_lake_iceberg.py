@@ -1,0 +1,180 @@
+"""The Iceberg lake's pure parts: offset maps, fencing, typed sibling columns, pruning, and the
+commit path (``IcebergCommitter``) over an in-memory table store that fails or moves on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from core.lake.flush import PartitionBuffer
+from core.lake.iceberg_columns import plan_columns
+from core.lake.iceberg_commit import IcebergCommitter
+from core.lake.offsets import OFFSETS_PROPERTY, advanced, decode_offsets, encode_offsets, fenced, latest_offsets
+from core.lake.ports import TableAppend
+from core.lake.pruning import partition_filter
+from core.lake.records import LakeRow, decode
+from core.lake.schema import TableSchema
+from core.settings import Settings
+
+SETTINGS = Settings(lanes=["l"], lake_format="iceberg")
+A0, A1, B0 = ("l.event.a", 0), ("l.event.a", 1), ("l.event.b", 0)
+
+
+def test_offsets_round_trip_and_the_newest_map_wins() -> None:
+    encoded = encode_offsets({"t/1": 5, "t/0": 7})
+    assert decode_offsets({OFFSETS_PROPERTY: encoded}) == {"t/0": 7, "t/1": 5}
+    assert decode_offsets({"other": "x"}) is None
+    assert latest_offsets([{}, {OFFSETS_PROPERTY: encoded}, {OFFSETS_PROPERTY: "{}"}]) == {"t/0": 7, "t/1": 5}
+    assert latest_offsets([]) == {}
+
+
+def test_fencing_compares_only_the_partitions_written() -> None:
+    head = {"t/0": 10, "t/1": 4}
+    assert fenced(head, {"t/0": 10}) == []
+    assert fenced(head, {"t/0": 8}) == ["t/0"]
+    assert fenced(head, {"t/2": None}) == []
+    assert fenced(head, {"t/1": None, "t/0": 10}) == ["t/1"]
+    assert advanced(head, {"t/0": 12}) == {"t/0": 12, "t/1": 4}
+    with pytest.raises(ValueError, match="cannot move back"):
+        advanced(head, {"t/0": 9})
+
+
+def rows(props: Sequence[dict[str, Any]]) -> list[LakeRow]:
+    return [decode(0, i, 0, orjson.dumps({"event_id": f"e{i}", "properties": p})) for i, p in enumerate(props)]
+
+
+def test_a_value_that_contradicts_the_column_type_goes_to_a_typed_sibling() -> None:
+    plan = plan_columns({"p_amount": "int64"}, rows([{"amount": 1}, {"amount": 2.5}, {"amount": "x", "new": 1}]))
+    assert plan.new_columns == {"p_amount__double": "double", "p_amount__string": "string", "p_new": "int64"}
+    assert [row.properties for row in plan.rows] == [{"amount": 1}, {"amount__double": 2.5}, {"amount__string": "x", "new": 1}]
+    assert plan.moved_values == 2
+    # Ints fit a double column; a new column widens within its batch.
+    plan = plan_columns({"p_x": "double"}, rows([{"x": 1}, {"y": 1}, {"y": 1.5}]))
+    assert plan.new_columns == {"p_y": "double"}
+    assert plan.moved_values == 0
+
+
+def test_declared_types_fix_new_columns() -> None:
+    override = TableSchema({"p_amount": "double"}, frozenset({"p_amount"}))
+    plan = plan_columns({}, rows([{"amount": 1}]), override)
+    assert plan.new_columns == {"p_amount": "double"}
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT count(*) FROM t WHERE dt = '2026-01-02' AND hour = '05'", "dt = '2026-01-02' AND hour = '05'"),
+        ("SELECT * FROM t WHERE dt='2026-01-02'", "dt = '2026-01-02'"),
+        ("SELECT * FROM t WHERE dt = '2026-01-02' OR x = 1", None),
+        ("SELECT * FROM t WHERE NOT dt = '2026-01-02'", None),
+        ("SELECT * FROM t WHERE dt = '2026-01-02' AND dt = '2026-01-03'", None),
+        ("SELECT * FROM t", None),
+        ("SELECT * FROM t WHERE x IN (SELECT 1) AND dt = '2026-01-02'", None),
+        ("SELECT * FROM t WHERE t.x_dt = '2026-01-02'", None),
+    ],
+)
+def test_pruning_only_for_plain_equalities(sql: str, expected: str | None) -> None:
+    assert partition_filter(sql, 1) == expected
+    assert partition_filter(sql, 2) is None
+
+
+@dataclass
+class Tables:
+    """In-memory tables: rows and the offset map per table; ``fail``/``moved`` inject trouble."""
+
+    rows: dict[tuple[str, str], list[LakeRow]] = field(default_factory=dict)
+    offsets: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    fail: set[str] = field(default_factory=set)
+
+    def head_offsets(self, lane: str, table: str) -> dict[str, int]:
+        return dict(self.offsets.get((lane, table), {}))
+
+    def append(
+        self,
+        lane: str,
+        table: str,
+        rows: Sequence[LakeRow],
+        expected: Mapping[str, int | None],
+        written: Mapping[str, int],
+    ) -> TableAppend:
+        if table in self.fail:
+            raise OSError(f"{table} storage away")
+        head = self.head_offsets(lane, table)
+        refused = fenced(head, expected)
+        if refused:
+            return TableAppend(fenced=tuple(refused))
+        self.rows.setdefault((lane, table), []).extend(rows)
+        self.offsets[(lane, table)] = advanced(head, written)
+        return TableAppend(files=1, bytes=1)
+
+
+class Offsets:
+    def __init__(self) -> None:
+        self.committed: dict[tuple[str, int], int] = {}
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        self.committed.update(offsets)
+
+
+def filled(tp: tuple[str, int], offsets: range) -> PartitionBuffer:
+    buffer = PartitionBuffer(*tp)
+    for offset in offsets:
+        buffer.add(decode(tp[1], offset, 0, orjson.dumps({"event_id": f"{tp}{offset}"})), 0.0)
+    return buffer
+
+
+@pytest.fixture
+def pool() -> Any:
+    with ThreadPoolExecutor(2) as executor:
+        yield executor
+
+
+def test_flush_commits_per_table_and_recovery_resumes_from_the_map(pool: ThreadPoolExecutor) -> None:
+    tables, offsets = Tables(), Offsets()
+    committer = IcebergCommitter(SETTINGS, tables, pool)
+    assert committer.recover([A0, A1, B0])[A0].start_offset is None
+    result = committer.flush([filled(A0, range(0, 5)), filled(A1, range(0, 3)), filled(B0, range(0, 2))], offsets)
+    assert (result.partitions, result.rows, result.files) == (3, 10, 2)
+    assert tables.offsets[("l", "a")] == {"l.event.a/0": 5, "l.event.a/1": 3}
+    assert offsets.committed == {A0: 5, A1: 3, B0: 2}
+    fresh = IcebergCommitter(SETTINGS, tables, pool)
+    assert {tp: r.start_offset for tp, r in fresh.recover([A0, A1, B0]).items()} == {A0: 5, A1: 3, B0: 2}
+
+
+def test_a_failed_table_keeps_its_buffers_and_the_others_commit(pool: ThreadPoolExecutor) -> None:
+    tables = Tables(fail={"b"})
+    committer = IcebergCommitter(SETTINGS, tables, pool)
+    committer.recover([A0, B0])
+    a, b = filled(A0, range(0, 4)), filled(B0, range(0, 4))
+    with pytest.raises(OSError, match="storage away"):
+        committer.flush([a, b], Offsets())
+    assert not a.rows
+    assert len(b.rows) == 4
+    tables.fail.clear()
+    assert committer.flush([b], Offsets()).rows == 4
+    assert len(tables.rows[("l", "b")]) == 4
+
+
+def test_a_fenced_partition_is_dropped_and_repositioned_while_its_neighbour_waits(
+    pool: ThreadPoolExecutor,
+) -> None:
+    tables = Tables()
+    stale, owner = IcebergCommitter(SETTINGS, tables, pool), IcebergCommitter(SETTINGS, tables, pool)
+    stale.recover([A0, A1])
+    owner.recover([A0])
+    owner.flush([filled(A0, range(0, 7))], Offsets())
+    mine, neighbour = filled(A0, range(0, 3)), filled(A1, range(0, 3))
+    assert stale.flush([mine, neighbour], Offsets()).rows == 0
+    assert not mine.rows
+    assert len(neighbour.rows) == 3  # not fenced: committed on the next flush
+    assert stale.take_fenced() == {A0: 7}
+    assert stale.take_fenced() == {}
+    assert stale.manifests[A0].committed_offset == 6
+    assert stale.flush([neighbour], Offsets()).rows == 3
+    assert len(tables.rows[("l", "a")]) == 10
+    assert tables.offsets[("l", "a")] == {"l.event.a/0": 7, "l.event.a/1": 3}
