@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from pathlib import Path
 from typing import Any
 
 from pyiceberg.catalog import Catalog
@@ -76,6 +77,16 @@ def io_properties(settings: Settings) -> dict[str, str]:
     return properties
 
 
+def catalog_path(settings: Settings) -> Path:
+    """The embedded catalog's SQLite file: ``lake_iceberg_catalog_path``, else inside a ``file://``
+    lake's root (it travels with the lake), else ``<state_dir>/iceberg_catalog.db``."""
+    if settings.lake_iceberg_catalog_path is not None:
+        return settings.lake_iceberg_catalog_path
+    if settings.lake_uri.startswith("file://"):
+        return Path(settings.lake_uri.removeprefix("file://")) / "_iceberg_catalog.db"
+    return settings.state_dir / "iceberg_catalog.db"
+
+
 def open_catalog(settings: Settings) -> Catalog:
     """The SQL catalog on SQLite, or Glue when ``lake_catalog = "glue"``."""
     properties: dict[str, Any] = {**io_properties(settings), "warehouse": lake_root(settings)}
@@ -88,10 +99,10 @@ def open_catalog(settings: Settings) -> Catalog:
         if settings.aws_access_key_id and settings.aws_secret_access_key:
             glue["glue.access-key-id"] = settings.aws_access_key_id.get_secret_value()
             glue["glue.secret-access-key"] = settings.aws_secret_access_key.get_secret_value()
-        return GlueCatalog("highway", **properties, **glue)
+        return GlueCatalog("highway", **{**properties, **glue})
     from pyiceberg.catalog.sql import SqlCatalog
 
-    path = settings.iceberg_catalog_path()
+    path = catalog_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     return SqlCatalog("highway", uri=f"sqlite:///{path.absolute()}", **properties)
 

@@ -31,6 +31,7 @@ from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
+from connectors.iceberg_catalog import ICEBERG_TYPES, LakeTables, property_kinds
 from core.lake.encode import build_table
 from core.lake.iceberg_columns import plan_columns
 from core.lake.offsets import OFFSETS_PROPERTY, advanced, encode_offsets, fenced, latest_offsets
@@ -38,7 +39,6 @@ from core.lake.ports import TableAppend
 from core.lake.records import LakeRow, partition_value
 from core.lake.schema import TableSchema
 from core.settings import Settings
-from connectors.iceberg_catalog import ICEBERG_TYPES, LakeTables, property_kinds
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 50

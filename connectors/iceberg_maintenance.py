@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 
 import pyarrow.fs as pafs
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.expressions import And, EqualTo
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.table import Table
 
@@ -70,7 +69,7 @@ def compact_hour(table: Table, dt: str, hour: str, report: MaintenanceReport) ->
         snapshot = head.current_snapshot()
         if snapshot is None:
             return
-        scan = head.scan(row_filter=And(EqualTo("dt", dt), EqualTo("hour", hour)), snapshot_id=snapshot.snapshot_id)
+        scan = head.scan(row_filter=f"dt = '{dt}' AND hour = '{hour}'", snapshot_id=snapshot.snapshot_id)
         inputs = [task.file for task in scan.plan_files()]
         if len(inputs) < 2:
             return
@@ -97,7 +96,9 @@ def compact_hour(table: Table, dt: str, hour: str, report: MaintenanceReport) ->
     raise CommitFailedException(f"compaction of {dt}/{hour}: no commit after {MAX_ATTEMPTS} attempts")
 
 
-def compact_table(settings: Settings, table: Table, report: MaintenanceReport, grace_s: float = 600.0) -> None:
+def compact_table(
+    settings: Settings, table: Table, report: MaintenanceReport, grace_s: float = 600.0
+) -> None:
     closed_before = int((time.time() - grace_s) * 1000)
     for dt, hour in closed_hours(table, settings.lake_compact_min_files, closed_before):
         compact_hour(table, dt, hour, report)
@@ -136,7 +137,9 @@ def _strip_scheme(uri: str) -> str:
     return uri
 
 
-def remove_orphans(settings: Settings, table: Table, report: MaintenanceReport, now: float | None = None) -> None:
+def remove_orphans(
+    settings: Settings, table: Table, report: MaintenanceReport, now: float | None = None
+) -> None:
     """Delete the table's unreferenced files older than the safety window."""
     fs, _ = filesystem_for(settings)
     base = _strip_scheme(table.location()).rstrip("/")

@@ -139,28 +139,18 @@ class Settings(BaseSettings):
     lake_catalog: Literal["none", "glue", "projection"] = "none"
     lake_glue_database: str = "highway"
     lake_format: Literal["iceberg", "parquet"] = Field(
-        "parquet", description="iceberg: Apache Iceberg tables; parquet: Hive-layout Parquet + manifests"
+        "parquet", description="iceberg tables, or Hive-layout parquet"
     )
     lake_iceberg_catalog_path: Path | None = Field(
-        None,
-        description="SQLite file of the embedded Iceberg catalog (unless lake_catalog=glue);"
-        " None = <lake>/_iceberg_catalog.db for a file:// lake, <state_dir>/iceberg_catalog.db on S3",
+        None, description="SQLite Iceberg catalog; None = <lake>/_iceberg_catalog.db or <state_dir>/…"
     )
-    lake_compact_target_bytes: int = Field(
-        128 * 1024 * 1024, ge=1024, description="Iceberg compaction: target data file size"
-    )
-    lake_compact_min_files: int = Field(
-        2, ge=2, description="Iceberg compaction: a closed table-hour with at least this many files is rewritten"
-    )
+    lake_compact_target_bytes: int = Field(128 * 1024 * 1024, ge=1024, description="Iceberg file size goal")
+    lake_compact_min_files: int = Field(2, ge=2, description="files that make a closed hour worth compacting")
     lake_maintenance_interval_s: float = Field(
-        3600.0, ge=0, description="Iceberg: compaction, snapshot expiry and orphan removal in the worker (0: off)"
+        3600.0, ge=0, description="Iceberg upkeep in the worker; 0 off"
     )
-    lake_snapshot_max_age_s: float = Field(
-        24 * 3600.0, gt=0, description="Iceberg snapshots older than this are expired (the newest is kept)"
-    )
-    lake_orphan_min_age_s: float = Field(
-        24 * 3600.0, gt=0, description="an unreferenced Iceberg file is deleted only when older than this"
-    )
+    lake_snapshot_max_age_s: float = Field(24 * 3600.0, gt=0, description="older snapshots are expired")
+    lake_orphan_min_age_s: float = Field(24 * 3600.0, gt=0, description="safety window of orphan removal")
 
     # --- AWS (aws_*): S3 and Glue clients ---
     aws_region: str = "us-east-1"
@@ -278,7 +268,7 @@ class Settings(BaseSettings):
         ):
             raise ValueError("SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
         if self.lake_format == "iceberg" and self.lake_catalog == "projection":
-            raise ValueError("lake_catalog 'projection' is for lake_format 'parquet' (Iceberg tables carry partitions)")
+            raise ValueError("lake_catalog 'projection' needs lake_format 'parquet'")
         if self.kafka_wire_format == "avro" and not self.kafka_schema_registry_url:
             raise ValueError("kafka_wire_format 'avro' needs kafka_schema_registry_url")
         return self
@@ -289,14 +279,6 @@ class Settings(BaseSettings):
         if set(roles) == set(all_roles):
             return self.app_id
         return f"{self.app_id}-{'-'.join(sorted(roles))}"
-
-    def iceberg_catalog_path(self) -> Path:
-        """The embedded Iceberg catalog's SQLite file (see ``lake_iceberg_catalog_path``)."""
-        if self.lake_iceberg_catalog_path is not None:
-            return self.lake_iceberg_catalog_path
-        if self.lake_uri.startswith("file://"):
-            return Path(self.lake_uri.removeprefix("file://")) / "_iceberg_catalog.db"
-        return self.state_dir / "iceberg_catalog.db"
 
     def max_event_age_ms(self) -> int | None:
         """How old a ``server_ts`` the router routes unchanged (None: no bound but the epoch)."""

@@ -37,18 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from connectors.glue import catalog_for
-from connectors.iceberg_lake import IcebergLake
 from connectors.kafka_config import confluent_config, subscription_regex
 from connectors.lake_fs import LakeStore
-from core.lake.commit import FlushResult, LakeCommitter
-from core.lake.iceberg_commit import IcebergCommitter
+from core.lake.commit import FlushResult
 from core.lake.flush import FlushPolicy, PartitionBuffer
 from core.lake.ports import LakeCommitPath
 from core.lake.records import decode
@@ -58,6 +55,7 @@ from core.settings import Settings
 from schemas import EVENT_SCHEMAS_DIR, event_schemas
 from streams.consumer import BatchHandler, ConsumerOffsets, ConsumerService
 from streams.health import health_board
+from streams.lake_iceberg import LakeMaintenance, commit_path_for, resume_fenced
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
@@ -273,15 +271,10 @@ class LakeHandler(BatchHandler):
         log.debug("lake flush %s: %s", sorted(set(due.values())), result)
 
     def _resume_fenced(self, consumer: Consumer) -> None:
-        """Partitions another writer committed: their buffers are gone; read on from its offsets."""
-        for (topic, partition), start in self.committer.take_fenced().items():
-            self.buffers.pop((topic, partition), None)
-            self.stats.fenced += 1
+        fenced = resume_fenced(self.committer, consumer, self.buffers)
+        if fenced:
+            self.stats.fenced += fenced
             self._count_error("fenced")
-            try:
-                consumer.seek(TopicPartition(topic, partition, OFFSET_BEGINNING if start is None else start))
-            except KafkaException as exc:  # not ours any more: the revocation follows on the next poll
-                log.info("lake: no seek for fenced %s[%s]: %s", topic, partition, exc)
 
     def _record(self, result: FlushResult, due: dict[TP, str]) -> None:
         if result.partitions == 0:
@@ -363,11 +356,7 @@ def build_stage(
     store = LakeStore(settings, should_stop=stop)
     pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io")
     overrides = load_overrides() if overrides is None else overrides
-    committer: LakeCommitPath
-    if settings.lake_format == "iceberg":
-        committer = IcebergCommitter(settings, IcebergLake(settings, overrides), pool)
-    else:
-        committer = LakeCommitter(settings, store, catalog_for(settings), pool, overrides)
+    committer = commit_path_for(settings, store, pool, overrides)
     policy = FlushPolicy(
         settings.lake_flush_rows,
         settings.lake_flush_bytes,
@@ -399,6 +388,8 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
     stage = build_stage(settings, registry, beacon=app.beacon)
     health_board(app).add(stage.service.name, stage.service.health)
     app.add_dependency(stage.service)
+    if settings.lake_format == "iceberg" and settings.lake_maintenance_interval_s > 0:
+        app.add_dependency(LakeMaintenance(settings, beacon=app.beacon))
     log.info("lake: consuming %s into %s", topic_regex(settings), settings.lake_uri)
 
     @app.page("/lake")

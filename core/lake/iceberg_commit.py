@@ -124,7 +124,9 @@ class IcebergCommitter:
         for buffer in group:
             manifest = self.manifests[(buffer.topic, buffer.partition)]
             committed = manifest.committed_offset
-            expected[tp_key(buffer.topic, buffer.partition)] = None if committed == NO_OFFSET else committed + 1
+            expected[tp_key(buffer.topic, buffer.partition)] = (
+                None if committed == NO_OFFSET else committed + 1
+            )
             written[tp_key(buffer.topic, buffer.partition)] = buffer.rows[-1].offset + 1
         rows = [row for buffer in group for row in buffer.rows]
         return self.tables.append(*key, rows, expected, written)

@@ -23,7 +23,9 @@ Grace = Annotated[float, typer.Option(help="an hour counts as closed this many s
 def _run(ctx: typer.Context, lane: str | None, compact: bool, clean: bool, grace_s: float) -> None:
     settings = state(ctx).settings()
     if settings.lake_format != "iceberg":
-        console.print("[red]lake maintenance is for lake_format=iceberg[/red] (the parquet lake has no snapshots)")
+        console.print(
+            "[red]lake maintenance is for lake_format=iceberg[/red] (the parquet lake has no snapshots)"
+        )
         raise typer.Exit(2)
     total = MaintenanceReport()
     for name in [lane] if lane else settings.lanes:
@@ -44,7 +46,9 @@ def maintain(ctx: typer.Context, lane: Lane = None, grace_s: Grace = 600.0) -> N
 
 
 def register(app: typer.Typer) -> None:
-    lake = typer.Typer(help="the Iceberg lake: compaction, snapshot expiry, orphan files", no_args_is_help=True)
+    lake = typer.Typer(
+        help="the Iceberg lake: compaction, snapshot expiry, orphan files", no_args_is_help=True
+    )
     lake.command("compact")(compact)
     lake.command("maintain")(maintain)
     app.add_typer(lake, name="lake")

@@ -19,7 +19,11 @@ class LakeCheck:
     def run(self, context: VerifyContext) -> list[CheckResult]:
         table = lake_columns(context.settings, context.lane, ["event_name", "event_id"])
         if table.num_rows == 0:
-            return [CheckResult.not_present("lake", f"no lake rows in {lake_location(context.settings, context.lane)}")]
+            return [
+                CheckResult.not_present(
+                    "lake", f"no lake rows in {lake_location(context.settings, context.lane)}"
+                )
+            ]
         names = table.column("event_name").to_pylist()
         ids = table.column("event_id").to_pylist()
         by_type: dict[str, Counter[str]] = {}

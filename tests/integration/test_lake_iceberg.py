@@ -20,8 +20,8 @@ from connectors.lake_reader import lake_columns
 from core.lake.flush import PartitionBuffer
 from core.lake.iceberg_commit import IcebergCommitter
 from core.lake.records import decode
-from core.sim import TruthBuilder
 from core.settings import Settings
+from core.sim import TruthBuilder
 from highway.cli.query import run_query
 from highway.cli.verify import verify_once
 from tests.conftest import MakeSettings
@@ -58,7 +58,9 @@ def test_worker_writes_iceberg_tables_exactly_once_and_they_answer_sql_and_verif
     assert rows == [(joins, joins)]
     _, by_hour = run_query(settings, "SELECT dt, hour, count(*) FROM contest_join GROUP BY ALL ORDER BY ALL")
     dt, hour, count = by_hour[0]
-    _, pruned = run_query(settings, f"SELECT count(*) FROM contest_join WHERE dt = '{dt}' AND hour = '{hour}'")
+    _, pruned = run_query(
+        settings, f"SELECT count(*) FROM contest_join WHERE dt = '{dt}' AND hour = '{hour}'"
+    )
     assert pruned == [(count,)]
 
 
@@ -76,7 +78,12 @@ def buffer(settings: Settings, offsets: Iterable[int], hours_ago: int = 0) -> Pa
     server_ts = int(time.time() * 1000) - hours_ago * 3_600_000
     filled = PartitionBuffer(topic, 0)
     for offset in offsets:
-        event = {"event_name": TABLE, "event_id": f"e{offset}", "server_ts": server_ts, "properties": {"i": offset}}
+        event = {
+            "event_name": TABLE,
+            "event_id": f"e{offset}",
+            "server_ts": server_ts,
+            "properties": {"i": offset},
+        }
         filled.add(decode(0, offset, server_ts, orjson.dumps(event)), 0.0)
     return filled
 
@@ -90,9 +97,9 @@ def test_a_stale_writer_is_fenced_and_loses_nothing_of_the_new_owner(make_settin
     tp = (settings.event_topic(settings.lanes[0], TABLE), 0)
     stale, owner = committer(settings), committer(settings)
     stale.recover([tp])
-    stale_rows = buffer(settings, range(0, 10))  # read before it lost the partition
+    stale_rows = buffer(settings, range(10))  # read before it lost the partition
     owner.recover([tp])  # the new owner starts from the same (empty) head
-    owner.flush([buffer(settings, range(0, 20))], NoOffsets())
+    owner.flush([buffer(settings, range(20))], NoOffsets())
     result = stale.flush([stale_rows], NoOffsets())
     assert result.rows == 0
     assert not stale_rows.rows, "the fenced writer keeps no buffer for the partition"

@@ -14,7 +14,14 @@ import pytest
 from core.lake.flush import PartitionBuffer
 from core.lake.iceberg_columns import plan_columns
 from core.lake.iceberg_commit import IcebergCommitter
-from core.lake.offsets import OFFSETS_PROPERTY, advanced, decode_offsets, encode_offsets, fenced, latest_offsets
+from core.lake.offsets import (
+    OFFSETS_PROPERTY,
+    advanced,
+    decode_offsets,
+    encode_offsets,
+    fenced,
+    latest_offsets,
+)
 from core.lake.ports import TableAppend
 from core.lake.pruning import partition_filter
 from core.lake.records import LakeRow, decode
@@ -45,13 +52,21 @@ def test_fencing_compares_only_the_partitions_written() -> None:
 
 
 def rows(props: Sequence[dict[str, Any]]) -> list[LakeRow]:
-    return [decode(0, i, 0, orjson.dumps({"event_id": f"e{i}", "properties": p})) for i, p in enumerate(props)]
+    return [
+        decode(0, i, 0, orjson.dumps({"event_id": f"e{i}", "properties": p})) for i, p in enumerate(props)
+    ]
 
 
 def test_a_value_that_contradicts_the_column_type_goes_to_a_typed_sibling() -> None:
-    plan = plan_columns({"p_amount": "int64"}, rows([{"amount": 1}, {"amount": 2.5}, {"amount": "x", "new": 1}]))
+    plan = plan_columns(
+        {"p_amount": "int64"}, rows([{"amount": 1}, {"amount": 2.5}, {"amount": "x", "new": 1}])
+    )
     assert plan.new_columns == {"p_amount__double": "double", "p_amount__string": "string", "p_new": "int64"}
-    assert [row.properties for row in plan.rows] == [{"amount": 1}, {"amount__double": 2.5}, {"amount__string": "x", "new": 1}]
+    assert [row.properties for row in plan.rows] == [
+        {"amount": 1},
+        {"amount__double": 2.5},
+        {"amount__string": "x", "new": 1},
+    ]
     assert plan.moved_values == 2
     # Ints fit a double column; a new column widens within its batch.
     plan = plan_columns({"p_x": "double"}, rows([{"x": 1}, {"y": 1}, {"y": 1.5}]))
@@ -68,7 +83,10 @@ def test_declared_types_fix_new_columns() -> None:
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
-        ("SELECT count(*) FROM t WHERE dt = '2026-01-02' AND hour = '05'", "dt = '2026-01-02' AND hour = '05'"),
+        (
+            "SELECT count(*) FROM t WHERE dt = '2026-01-02' AND hour = '05'",
+            "dt = '2026-01-02' AND hour = '05'",
+        ),
         ("SELECT * FROM t WHERE dt='2026-01-02'", "dt = '2026-01-02'"),
         ("SELECT * FROM t WHERE dt = '2026-01-02' OR x = 1", None),
         ("SELECT * FROM t WHERE NOT dt = '2026-01-02'", None),
@@ -138,7 +156,7 @@ def test_flush_commits_per_table_and_recovery_resumes_from_the_map(pool: ThreadP
     tables, offsets = Tables(), Offsets()
     committer = IcebergCommitter(SETTINGS, tables, pool)
     assert committer.recover([A0, A1, B0])[A0].start_offset is None
-    result = committer.flush([filled(A0, range(0, 5)), filled(A1, range(0, 3)), filled(B0, range(0, 2))], offsets)
+    result = committer.flush([filled(A0, range(5)), filled(A1, range(3)), filled(B0, range(2))], offsets)
     assert (result.partitions, result.rows, result.files) == (3, 10, 2)
     assert tables.offsets[("l", "a")] == {"l.event.a/0": 5, "l.event.a/1": 3}
     assert offsets.committed == {A0: 5, A1: 3, B0: 2}
@@ -150,7 +168,7 @@ def test_a_failed_table_keeps_its_buffers_and_the_others_commit(pool: ThreadPool
     tables = Tables(fail={"b"})
     committer = IcebergCommitter(SETTINGS, tables, pool)
     committer.recover([A0, B0])
-    a, b = filled(A0, range(0, 4)), filled(B0, range(0, 4))
+    a, b = filled(A0, range(4)), filled(B0, range(4))
     with pytest.raises(OSError, match="storage away"):
         committer.flush([a, b], Offsets())
     assert not a.rows
@@ -167,8 +185,8 @@ def test_a_fenced_partition_is_dropped_and_repositioned_while_its_neighbour_wait
     stale, owner = IcebergCommitter(SETTINGS, tables, pool), IcebergCommitter(SETTINGS, tables, pool)
     stale.recover([A0, A1])
     owner.recover([A0])
-    owner.flush([filled(A0, range(0, 7))], Offsets())
-    mine, neighbour = filled(A0, range(0, 3)), filled(A1, range(0, 3))
+    owner.flush([filled(A0, range(7))], Offsets())
+    mine, neighbour = filled(A0, range(3)), filled(A1, range(3))
     assert stale.flush([mine, neighbour], Offsets()).rows == 0
     assert not mine.rows
     assert len(neighbour.rows) == 3  # not fenced: committed on the next flush

@@ -1,0 +1,84 @@
+"""The lake stage's format-specific parts: which commit path, fenced partitions, Iceberg upkeep.
+
+* :func:`commit_path_for`: ``lake_format = "parquet"`` → ``core.lake.commit.LakeCommitter`` (files +
+  manifests, optional Glue registration); ``"iceberg"`` → ``core.lake.iceberg_commit.IcebergCommitter``
+  over ``connectors.iceberg_lake.IcebergLake`` (one fenced snapshot per table and flush).
+* :func:`resume_fenced`: after a flush, partitions whose commit was refused because another writer
+  owns them resume reading from that writer's offsets (if this worker still owns them at all).
+* :class:`LakeMaintenance`: every ``lake_maintenance_interval_s``, compaction of closed hours,
+  snapshot expiry and orphan removal (``connectors.iceberg_maintenance``) off the consumer thread.
+  Every worker runs it; commits compare-and-swap, so two workers compacting at once only cost a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import MutableMapping
+from concurrent.futures import Executor
+
+import mode
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from connectors.glue import catalog_for
+from connectors.iceberg_lake import IcebergLake
+from connectors.iceberg_maintenance import MaintenanceReport, maintain_lane
+from connectors.lake_fs import LakeStore
+from core.lake.commit import LakeCommitter
+from core.lake.flush import PartitionBuffer
+from core.lake.iceberg_commit import IcebergCommitter
+from core.lake.ports import LakeCommitPath
+from core.lake.schema import TableSchema
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def commit_path_for(
+    settings: Settings, store: LakeStore, pool: Executor, overrides: dict[str, TableSchema]
+) -> LakeCommitPath:
+    if settings.lake_format == "iceberg":
+        return IcebergCommitter(settings, IcebergLake(settings, overrides), pool)
+    return LakeCommitter(settings, store, catalog_for(settings), pool, overrides)
+
+
+def resume_fenced(
+    committer: LakeCommitPath, consumer: Consumer, buffers: MutableMapping[tuple[str, int], PartitionBuffer]
+) -> int:
+    """Seek each partition fenced by the last flush to the offsets its owner committed; how many."""
+    fenced = committer.take_fenced()
+    for (topic, partition), start in fenced.items():
+        buffers.pop((topic, partition), None)
+        try:
+            consumer.seek(TopicPartition(topic, partition, OFFSET_BEGINNING if start is None else start))
+        except KafkaException as exc:  # not ours any more: the revocation comes with the next poll
+            log.info("lake: no seek for fenced %s[%s]: %s", topic, partition, exc)
+    return len(fenced)
+
+
+class LakeMaintenance(mode.Service):
+    """Periodic Iceberg upkeep for the configured lanes (a failure is logged and retried next time)."""
+
+    def __init__(self, settings: Settings, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+        self.runs = 0
+        self.failures = 0
+        self.last: MaintenanceReport | None = None
+
+    @mode.Service.task
+    async def _periodic(self) -> None:
+        while not self.should_stop:
+            await self.sleep(self.settings.lake_maintenance_interval_s)
+            if self.should_stop:
+                return
+            try:
+                for lane in self.settings.lanes:
+                    self.last = await asyncio.to_thread(maintain_lane, self.settings, lane)
+                    log.info("lake maintenance of %s: %s", lane, self.last)
+                self.runs += 1
+            except Exception:
+                self.failures += 1
+                log.exception(
+                    "lake maintenance failed; next attempt in %ss", self.settings.lake_maintenance_interval_s
+                )
