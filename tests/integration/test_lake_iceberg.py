@@ -25,7 +25,14 @@ from core.sim import TruthBuilder
 from highway.cli.query import run_query
 from highway.cli.verify import verify_once
 from tests.conftest import MakeSettings
-from tests.integration.test_lake import LAKE_SETTINGS, Produced, produce_events, simulated, wait_for_lake
+from tests.integration.test_lake import (
+    LAKE_SETTINGS,
+    Produced,
+    glue_client,
+    produce_events,
+    simulated,
+    wait_for_lake,
+)
 from tests.support import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -92,8 +99,11 @@ def table_ids(settings: Settings) -> list[str]:
     return sorted(lake_columns(settings, settings.lanes[0], ["event_id"]).column("event_id").to_pylist())
 
 
-def test_a_stale_writer_is_fenced_and_loses_nothing_of_the_new_owner(make_settings: MakeSettings) -> None:
-    settings = make_settings(**ICEBERG)
+@pytest.mark.parametrize("catalog", ["none", "glue"])  # SQLite (embedded) or AWS Glue (moto)
+def test_a_stale_writer_is_fenced_and_loses_nothing_of_the_new_owner(
+    make_settings: MakeSettings, catalog: str
+) -> None:
+    settings = make_settings(**ICEBERG, lake_catalog=catalog)
     tp = (settings.event_topic(settings.lanes[0], TABLE), 0)
     stale, owner = committer(settings), committer(settings)
     stale.recover([tp])
@@ -111,6 +121,11 @@ def test_a_stale_writer_is_fenced_and_loses_nothing_of_the_new_owner(make_settin
     assert stale.take_fenced() == {tp: 30}
     assert table_ids(settings) == sorted(f"e{i}" for i in range(30))
     assert committer(settings).recover([tp])[tp].start_offset == 30
+    if catalog == "glue":  # registered where Athena, Trino and Spark look for Iceberg tables
+        glue = glue_client(settings)
+        database = f"{settings.lake_glue_database}_{settings.lanes[0]}"
+        table = glue.get_table(DatabaseName=database, Name=TABLE)["Table"]
+        assert table["Parameters"]["table_type"].upper() == "ICEBERG"
 
 
 def test_compaction_racing_an_append_keeps_every_row_once(
