@@ -6,6 +6,8 @@ snapshot summary, and a compaction that races an append.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,10 +15,15 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
+import connectors.iceberg_lake as iceberg_lake
 import connectors.iceberg_maintenance as maintenance
+from connectors.iceberg_catalog import LakeTables
 from connectors.iceberg_lake import IcebergLake
+from connectors.lake_fs import LakeStore
 from connectors.lake_reader import lake_columns
+from core.envvars import with_overrides
 from core.lake.flush import PartitionBuffer
 from core.lake.iceberg_commit import IcebergCommitter
 from core.lake.records import decode
@@ -24,16 +31,19 @@ from core.settings import Settings
 from core.sim import TruthBuilder
 from highway.cli.query import run_query
 from highway.cli.verify import verify_once
+from streams.lake import build_stage
 from tests.conftest import MakeSettings
 from tests.integration.test_lake import (
     LAKE_SETTINGS,
     Produced,
     glue_client,
+    lake_report,
     produce_events,
     simulated,
     wait_for_lake,
 )
-from tests.support import WorkerProcess
+from tests.integration.test_lake_chaos import team_events
+from tests.support import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 ICEBERG = {**LAKE_SETTINGS, "lake_format": "iceberg"}
@@ -158,3 +168,118 @@ def test_compaction_racing_an_append_keeps_every_row_once(
     table = lake.tables.load(settings.lanes[0], TABLE)
     assert table is not None
     assert len(list(table.scan().plan_files())) == 1
+
+
+class CrashBeforeCommit(BaseException):
+    """Stands for the process dying between a flush's data files and its snapshot commit."""
+
+
+def test_crash_between_data_files_and_commit_leaves_invisible_orphans_that_maintenance_removes(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(**{**ICEBERG, "topic_partitions": 1, "lake_flush_rows": 40})
+    produced = Produced()
+    events = team_events(TABLE, 200)
+    produce_events(settings, events[:100], produced)
+    crashing = build_stage(settings, CollectorRegistry(), overrides={})
+    real_offsets = iceberg_lake.table_offsets
+
+    def offsets_then_crash(table: Any) -> dict[str, int]:
+        if crashing.handler.stats.flushes >= 1 and threading.current_thread().name.startswith("lake-io"):
+            raise CrashBeforeCommit("after the data files, before the commit")
+        return real_offsets(table)
+
+    monkeypatch.setattr(iceberg_lake, "table_offsets", offsets_then_crash)
+
+    async def run() -> None:
+        await crashing.service.start()
+        await asyncio.to_thread(wait_until, lambda: crashing.handler.stats.flushes >= 1, 60, 0.1, "a flush")
+        await asyncio.to_thread(produce_events, settings, events[100:], produced)
+        await asyncio.to_thread(
+            wait_until, lambda: crashing.service.failure is not None, 60, 0.1, "the crash"
+        )
+        await crashing.service.stop()
+
+    asyncio.run(run())
+    monkeypatch.setattr(iceberg_lake, "table_offsets", real_offsets)
+    assert isinstance(crashing.service.failure, CrashBeforeCommit)
+    committed = lake_report(settings, produced)
+    assert committed.duplicates == 0
+    assert committed.found < 200
+    table = LakeTables(settings).load(settings.lanes[0], TABLE)
+    assert table is not None
+    referenced = maintenance.referenced_files(table)
+    on_disk = LakeStore(settings).list_keys(f"{settings.lanes[0]}/{TABLE}/data/")
+    assert len(on_disk) > len([p for p in referenced if "/data/" in p]), "the crash left no orphan"
+    restarted = build_stage(with_overrides(settings, lake_flush_rows=17), CollectorRegistry(), overrides={})
+
+    async def second_run() -> None:
+        await restarted.service.start()
+        try:
+            await asyncio.to_thread(
+                wait_until,
+                lambda: restarted.handler.stats.rows >= 200 - committed.found,
+                60,
+                0.2,
+                "the replay",
+            )
+        finally:
+            await restarted.service.stop()
+
+    asyncio.run(second_run())
+    report = lake_report(settings, produced)
+    assert report.ok, report
+    assert report.found == 200
+    cleaned = maintenance.maintain_lane(
+        with_overrides(settings, lake_orphan_min_age_s=0.001), settings.lanes[0], compact=False
+    )
+    assert cleaned.orphans_removed > 0
+    report = lake_report(settings, produced)
+    assert report.ok, report
+    assert report.found == 200
+
+
+def test_type_changes_go_to_typed_siblings_and_every_row_is_kept(make_settings: MakeSettings) -> None:
+    settings = make_settings(**{**ICEBERG, "topic_partitions": 1})
+    name, now = "wallet_topup", int(time.time() * 1000)
+    produced = Produced()
+    steps: list[list[dict[str, Any]]] = [
+        [{"amount": 1, "code": 7}] * 5,  # ints
+        [{"amount": 2, "code": 8, "coupon": "C1"}] * 5,  # a new field
+        [{"amount": 2.5, "code": 9}] * 5,  # int → float: a sibling column
+        [{"amount": 3, "code": "X9"}] * 5,  # a string in an int column: a sibling column
+    ]
+    with WorkerProcess(settings, roles="lake") as worker:
+        worker.wait_healthy()
+        for index, props in enumerate(steps):
+            events = [
+                {
+                    "event_name": name,
+                    "event_id": f"e{index * 10 + i}",
+                    "user_id": "u",
+                    "server_ts": now,
+                    "properties": p,
+                }
+                for i, p in enumerate(props)
+            ]
+            produce_events(settings, events, produced)
+            wait_for_lake(settings, produced, timeout_s=30)  # one flush per step
+        assert worker.alive()
+    report = lake_report(settings, produced)
+    assert report.ok, report
+    table = LakeTables(settings).load(settings.lanes[0], name)
+    assert table is not None
+    types = {f.name: str(f.field_type) for f in table.schema().fields if f.name.startswith("p_")}
+    assert types == {
+        "p_amount": "long",
+        "p_code": "long",
+        "p_coupon": "string",
+        "p_amount__double": "double",
+        "p_code__string": "string",
+    }
+    _, rows = run_query(
+        settings,
+        "SELECT sum(p_amount), sum(p_amount__double), count(p_code), count(p_code__string), max(p_code__string)"
+        f" FROM {name}",
+    )
+    assert rows == [(5 * 1 + 5 * 2 + 5 * 3, 5 * 2.5, 15, 5, "X9")]
