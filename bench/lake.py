@@ -32,12 +32,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.baseline import SettingsFor, bench_settings, passthrough_rate, spawn
+from connectors.iceberg_lake import IcebergLake
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import producer_config
 from connectors.lake_fs import LakeStore
+from connectors.lake_reader import committed_next_offset
 from connectors.producer import EventProducer
-from core.lake.layout import manifest_key
-from core.lake.manifest import Manifest
 from core.routing.naming import topic_name_for
 from core.settings import Settings
 from core.sim import MatchDaySimulator, SimConfig
@@ -100,8 +100,9 @@ def _time_lake(url: str, n_events: int, alive: Any, timeout_s: float = 1800) -> 
 
 def _latencies(settings: Settings, lane: str, probes: int) -> list[float]:
     """Produce one probe at a time; seconds until its partition's manifest covers its offset."""
-    store = LakeStore(settings)
-    topic = settings.event_topic(lane, "bench_latency_probe")
+    table = "bench_latency_probe"
+    lake = IcebergLake(settings, {}) if settings.lake_format == "iceberg" else None
+    topic = settings.event_topic(lane, table)
     KafkaAdmin(settings).ensure_topics([topic])
     producer = Producer(producer_config(settings))
     results: list[float] = []
@@ -117,11 +118,7 @@ def _latencies(settings: Settings, lane: str, probes: int) -> list[float]:
         producer.produce(topic, orjson.dumps(event), on_delivery=on_delivery)
         producer.flush(30)
         partition, offset = delivered[-1]
-        key = manifest_key(lane, topic, partition)
-        while True:
-            raw = store.get(key)
-            if raw and Manifest.from_bytes(raw).committed_offset >= offset:
-                break
+        while (committed_next_offset(settings, lake, lane, table, topic, partition) or 0) <= offset:
             time.sleep(0.05)
         results.append(time.monotonic() - started)
     return results
@@ -195,6 +192,7 @@ def run_lake_bench(
         "lake_flush_age_s": flush_age_s,
         "lake_flush_rows": settings.lake_flush_rows,
         "compression": settings.lake_compression,
+        "lake_format": settings.lake_format,
         "rates": {"passthrough (confluent-kafka)": round(passthrough.rate, 1), "lake": round(lake_rate, 1)},
         "seconds": {
             "passthrough (confluent-kafka)": round(passthrough.seconds, 3),

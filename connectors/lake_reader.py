@@ -13,6 +13,9 @@ import pyarrow as pa
 
 from connectors.iceberg_lake import IcebergLake
 from connectors.lake_fs import LakeStore
+from core.lake.layout import manifest_key
+from core.lake.manifest import Manifest
+from core.lake.offsets import tp_key
 from core.settings import Settings
 
 
@@ -33,3 +36,28 @@ def lake_location(settings: Settings, lane: str) -> str:
     if settings.lake_format == "parquet":
         return LakeStore(settings).url(lane) + "/"
     return f"{settings.lake_uri}/{lane}/ (Iceberg namespace {lane})"
+
+
+def iceberg_totals(lake: IcebergLake, lane: str) -> tuple[int, int]:
+    """(data files, rows) of the lane's Iceberg tables, from their current snapshots' summaries —
+    what readers see, without opening a data file."""
+    files = rows = 0
+    for name in lake.tables.names(lane):
+        table = lake.tables.load(lane, name)
+        snapshot = table.current_snapshot() if table is not None else None
+        if snapshot is not None and snapshot.summary is not None:
+            summary = snapshot.summary.additional_properties
+            files += int(summary.get("total-data-files", 0))
+            rows += int(summary.get("total-records", 0))
+    return files, rows
+
+
+def committed_next_offset(
+    settings: Settings, lake: IcebergLake | None, lane: str, table: str, topic: str, partition: int
+) -> int | None:
+    """The first offset of a partition that is not in the lake yet (None: none is); ``lake`` is the
+    Iceberg lake to ask, None for the parquet format (its manifest answers)."""
+    if lake is None:
+        raw = LakeStore(settings).get(manifest_key(lane, topic, partition))
+        return Manifest.from_bytes(raw).next_offset if raw else None
+    return lake.head_offsets(lane, table).get(tp_key(topic, partition))

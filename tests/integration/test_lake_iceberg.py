@@ -279,7 +279,7 @@ def test_type_changes_go_to_typed_siblings_and_every_row_is_kept(make_settings: 
     }
     _, rows = run_query(
         settings,
-        "SELECT sum(p_amount), sum(p_amount__double), count(p_code), count(p_code__string), max(p_code__string)"
-        f" FROM {name}",
+        "SELECT sum(p_amount), sum(p_amount__double), count(p_code), count(p_code__string),"
+        f" max(p_code__string) FROM {name}",
     )
     assert rows == [(5 * 1 + 5 * 2 + 5 * 3, 5 * 2.5, 15, 5, "X9")]
