@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     lake_catalog: Literal["none", "glue", "projection"] = "none"
     lake_glue_database: str = "highway"
     lake_format: Literal["iceberg", "parquet"] = Field(
-        "parquet", description="iceberg tables, or Hive-layout parquet"
+        "iceberg", description="iceberg tables, or Hive-layout parquet"
     )
     lake_iceberg_catalog_path: Path | None = Field(
         None, description="SQLite Iceberg catalog; None = <lake>/_iceberg_catalog.db or <state_dir>/…"

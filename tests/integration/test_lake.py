@@ -167,7 +167,10 @@ class BackgroundTraffic:
 def test_simulated_traffic_over_200_types_lands_exactly_once_and_is_catalogued(
     make_settings: MakeSettings,
 ) -> None:
-    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_catalog": "glue"})
+    # The Hive-layout format, registered in Glue as Parquet tables (Iceberg: test_lake_iceberg.py).
+    settings = make_settings(
+        **{**LAKE_SETTINGS, "topic_partitions": 1, "lake_catalog": "glue", "lake_format": "parquet"}
+    )
     produced = Produced()
     batches = list(simulated(settings, events=12_000, event_types=220, seed=11))
     produce_events(settings, batches[0], produced)
@@ -222,7 +225,9 @@ def glue_client(settings: Settings) -> Any:
 
 
 def test_schema_evolution_keeps_every_row(make_settings: MakeSettings) -> None:
-    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_catalog": "projection"})
+    settings = make_settings(
+        **{**LAKE_SETTINGS, "topic_partitions": 1, "lake_catalog": "projection", "lake_format": "parquet"}
+    )
     name, now = "wallet_topup", int(time.time() * 1000)
     produced = Produced()
 

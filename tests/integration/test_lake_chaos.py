@@ -130,7 +130,9 @@ def run_until_crash_before_manifest(
 def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
     make_settings: MakeSettings,
 ) -> None:
-    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_flush_rows": 40})
+    settings = make_settings(
+        **{**LAKE_SETTINGS, "topic_partitions": 1, "lake_flush_rows": 40, "lake_format": "parquet"}
+    )
     produced = Produced()
     name = "team_create"
     events = team_events(name, 200)

@@ -29,7 +29,7 @@ from core.settings import Settings
 
 HOUR_MS = 3_600_000
 BASE_MS = 1_800_000_000_000
-SETTINGS = Settings(lake_uri="file:///nonexistent/lake", lanes=["l"])
+SETTINGS = Settings(lake_uri="file:///nonexistent/lake", lanes=["l"], lake_format="parquet")
 HOURS = {partition_for_ms(BASE_MS + hour * HOUR_MS) for hour in range(3)}
 TPS = [("l.event.a", 0), ("l.event.a", 1), ("l.event.b", 0)]
 STEPS = {"data": 1, "schema": 2, "manifest": 3, "catalog": 4, "offsets": 5}

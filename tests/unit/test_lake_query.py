@@ -34,7 +34,7 @@ def write_flush(store: LakeStore, schema: TableSchema, first: int, props: list[d
 
 @pytest.fixture
 def lake(tmp_path: Path) -> Settings:
-    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["lane1"])
+    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["lane1"], lake_format="parquet")
     store = LakeStore(settings)
     schema = TableSchema()
     write_flush(store, schema, 0, [{"amount": 1}, {"amount": 2}])
