@@ -11,6 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
+from connectors.iceberg_lake import IcebergLake
+from connectors.iceberg_maintenance import maintain_lane
+from connectors.lake_reader import iceberg_totals, lake_columns
 from core.lake.flush import PartitionBuffer
 from core.lake.iceberg_columns import plan_columns
 from core.lake.iceberg_commit import IcebergCommitter
@@ -27,6 +30,7 @@ from core.lake.pruning import partition_filter
 from core.lake.records import LakeRow, decode
 from core.lake.schema import TableSchema
 from core.settings import Settings
+from highway.cli.query import run_query
 
 SETTINGS = Settings(lanes=["l"], lake_format="iceberg")
 A0, A1, B0 = ("l.event.a", 0), ("l.event.a", 1), ("l.event.b", 0)
@@ -196,3 +200,36 @@ def test_a_fenced_partition_is_dropped_and_repositioned_while_its_neighbour_wait
     assert stale.flush([neighbour], Offsets()).rows == 3
     assert len(tables.rows[("l", "a")]) == 10
     assert tables.offsets[("l", "a")] == {"l.event.a/0": 7, "l.event.a/1": 3}
+
+
+def test_a_file_lake_of_iceberg_tables_answers_sql_verify_reads_and_compacts(
+    tmp_path: Any, pool: ThreadPoolExecutor
+) -> None:
+    """The real pyiceberg edge on a ``file://`` lake with the embedded SQLite catalog."""
+    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["l"], lake_format="iceberg")
+    hour_ms = 1_790_000_000_000 - 1_790_000_000_000 % 3_600_000
+    committer = IcebergCommitter(settings, IcebergLake(settings, {}), pool)
+    committer.recover([A0])
+    for start in (0, 5, 10):  # three flushes, two hours: three files in the first
+        buffer = PartitionBuffer(*A0)
+        for offset in range(start, start + 5):
+            ts = hour_ms + (3_600_000 if offset >= 12 else 0)
+            event = {
+                "event_name": "a",
+                "event_id": f"e{offset}",
+                "server_ts": ts,
+                "properties": {"n": offset},
+            }
+            buffer.add(decode(0, offset, ts, orjson.dumps(event)), 0.0)
+        assert committer.flush([buffer], Offsets()).rows == 5
+    _, rows = run_query(settings, "SELECT hour, count(*), sum(p_n) FROM a GROUP BY ALL ORDER BY ALL")
+    assert rows == [("14", 12, sum(range(12))), ("15", 3, 12 + 13 + 14)]
+    _, pruned = run_query(settings, "SELECT count(*) FROM a WHERE hour = '15'")
+    assert pruned == [(3,)]
+    assert sorted(lake_columns(settings, "l", ["event_id"]).column("event_id").to_pylist()) == sorted(
+        f"e{i}" for i in range(15)
+    )
+    report = maintain_lane(settings, "l", clean=False)
+    assert (report.hours_compacted, report.files_before, report.files_after) == (1, 3, 1)
+    assert iceberg_totals(IcebergLake(settings, {}), "l") == (2, 15)
+    assert IcebergCommitter(settings, IcebergLake(settings, {}), pool).recover([A0])[A0].start_offset == 15
