@@ -146,9 +146,7 @@ class Settings(BaseSettings):
     )
     lake_compact_target_bytes: int = Field(128 * 1024 * 1024, ge=1024, description="Iceberg file size goal")
     lake_compact_min_files: int = Field(2, ge=2, description="files that make a closed hour worth compacting")
-    lake_maintenance_interval_s: float = Field(
-        900.0, ge=0, description="Iceberg upkeep in the worker; 0 off"
-    )
+    lake_maintenance_interval_s: float = Field(900.0, ge=0, description="Iceberg upkeep in the worker; 0 off")
     lake_snapshot_max_age_s: float = Field(3600.0, gt=0, description="older snapshots are expired")
     lake_orphan_min_age_s: float = Field(24 * 3600.0, gt=0, description="safety window of orphan removal")
 
