@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from connectors.iceberg_catalog import catalog_path
 from connectors.iceberg_lake import IcebergLake
 from connectors.iceberg_maintenance import maintain_lane
 from connectors.lake_reader import iceberg_totals, lake_columns
@@ -233,3 +235,15 @@ def test_a_file_lake_of_iceberg_tables_answers_sql_verify_reads_and_compacts(
     assert (report.hours_compacted, report.files_before, report.files_after) == (1, 3, 1)
     assert iceberg_totals(IcebergLake(settings, {}), "l") == (2, 15)
     assert IcebergCommitter(settings, IcebergLake(settings, {}), pool).recover([A0])[A0].start_offset == 15
+
+
+def test_settings_refuse_projection_for_iceberg_and_place_the_catalog() -> None:
+    with pytest.raises(ValueError, match="projection"):
+        Settings(lake_catalog="projection")
+    assert Settings(lake_catalog="projection", lake_format="parquet").lake_format == "parquet"
+    assert catalog_path(Settings(lake_uri="file:///data/lake")) == Path("/data/lake/_iceberg_catalog.db")
+    on_s3 = Settings(lake_uri="s3://b/lake", state_dir=Path("/var/hw"))
+    assert catalog_path(on_s3) == Path("/var/hw/iceberg_catalog.db")
+    assert catalog_path(on_s3.model_copy(update={"lake_iceberg_catalog_path": Path("/c.db")})) == Path(
+        "/c.db"
+    )
