@@ -140,10 +140,19 @@ def _strip_scheme(uri: str) -> str:
 def remove_orphans(
     settings: Settings, table: Table, report: MaintenanceReport, now: float | None = None
 ) -> None:
-    """Delete the table's unreferenced files older than the safety window."""
+    """Delete the table's unreferenced files older than the safety window.
+
+    Only under ``data/`` and ``metadata/``: whatever else shares the table's prefix (the Hive-layout
+    files of a lake that was ``parquet`` before, ``_schema.json``) is not the table's to delete."""
     fs, _ = filesystem_for(settings)
     base = _strip_scheme(table.location()).rstrip("/")
-    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    infos = [
+        info
+        for folder in ("data", "metadata")
+        for info in fs.get_file_info(
+            pafs.FileSelector(f"{base}/{folder}", recursive=True, allow_not_found=True)
+        )
+    ]
     cutoff = (time.time() if now is None else now) - settings.lake_orphan_min_age_s
     referenced = referenced_files(table.refresh())
     for info in infos:

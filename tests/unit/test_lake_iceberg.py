@@ -3,6 +3,8 @@ commit path (``IcebergCommitter``) over an in-memory table store that fails or m
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -246,4 +248,28 @@ def test_settings_refuse_projection_for_iceberg_and_place_the_catalog() -> None:
     assert catalog_path(on_s3) == Path("/var/hw/iceberg_catalog.db")
     assert catalog_path(on_s3.model_copy(update={"lake_iceberg_catalog_path": Path("/c.db")})) == Path(
         "/c.db"
+    )
+
+
+def test_orphan_removal_keeps_referenced_and_foreign_files(tmp_path: Any, pool: ThreadPoolExecutor) -> None:
+    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["l"], lake_orphan_min_age_s=60.0)
+    committer = IcebergCommitter(settings, IcebergLake(settings, {}), pool)
+    committer.recover([A0])
+    committer.flush([filled(A0, range(5))], Offsets())
+    table_dir = tmp_path / "lake" / "l" / "a"
+    stray = table_dir / "data" / "stray.parquet"  # a crashed flush's file
+    fresh = table_dir / "data" / "in-flight.parquet"  # a commit still under way
+    hive = table_dir / "dt=2020-01-01" / "hour=00" / "part-00000-00000000000000000000.parquet"
+    for path in (stray, fresh, hive):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    for path in (stray, hive):
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    report = maintain_lane(settings, "l", compact=False)
+    assert report.orphans_removed == 1
+    assert not stray.exists()
+    assert fresh.exists()
+    assert hive.exists()
+    assert sorted(lake_columns(settings, "l", ["event_id"]).column("event_id").to_pylist()) == sorted(
+        f"{A0}{i}" for i in range(5)
     )
