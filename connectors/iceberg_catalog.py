@@ -170,6 +170,7 @@ class LakeTables:
         self._tables: dict[tuple[str, str], Table] = {}
         self._namespaces: set[str] = set()
         self._lock = threading.Lock()
+        self._namespace_lock = threading.Lock()
 
     def location(self, lane: str, table: str) -> str:
         return f"{self.root}/{lane}/{table}"
@@ -194,10 +195,7 @@ class LakeTables:
         found = self.load(lane, table)
         if found is not None:
             return found
-        space = namespace(self.settings, lane)
-        if space not in self._namespaces:
-            self.catalog.create_namespace_if_not_exists(space)
-            self._namespaces.add(space)
+        self._ensure_namespace(namespace(self.settings, lane))
         schema = base_schema()
         created = self.catalog.create_table_if_not_exists(
             table_identifier(self.settings, lane, table),
@@ -213,6 +211,17 @@ class LakeTables:
         with self._lock:
             self._tables[(lane, table)] = created
         return created
+
+    def _ensure_namespace(self, space: str) -> None:
+        with self._namespace_lock:  # the flush creates tables on several threads at once
+            if space in self._namespaces:
+                return
+            try:
+                self.catalog.create_namespace_if_not_exists(space)
+            except Exception:  # another process won the race (the SQL catalog says so with an IntegrityError)
+                if not self.catalog.namespace_exists(space):
+                    raise
+            self._namespaces.add(space)
 
     def names(self, lane: str) -> list[str]:
         """Tables of a lane (catalog names)."""

@@ -92,7 +92,9 @@ class IcebergCommitter:
     # --- the commit path -------------------------------------------------------------------------
     def flush(self, buffers: Iterable[PartitionBuffer], offsets: OffsetStore) -> FlushResult:
         """One fenced append per table; a table that failed or was fenced keeps (or drops) its own
-        buffers without holding back the others. Raises the first failure after all tables ran."""
+        buffers without holding back the others. A failure is raised when no table committed;
+        after partial progress it is logged and reported as ``unsettled="flush"`` instead, so the
+        committed rows are counted and the failed tables are retried on the next flush."""
         by_table: dict[TableKey, list[PartitionBuffer]] = {}
         for buffer in buffers:
             if buffer.rows and (buffer.topic, buffer.partition) in self.manifests:
@@ -115,8 +117,12 @@ class IcebergCommitter:
                 for buffer in by_table[key]:
                     rows, partitions = rows + self._adopt(buffer), partitions + 1
         self._reposition_fenced(fenced_tables)
-        raise_first(failures)
-        return FlushResult(partitions, rows, files, size, self.settle(offsets))
+        if failures and not partitions:
+            raise_first(failures)
+        for failure in failures:
+            log.warning("lake: a table's commit failed, its buffers kept for the next flush: %r", failure)
+        unsettled = self.settle(offsets)
+        return FlushResult(partitions, rows, files, size, "flush" if failures else unsettled)
 
     def _append(self, key: TableKey, group: list[PartitionBuffer]) -> TableAppend:
         expected: dict[str, int | None] = {}

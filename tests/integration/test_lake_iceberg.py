@@ -23,6 +23,7 @@ from connectors.iceberg_catalog import LakeTables
 from connectors.iceberg_lake import IcebergLake
 from connectors.lake_fs import LakeStore
 from connectors.lake_reader import lake_columns
+from connectors.local.process import free_ports
 from core.envvars import with_overrides
 from core.lake.flush import PartitionBuffer
 from core.lake.iceberg_commit import IcebergCommitter
@@ -35,9 +36,11 @@ from streams.lake import build_stage
 from tests.conftest import MakeSettings
 from tests.integration.test_lake import (
     LAKE_SETTINGS,
+    BackgroundTraffic,
     Produced,
     glue_client,
     lake_report,
+    lake_state,
     produce_events,
     simulated,
     wait_for_lake,
@@ -283,3 +286,35 @@ def test_type_changes_go_to_typed_siblings_and_every_row_is_kept(make_settings: 
         f" max(p_code__string) FROM {name}",
     )
     assert rows == [(5 * 1 + 5 * 2 + 5 * 3, 5 * 2.5, 15, 5, "X9")]
+
+
+def test_two_workers_share_the_tables_exactly_once_while_one_is_killed_and_returns(
+    make_settings: MakeSettings,
+) -> None:
+    """Two lake workers on one catalog: rebalances move partitions between them (each new owner
+    recovers from the snapshot offsets, a stale commit is fenced), one dies by kill -9 and comes back."""
+    settings = make_settings(**{**ICEBERG, "lake_flush_rows": 250, "lake_flush_age_s": 0.5})
+    first = WorkerProcess(settings, roles="lake")
+    second = WorkerProcess(with_overrides(settings, http_port=free_ports(1)[0]), roles="lake")
+    try:
+        with BackgroundTraffic(settings, event_types=25, batch=200, pause_s=0.1) as traffic:
+            first.start()
+            second.start()
+            first.wait_healthy()
+            second.wait_healthy()
+            wait_until(
+                lambda: min(lake_state(w)["rows"] for w in (first, second)) > 0, 120, 0.2, "both write"
+            )
+            second.kill()
+            written = lake_state(first)["rows"]
+            wait_until(lambda: lake_state(first)["rows"] > written + 500, 120, 0.2, "the survivor takes over")
+            second.start()
+            second.wait_healthy()
+            wait_until(lambda: lake_state(second)["rows"] > 0, 120, 0.2, "the returning worker writes")
+            produced = traffic.stop()
+        report = wait_for_lake(settings, produced, timeout_s=180)
+    finally:
+        first.stop()
+        second.stop()
+    assert report.ok, report
+    assert report.found == produced.total

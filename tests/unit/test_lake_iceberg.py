@@ -177,9 +177,12 @@ def test_a_failed_table_keeps_its_buffers_and_the_others_commit(pool: ThreadPool
     committer = IcebergCommitter(SETTINGS, tables, pool)
     committer.recover([A0, B0])
     a, b = filled(A0, range(4)), filled(B0, range(4))
-    with pytest.raises(OSError, match="storage away"):
-        committer.flush([a, b], Offsets())
+    result = committer.flush([a, b], Offsets())  # progress: counted, the failure reported unsettled
+    assert (result.rows, result.unsettled) == (4, "flush")
     assert not a.rows
+    assert len(b.rows) == 4
+    with pytest.raises(OSError, match="storage away"):  # no progress at all: the flush fails
+        committer.flush([b], Offsets())
     assert len(b.rows) == 4
     tables.fail.clear()
     assert committer.flush([b], Offsets()).rows == 4
