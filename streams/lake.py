@@ -5,7 +5,9 @@ exactly one lake row once its flush completes). The protocol — data files, the
 then the partitions' manifests, then the catalog, and only then the Kafka offsets; recovery on
 assignment deletes the files above the manifest's committed offset and resumes after it — lives in
 ONE place, :class:`core.lake.commit.LakeCommitter` (``flush``/``settle``, and
-:func:`core.lake.commit.recover_partition`); docs/lake.md has the full argument.
+:func:`core.lake.commit.recover_partition`); docs/lake.md has the full argument. That is
+``lake_format=parquet``; for ``iceberg`` the handler drives the same Protocol's other implementation
+(``core.lake.ports.LakeCommitPath``, chosen in ``streams.lake_iceberg``): one snapshot per table.
 
 This module runs it on the shared consumer service (``streams.consumer``), subscribed to the single
 regex :func:`topic_regex` (new topics are seen within ``lake_topic_rescan_s``), with
