@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,8 +120,9 @@ def table_identifier(settings: Settings, lane: str, table: str) -> tuple[str, st
     return namespace(settings, lane), table
 
 
-def base_schema() -> Schema:
-    """Envelope, Kafka coordinates, ``_raw``, then the partition columns; properties come later."""
+def base_schema(columns: Mapping[str, str] | None = None) -> Schema:
+    """Envelope, Kafka coordinates, ``_raw``, the partition columns, then ``columns`` (property
+    columns with their lattice types)."""
     fields: list[tuple[str, IcebergType]] = [
         *((name, StringType()) for name in STRING_FIELDS),
         *((name, TimestamptzType()) for name in ENVELOPE_TIMES),
@@ -128,6 +130,7 @@ def base_schema() -> Schema:
         ("_kafka_offset", LongType()),
         ("_raw", StringType()),
         *((name, StringType()) for name in PARTITION_COLUMNS),
+        *((name, ICEBERG_TYPES[kind]) for name, kind in (columns or {}).items()),
     ]
     return Schema(
         *(NestedField(index, name, kind, required=False) for index, (name, kind) in enumerate(fields, 1))
@@ -190,13 +193,14 @@ class LakeTables:
             self._tables[key] = loaded
         return loaded
 
-    def ensure(self, lane: str, table: str) -> Table:
-        """The table, created on first use (a concurrent creator's table wins, and is used)."""
+    def ensure(self, lane: str, table: str, columns: Mapping[str, str] | None = None) -> Table:
+        """The table, created on first use with ``columns`` (a concurrent creator's table wins, and
+        is used: its columns may differ)."""
         found = self.load(lane, table)
         if found is not None:
             return found
         self._ensure_namespace(namespace(self.settings, lane))
-        schema = base_schema()
+        schema = base_schema(columns)
         created = self.catalog.create_table_if_not_exists(
             table_identifier(self.settings, lane, table),
             schema,

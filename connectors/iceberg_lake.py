@@ -8,11 +8,12 @@ An append, for one table:
    values of a contradicting type go to typed sibling columns (``core.lake.iceberg_columns``);
 2. **data files** — written once (Parquet, split by the ``dt``/``hour`` partitions); invisible to
    every reader until a snapshot references them;
-3. **fenced commit** — refresh the head; if its offsets (``highway.offsets``) of the partitions
-   written differ from what the writer recovered or last committed, another writer owns them:
-   return *fenced*, commit nothing. Else commit a fast append whose summary carries the head's map
-   moved to the new offsets. The catalog compare-and-swaps the metadata location, so a writer that
-   committed in between makes this attempt fail; then step 3 runs again on the new head.
+3. **fenced commit** — on the head (refreshed on every retry): if its offsets
+   (``highway.offsets``) of the partitions written differ from what the writer recovered or last
+   committed, another writer owns them: return *fenced*, commit nothing. Else commit a fast append
+   whose summary carries the head's map moved to the new offsets. The catalog compare-and-swaps the
+   metadata location, so a writer that committed in between makes this attempt fail; then step 3
+   runs again on the refreshed head.
 
 Files of an attempt that never committed stay unreferenced: ``connectors.iceberg_maintenance``
 removes them after a safety window.
@@ -101,7 +102,9 @@ class IcebergLake:
         files = list(_dataframe_to_data_files(target[0].metadata, target[1], target[0].io))
         size = sum(data_file.file_size_in_bytes for data_file in files)
         for attempt in range(MAX_ATTEMPTS):
-            head = target[0].refresh()
+            # The first attempt commits on the head the columns were planned on: if anything was
+            # committed since, the catalog's compare-and-swap refuses it and the retry refreshes.
+            head = target[0] if attempt == 0 else target[0].refresh()
             offsets = table_offsets(head)
             refused = fenced(offsets, expected)
             if refused:
@@ -123,9 +126,12 @@ class IcebergLake:
 
     def _prepared(self, lane: str, table: str, rows: Sequence[LakeRow]) -> tuple[Table, pa.Table]:
         """The table with every column the rows need, and the rows as Arrow in its schema."""
+        override = self.overrides.get(table)
         for _ in range(MAX_ATTEMPTS):
-            current = self.tables.ensure(lane, table)
-            plan = plan_columns(property_kinds(current.schema()), rows, self.overrides.get(table))
+            current = self.tables.load(lane, table)
+            if current is None:  # created with the batch's columns: one metadata commit, not two
+                current = self.tables.ensure(lane, table, plan_columns({}, rows, override).new_columns)
+            plan = plan_columns(property_kinds(current.schema()), rows, override)
             if plan.new_columns:
                 try:
                     with current.update_schema() as update:
