@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from typer.testing import CliRunner
 
 from connectors.iceberg_catalog import catalog_path
 from connectors.iceberg_lake import IcebergLake
@@ -34,6 +35,7 @@ from core.lake.pruning import partition_filter
 from core.lake.records import LakeRow, decode
 from core.lake.schema import TableSchema
 from core.settings import Settings
+from highway.cli import app as cli_app
 from highway.cli.query import run_query
 
 SETTINGS = Settings(lanes=["l"], lake_format="iceberg")
@@ -276,3 +278,22 @@ def test_orphan_removal_keeps_referenced_and_foreign_files(tmp_path: Any, pool: 
     assert sorted(lake_columns(settings, "l", ["event_id"]).column("event_id").to_pylist()) == sorted(
         f"{A0}{i}" for i in range(5)
     )
+
+
+def test_the_lake_commands_compact_and_refuse_the_parquet_format(
+    tmp_path: Any, pool: ThreadPoolExecutor
+) -> None:
+    lake = f"file://{tmp_path}/lake"
+    settings = Settings(lake_uri=lake, lanes=["l"], lake_format="iceberg")
+    committer = IcebergCommitter(settings, IcebergLake(settings, {}), pool)
+    committer.recover([A0])
+    for start in (0, 3, 6):
+        committer.flush([filled(A0, range(start, start + 3))], Offsets())  # server_ts 0: a closed hour
+    config = tmp_path / "highway.toml"
+    config.write_text(f'lanes = ["l"]\n[lake]\nuri = "{lake}"\nformat = "iceberg"\n')
+    result = CliRunner().invoke(cli_app, ["--config", str(config), "lake", "maintain"])
+    assert result.exit_code == 0, result.output
+    assert "hours_compacted=1 files_before=3 files_after=1" in result.stdout
+    config.write_text(f'lanes = ["l"]\n[lake]\nuri = "{lake}"\nformat = "parquet"\n')
+    result = CliRunner().invoke(cli_app, ["--config", str(config), "lake", "compact"])
+    assert result.exit_code == 2
