@@ -3,6 +3,7 @@ commit path (``IcebergCommitter``) over an in-memory table store that fails or m
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from core.lake.schema import TableSchema
 from core.settings import Settings
 from highway.cli import app as cli_app
 from highway.cli.query import run_query
+from streams.lake_iceberg import LakeMaintenance
 
 SETTINGS = Settings(lanes=["l"], lake_format="iceberg")
 A0, A1, B0 = ("l.event.a", 0), ("l.event.a", 1), ("l.event.b", 0)
@@ -297,3 +299,33 @@ def test_the_lake_commands_compact_and_refuse_the_parquet_format(
     config.write_text(f'lanes = ["l"]\n[lake]\nuri = "{lake}"\nformat = "parquet"\n')
     result = CliRunner().invoke(cli_app, ["--config", str(config), "lake", "compact"])
     assert result.exit_code == 2
+
+
+def test_the_worker_runs_maintenance_periodically(tmp_path: Any, pool: ThreadPoolExecutor) -> None:
+    settings = Settings(
+        lake_uri=f"file://{tmp_path}/lake",
+        lanes=["l"],
+        lake_format="iceberg",
+        lake_maintenance_interval_s=0.05,
+    )
+    committer = IcebergCommitter(settings, IcebergLake(settings, {}), pool)
+    committer.recover([A0])
+    for start in (0, 3):
+        committer.flush([filled(A0, range(start, start + 3))], Offsets())
+    service = LakeMaintenance(settings)
+
+    async def run() -> None:
+        await service.start()
+        try:
+            for _ in range(400):
+                if service.runs:
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            await service.stop()
+
+    asyncio.run(run())
+    assert service.runs >= 1
+    assert service.failures == 0
+    assert service.last is not None
+    assert (service.last.hours_compacted, service.last.files_after) == (1, 1)
