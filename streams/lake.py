@@ -57,7 +57,7 @@ from core.settings import Settings
 from schemas import EVENT_SCHEMAS_DIR, event_schemas
 from streams.consumer import BatchHandler, ConsumerOffsets, ConsumerService
 from streams.health import health_board
-from streams.lake_iceberg import LakeMaintenance, commit_path_for, resume_fenced
+from streams.lake_iceberg import commit_path_for, register_maintenance, resume_fenced
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
@@ -390,8 +390,7 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
     stage = build_stage(settings, registry, beacon=app.beacon)
     health_board(app).add(stage.service.name, stage.service.health)
     app.add_dependency(stage.service)
-    if settings.lake_format == "iceberg" and settings.lake_maintenance_interval_s > 0:
-        app.add_dependency(LakeMaintenance(settings, beacon=app.beacon))
+    register_maintenance(app, settings)
     log.info("lake: consuming %s into %s", topic_regex(settings), settings.lake_uri)
 
     @app.page("/lake")

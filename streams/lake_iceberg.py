@@ -17,6 +17,7 @@ import logging
 from collections.abc import MutableMapping
 from concurrent.futures import Executor
 
+import faust
 import mode
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
@@ -30,6 +31,7 @@ from core.lake.iceberg_commit import IcebergCommitter
 from core.lake.ports import LakeCommitPath
 from core.lake.schema import TableSchema
 from core.settings import Settings
+from streams.health import health_board
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class LakeMaintenance(mode.Service):
         self.runs = 0
         self.failures = 0
         self.last: MaintenanceReport | None = None
+        self.error: str | None = None
 
     @mode.Service.task
     async def _periodic(self) -> None:
@@ -77,8 +80,24 @@ class LakeMaintenance(mode.Service):
                     self.last = await asyncio.to_thread(maintain_lane, self.settings, lane)
                     log.info("lake maintenance of %s: %s", lane, self.last)
                 self.runs += 1
-            except Exception:
+                self.error = None
+            except Exception as exc:
                 self.failures += 1
+                self.error = repr(exc)
                 log.exception(
                     "lake maintenance failed; next attempt in %ss", self.settings.lake_maintenance_interval_s
                 )
+
+    def health(self) -> tuple[str, str | None]:
+        """``degraded`` while the last run failed (the lake itself is unaffected; upkeep waits)."""
+        if self.error is None:
+            return "ok", None
+        return "degraded", f"lake maintenance: {self.error}"
+
+
+def register_maintenance(app: faust.App, settings: Settings) -> None:
+    """Run :class:`LakeMaintenance` with the app (Iceberg lake, interval above 0) and report its health."""
+    if settings.lake_format == "iceberg" and settings.lake_maintenance_interval_s > 0:
+        maintenance = LakeMaintenance(settings, beacon=app.beacon)
+        health_board(app).add("lake-maintenance", maintenance.health)
+        app.add_dependency(maintenance)

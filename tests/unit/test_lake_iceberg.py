@@ -329,3 +329,6 @@ def test_the_worker_runs_maintenance_periodically(tmp_path: Any, pool: ThreadPoo
     assert service.failures == 0
     assert service.last is not None
     assert (service.last.hours_compacted, service.last.files_after) == (1, 1)
+    assert service.health() == ("ok", None)
+    service.error = "OSError('S3 away')"
+    assert service.health()[0] == "degraded"
