@@ -206,7 +206,7 @@ def run_lake_bench(
             "lake_flush_bytes": base.lake_flush_bytes,
             "lake_flush_age_s": base.lake_flush_age_s,
         },
-        "lake_format": getattr(base, "lake_format", "parquet"),
+        "lake_format": base.lake_format,
         "compression": base.lake_compression,
         "s3_puts_per_s": round(puts, 1),
         "types": runs,

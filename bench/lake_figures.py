@@ -10,7 +10,6 @@ lake's compaction (:func:`compaction`, when this build has one) and measuring ag
 from __future__ import annotations
 
 import gzip
-import importlib
 import re
 import time
 from collections import Counter
@@ -23,6 +22,8 @@ from typing import Any
 import duckdb
 
 from bench.stats import spread
+from connectors.iceberg_catalog import LakeTables
+from connectors.iceberg_maintenance import maintain_lane
 from connectors.lake_fs import LakeStore, filesystem_for
 from core.settings import Settings
 
@@ -44,7 +45,7 @@ class LakeFile:
 
 def lake_files(settings: Settings, lane: str) -> list[LakeFile]:
     """Every data file the lane's tables hold now."""
-    if getattr(settings, "lake_format", "parquet") == "iceberg":
+    if settings.lake_format == "iceberg":
         return _iceberg_files(settings, lane)
     store = LakeStore(settings)
     files = []
@@ -56,8 +57,7 @@ def lake_files(settings: Settings, lane: str) -> list[LakeFile]:
 
 
 def _iceberg_files(settings: Settings, lane: str) -> list[LakeFile]:
-    # Imported by name: the Iceberg implementation is optional in this build.
-    tables = importlib.import_module("connectors.iceberg_catalog").LakeTables(settings)
+    tables = LakeTables(settings)
     files = []
     for name in tables.names(lane):
         table = tables.load(lane, name)
@@ -71,14 +71,10 @@ def _iceberg_files(settings: Settings, lane: str) -> list[LakeFile]:
 
 
 def compaction(settings: Settings, lane: str) -> Callable[[], Any] | None:
-    """The lake's compaction of ``lane`` if this build and format have one (Iceberg), else None."""
-    if getattr(settings, "lake_format", "parquet") != "iceberg":
+    """The lake's compaction of ``lane`` if its format has one (Iceberg), else None."""
+    if settings.lake_format != "iceberg":
         return None
-    try:
-        maintain = importlib.import_module("connectors.iceberg_maintenance").maintain_lane
-    except (ImportError, AttributeError):
-        return None
-    return lambda: maintain(settings, lane, compact=True, clean=False, grace_s=0.0)
+    return lambda: maintain_lane(settings, lane, compact=True, clean=False, grace_s=0.0)
 
 
 def files_per_table_hour(files: list[LakeFile]) -> dict[str, Any]:

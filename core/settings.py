@@ -144,12 +144,17 @@ class Settings(BaseSettings):
     lake_max_columns_per_table: int = Field(
         1000, ge=1, le=10_000, description="property columns of one table; values needing more go to _extra"
     )
-    lake_error_retry_s: float = Field(
-        30.0, gt=0, le=3600, description="retry interval of a permanent S3/Glue error (no bucket, denied)"
+    lake_error_retry_s: float = Field(30.0, gt=0, le=3600, description="retry of a permanent S3/Glue error")
+    lake_query_timeout_s: float = Field(30.0, gt=0, description="highway query gives up after this long")
+    lake_format: Literal["iceberg", "parquet"] = Field("iceberg", description="or Hive-layout parquet")
+    lake_iceberg_catalog_path: Path | None = Field(
+        None, description="SQLite Iceberg catalog; None = <lake>/_iceberg_catalog.db or <state_dir>/…"
     )
-    lake_query_timeout_s: float = Field(
-        30.0, gt=0, description="highway query gives up after this long (S3 unreachable, slow scan)"
-    )
+    lake_compact_target_bytes: int = Field(128 * 1024 * 1024, ge=1024, description="Iceberg file size goal")
+    lake_compact_min_files: int = Field(2, ge=2, description="files that make a closed hour worth compacting")
+    lake_maintenance_interval_s: float = Field(900.0, ge=0, description="Iceberg upkeep in the worker; 0 off")
+    lake_snapshot_max_age_s: float = Field(3600.0, gt=0, description="older snapshots are expired")
+    lake_orphan_min_age_s: float = Field(24 * 3600.0, gt=0, description="safety window of orphan removal")
 
     # --- AWS (aws_*): S3 and Glue clients ---
     aws_region: str = "us-east-1"
@@ -266,6 +271,8 @@ class Settings(BaseSettings):
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):
             raise ValueError("SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
+        if self.lake_format == "iceberg" and self.lake_catalog == "projection":
+            raise ValueError("lake_catalog 'projection' needs lake_format 'parquet'")
         if self.kafka_wire_format == "avro" and not self.kafka_schema_registry_url:
             raise ValueError("kafka_wire_format 'avro' needs kafka_schema_registry_url")
         return self

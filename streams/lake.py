@@ -2,8 +2,10 @@
 
 Delivery guarantee: **exactly once in the lake** (every record of a per-event topic is in exactly one
 lake row once its flush completes). The protocol and recovery live in ONE place,
-:class:`core.lake.commit.LakeCommitter`; docs/lake.md has the full argument. This module runs it on
-the shared consumer service (``streams.consumer``), subscribed to the single regex
+:class:`core.lake.commit.LakeCommitter` (``lake_format=parquet``) or
+:class:`core.lake.iceberg_commit.IcebergCommitter` (``iceberg``, one fenced snapshot per table), the
+two implementations of ``core.lake.ports.LakeCommitPath``; docs/lake.md has the full argument. This
+module runs it on the shared consumer service (``streams.consumer``), subscribed to the single regex
 :func:`topic_regex` (new topics seen within ``lake_topic_rescan_s``), with :class:`LakeHandler`:
 
 * partitions come and go incrementally (``cooperative-sticky``). ``assigned``: claimed and recovered,
@@ -25,8 +27,6 @@ errors are logged, counted and retried with the buffers intact.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,17 +34,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Message, TopicPartition
 from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
 
-from connectors.glue import catalog_for
 from connectors.lake_fs import LakeStore
-from connectors.storage_errors import GuardedCatalog
-from connectors.wire import codec_for
-from core.lake.commit import FlushResult, LakeCommitter
+from core.lake.commit import FlushResult
 from core.lake.faults import FaultTracker
 from core.lake.flush import FlushPolicy, PartitionBuffer
+from core.lake.ports import LakeCommitPath
 from core.lake.records import RawRecord
 from core.lake.schema import TableSchema
 from core.ports import OffsetStore
@@ -52,6 +50,7 @@ from core.settings import Settings
 from streams.consumer import BatchHandler, ConsumerOffsets, ConsumerService
 from streams.health import health_board
 from streams.lake_config import SESSION_TIMEOUT_MS, consumer_config, load_overrides, topic_regex
+from streams.lake_iceberg import commit_path_for, register_maintenance
 from streams.lake_metrics import FaultCounts, LakeMetrics, LakeStats, StoreRetries
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ class LakeHandler(BatchHandler):
 
     def __init__(
         self,
-        committer: LakeCommitter,
+        committer: LakeCommitPath,
         policy: FlushPolicy,
         metrics: LakeMetrics,
         offsets_for: Callable[[Consumer], OffsetStore],
@@ -134,13 +133,22 @@ class LakeHandler(BatchHandler):
         self.metrics.assigned.set(len(self.committer.manifests))
         self._update_gauges()
 
-    def _note_fenced(self) -> None:
+    def _note_fenced(self, consumer: Consumer) -> None:
+        """Partitions another writer took in the last flush: their rows are dropped. One the commit
+        path still holds (Iceberg: repositioned on the owner's offsets) is read again from there;
+        one it released (parquet: a new claim is needed) waits for ``_reclaim``."""
         now = time.monotonic()
-        for tp in self.committer.take_fenced():
+        for tp, start in self.committer.take_fenced().items():
             self.buffers.pop(tp, None)
-            self.fenced_at[tp] = now
             self.stats.fenced += 1
             self.metrics.fenced.inc()
+            if tp not in self.committer.manifests:
+                self.fenced_at[tp] = now
+                continue
+            try:
+                consumer.seek(TopicPartition(*tp, OFFSET_BEGINNING if start is None else start))
+            except KafkaException as exc:  # not ours any more: the revocation comes with the next poll
+                log.info("lake: no seek for fenced %s[%s]: %s", *tp, exc)
         self.metrics.assigned.set(len(self.committer.manifests))
 
     def _reclaim(self, consumer: Consumer, now: float) -> None:
@@ -234,7 +242,7 @@ class LakeHandler(BatchHandler):
         try:
             result = self.committer.flush([self.buffers[tp] for tp in due], self.offsets_for(consumer))
         finally:
-            self._note_fenced()  # also when the flush failed after fencing some partitions
+            self._note_fenced(consumer)  # also when the flush failed after fencing some partitions
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self._record(result, due)
         log.debug("lake flush %s: %s", sorted(set(due.values())), result)
@@ -263,11 +271,6 @@ class LakeHandler(BatchHandler):
     def _update_gauges(self) -> None:
         self.metrics.buffered_rows.set(sum(len(buffer.rows) for buffer in self.buffers.values()))
         self.metrics.buffered_bytes.set(sum(buffer.size_bytes for buffer in self.buffers.values()))
-
-
-def writer_id() -> str:
-    """This process as a lake writer, as manifests and fencing logs name it."""
-    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 class _StopSignal:
@@ -323,15 +326,9 @@ def build_stage(
     stop = _StopSignal()
     faults = FaultTracker(retry_s=settings.lake_error_retry_s)
     store = LakeStore(settings, should_stop=stop, faults=faults)
-    committer = LakeCommitter(
-        settings,
-        store,
-        (catalog := catalog_for(settings)) and GuardedCatalog(catalog, faults, settings.lake_glue_database),
-        ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io"),
-        load_overrides() if overrides is None else overrides,
-        decode_event=codec_for(settings).decode,  # JSON, or Avro through the schema registry
-        owner=writer_id(),
-    )
+    pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io")
+    overrides = load_overrides() if overrides is None else overrides
+    committer = commit_path_for(settings, store, pool, overrides, faults)
     policy = FlushPolicy(
         settings.lake_flush_rows,
         settings.lake_flush_bytes,
@@ -364,6 +361,7 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
     stage = build_stage(settings, registry, beacon=app.beacon)
     health_board(app).add(stage.service.name, stage.service.health)
     app.add_dependency(stage.service)
+    register_maintenance(app, settings)
     log.info("lake: consuming %s into %s", topic_regex(settings), settings.lake_uri)
 
     @app.page("/lake")

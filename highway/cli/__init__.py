@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from highway.cli import bench, demo, dev, produce, query, topics, verify, worker
+from highway.cli import bench, demo, dev, lake, produce, query, topics, verify, worker
 from highway.cli.common import root_callback
 
 app = typer.Typer(
@@ -16,7 +16,7 @@ app = typer.Typer(
 )
 app.callback()(root_callback)
 
-for _area in (dev, produce, verify, worker, demo, query, topics, bench):
+for _area in (dev, produce, verify, worker, demo, query, topics, bench, lake):
     _area.register(app)
 
 

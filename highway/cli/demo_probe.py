@@ -18,8 +18,10 @@ from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from pyarrow import fs
 
+from connectors.iceberg_lake import IcebergLake
 from connectors.kafka_config import confluent_config, subscription_regex
 from connectors.lake_fs import filesystem_for
+from connectors.lake_reader import iceberg_totals
 from core.lake.layout import parse_data_file
 from core.settings import Settings
 from highway.demo.view import ConcurrencyReading, Snapshot, latest_concurrency
@@ -37,6 +39,7 @@ class PipelineProbe:
         self._filesystem, root = filesystem_for(settings)
         self._lane_dir = f"{root}/{lane}"
         self._rows_by_file: dict[str, int] = {}
+        self._iceberg: IcebergLake | None = None
         self._http = httpx.Client(timeout=2.0)
         self._event_counts: dict[str, int] = {}
         outputs = [
@@ -93,6 +96,12 @@ class PipelineProbe:
         At most ``max_footers`` new footers are read per call, so that a burst of files (hundreds in
         one flush) does not freeze the view; rows catch up on the following calls.
         """
+        if self.settings.lake_format == "iceberg":
+            try:  # what the tables' current snapshots hold: files of an unfinished commit do not count
+                self._iceberg = self._iceberg or IcebergLake(self.settings, {})
+                return iceberg_totals(self._iceberg, self.lane)
+            except Exception as exc:  # the catalog or S3 not answering yet: "not yet available"
+                raise OSError(f"iceberg lake: {exc}") from exc
         selector = fs.FileSelector(self._lane_dir, allow_not_found=True, recursive=True)
         paths = [
             info.path

@@ -29,8 +29,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from connectors.iceberg_lake import IcebergLake
 from connectors.lake_fs import LakeStore
 from core.errors import HighwayError
+from core.lake.pruning import partition_filter
 from core.settings import Settings
 from highway.cli.common import console, print_error, state
 
@@ -94,11 +96,10 @@ def lake_connection(
     hold hundreds of tables and each costs a listing.
     """
     lane = lane or settings.lanes[0]
+    if settings.lake_format == "iceberg":
+        return iceberg_connection(settings, lane, mentioned_in)
     store = store or LakeStore(settings)
-    tables = lake_tables(store, lane)
-    if mentioned_in is not None:
-        text = mentioned_in.lower()
-        tables = [table for table in tables if table.lower() in text]
+    tables = _mentioned(lake_tables(store, lane), mentioned_in)
     connection = duckdb.connect()
     local = settings.lake_uri.startswith("file://")
     native = local or (prefer_httpfs and _try_httpfs(connection, settings))
@@ -160,6 +161,28 @@ def _timeout_message(settings: Settings, timeout: float, store: LakeStore) -> st
         f"Check that the S3 endpoint ({endpoint}) is reachable, or allow longer with --timeout "
         "(HIGHWAY_LAKE_QUERY_TIMEOUT_S)."
     )
+
+
+def _mentioned(tables: list[str], sql: str | None) -> list[str]:
+    if sql is None:
+        return tables
+    text = sql.lower()
+    return [table for table in tables if table.lower() in text]
+
+
+def iceberg_connection(
+    settings: Settings, lane: str, mentioned_in: str | None
+) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
+    """Each Iceberg table of the lane scanned (its current snapshot) into Arrow, registered in
+    DuckDB; ``dt``/``hour`` equalities of the SQL prune the scan (``core.lake.pruning``)."""
+    lake = IcebergLake(settings, {})
+    tables = _mentioned(lake.tables.names(lane), mentioned_in)
+    row_filter = partition_filter(mentioned_in, len(tables)) if mentioned_in else None
+    connection = duckdb.connect()
+    for table in tables:
+        data = lake.read(lane, table, row_filter=row_filter) if row_filter else lake.read(lane, table)
+        connection.register(table, data)
+    return connection, tables
 
 
 def run_query(

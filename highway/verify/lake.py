@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from connectors.lake_fs import LakeStore
+from connectors.lake_reader import lake_columns, lake_location
 from highway.verify.framework import CheckResult, VerifyContext, reconcile, register_check
 
 
@@ -17,10 +17,13 @@ class LakeCheck:
     name = "lake"
 
     def run(self, context: VerifyContext) -> list[CheckResult]:
-        store = LakeStore(context.settings)
-        table = store.read_columns(f"{context.lane}/", ["event_name", "event_id"])
+        table = lake_columns(context.settings, context.lane, ["event_name", "event_id"])
         if table.num_rows == 0:
-            return [CheckResult.not_present("lake", f"no Parquet files under {store.url(context.lane)}/")]
+            return [
+                CheckResult.not_present(
+                    "lake", f"no lake rows in {lake_location(context.settings, context.lane)}"
+                )
+            ]
         names = table.column("event_name").to_pylist()
         ids = table.column("event_id").to_pylist()
         by_type: dict[str, Counter[str]] = {}

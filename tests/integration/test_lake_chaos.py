@@ -38,12 +38,17 @@ pytestmark = pytest.mark.integration
 LONG = os.environ.get("HIGHWAY_LONG_TESTS") == "1"  # test-mode switch, not product configuration
 
 
-def test_kill_9_at_random_moments_loses_and_duplicates_nothing(make_settings: MakeSettings) -> None:
+@pytest.mark.parametrize("lake_format", ["parquet", "iceberg"])
+def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
+    make_settings: MakeSettings, lake_format: str
+) -> None:
     kills = 20 if LONG else 3
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
-    print(f"chaos seed {seed}, {kills} kills")
-    settings = make_settings(**{**LAKE_SETTINGS, "lake_flush_rows": 250, "lake_flush_age_s": 0.5})
+    print(f"chaos seed {seed}, {kills} kills, {lake_format}")
+    settings = make_settings(
+        **{**LAKE_SETTINGS, "lake_flush_rows": 250, "lake_flush_age_s": 0.5, "lake_format": lake_format}
+    )
     worker = WorkerProcess(settings, roles="lake")
     orphans_deleted = 0
     try:
@@ -125,7 +130,9 @@ def run_until_crash_before_manifest(
 def test_crash_between_files_and_manifest_leaves_orphans_that_recovery_removes(
     make_settings: MakeSettings,
 ) -> None:
-    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_flush_rows": 40})
+    settings = make_settings(
+        **{**LAKE_SETTINGS, "topic_partitions": 1, "lake_flush_rows": 40, "lake_format": "parquet"}
+    )
     produced = Produced()
     name = "team_create"
     events = team_events(name, 200)

@@ -60,7 +60,7 @@ def write_lake(settings: Settings, batches: list[list[dict[str, Any]]]) -> dict[
 
 
 def test_files_per_table_hour_and_the_same_answer_over_parquet_and_json(tmp_path: Path) -> None:
-    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["lane1"])
+    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["lane1"], lake_format="parquet")
     by_table = write_lake(
         settings,
         [events("join", 90, TS), events("join", 30, TS + 10), events("pay", 10, TS + HOUR_MS)],

@@ -237,6 +237,7 @@ def test_a_fenced_partition_is_dropped_counted_and_reclaimed_only_if_the_group_s
     assert list(handler.committer.manifests) == [A0]
     assert not handler.fenced_at
     stored = Manifest.from_bytes(world.objects[manifest_key("l", *A0)])
+    assert isinstance(handler.committer, LakeCommitter)
     assert (stored.epoch, stored.owner) == (3, handler.committer.owner)
 
 

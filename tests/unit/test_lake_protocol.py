@@ -35,7 +35,7 @@ from core.settings import Settings
 
 HOUR_MS = 3_600_000
 BASE_MS = 1_800_000_000_000
-SETTINGS = Settings(lake_uri="file:///nonexistent/lake", lanes=["l"])
+SETTINGS = Settings(lake_uri="file:///nonexistent/lake", lanes=["l"], lake_format="parquet")
 HOURS = {partition_for_ms(BASE_MS + hour * HOUR_MS) for hour in range(4)}
 TPS = [("l.event.a", 0), ("l.event.a", 1), ("l.event.b", 0)]
 STEPS = {"claim": 0, "intent": 1, "data": 2, "schema": 3, "manifest": 4, "catalog": 5, "offsets": 6}

@@ -44,7 +44,7 @@ def write_flush(store: LakeStore, schema: TableSchema, first: int, props: list[d
 
 @pytest.fixture
 def lake(tmp_path: Path) -> Settings:
-    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["lane1"])
+    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["lane1"], lake_format="parquet")
     store = LakeStore(settings)
     schema = TableSchema()
     write_flush(store, schema, 0, [{"amount": 1}, {"amount": 2}])
@@ -87,7 +87,11 @@ def cli(settings: Settings, *args: str) -> Any:
 
     from highway.cli import app
 
-    env = {"HIGHWAY_LAKE_URI": settings.lake_uri, "HIGHWAY_LANES": ",".join(settings.lanes)}
+    env = {
+        "HIGHWAY_LAKE_URI": settings.lake_uri,
+        "HIGHWAY_LANES": ",".join(settings.lanes),
+        "HIGHWAY_LAKE_FORMAT": settings.lake_format,
+    }
     return CliRunner().invoke(app, ["query", *args], env=env)
 
 
@@ -151,6 +155,7 @@ def test_an_unreachable_lake_gives_up_at_the_deadline_with_a_message(unreachable
     env = {key: value for key, value in os.environ.items() if not key.startswith("HIGHWAY_")}
     env.update(
         HIGHWAY_LAKE_URI="s3://bucket/lake",
+        HIGHWAY_LAKE_FORMAT="parquet",  # its tables are listed from S3 (Iceberg's from the catalog)
         HIGHWAY_AWS_S3_ENDPOINT_URL=unreachable,
         HIGHWAY_AWS_ACCESS_KEY_ID="key",
         HIGHWAY_AWS_SECRET_ACCESS_KEY="secret",
