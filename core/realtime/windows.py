@@ -277,7 +277,8 @@ class PartitionWindows:
         if closed or self.closed_until <= max(before, self.emit_after):
             return closed
         keep_from = self.closed_until - (self.spec.slide_windows - 1) * self.spec.window_ms
-        return [self._closed_window(self.closed_until - self.spec.window_ms, self._checkpoint(keep_from))]
+        newest = self.closed_until - self.spec.window_ms
+        return [self._closed_window(newest, self._checkpoint(keep_from, self.closed_until))]
 
     def _platform_code(self, platform: str) -> int:
         index = self._platform_index.get(platform)
@@ -308,25 +309,27 @@ class PartitionWindows:
         self.closed_until = new_until
         # Keep what the sliding view of any still-open window may need; the rest is final.
         keep_from = new_until - (span - 1) * window_ms
+        emitted = [start for start in sorted(candidates) if start + window_ms > self.emit_after]
         closed: list[ClosedWindow] = []
-        checkpoint: Checkpoint | None = None
-        for start in sorted(candidates):
-            if start + window_ms <= self.emit_after:
-                continue
-            if checkpoint is None:
-                checkpoint = self._checkpoint(keep_from)
+        for number, start in enumerate(emitted, 1):
+            # Each partial's checkpoint claims no more than is published with it: the partials go
+            # out one after the other, and a crash between two must not leave a checkpoint whose
+            # closed_until covers a window that never reached the topic (it would read complete).
+            until = new_until if number == len(emitted) else start + window_ms
+            checkpoint = self._checkpoint(until - (span - 1) * window_ms, until)
             closed.append(self._closed_window(start, checkpoint))
         for start in [s for s in self.windows if s < keep_from]:
             del self.windows[start]
         self.users.evict_before(new_until - span * window_ms)
         return closed
 
-    def _checkpoint(self, keep_from: int) -> Checkpoint:
+    def _checkpoint(self, keep_from: int, closed_until: int) -> Checkpoint:
+        """Where a replay starts so that every window from ``keep_from`` on is rebuilt whole."""
         held = [w for s, w in self.windows.items() if s >= keep_from]
         if held:
             oldest = min(held, key=lambda w: w.first_offset)
-            return Checkpoint(oldest.first_offset, oldest.max_ts_before, self.closed_until, self.next_offset)
-        return Checkpoint(self.next_offset, self.max_ts, self.closed_until, self.next_offset)
+            return Checkpoint(oldest.first_offset, oldest.max_ts_before, closed_until, self.next_offset)
+        return Checkpoint(self.next_offset, self.max_ts, closed_until, self.next_offset)
 
     def _closed_window(self, start: int, checkpoint: Checkpoint) -> ClosedWindow:
         users, sliding, events = self.window_counts(start)
