@@ -57,21 +57,32 @@ def parse(
     """
     dims = tuple(dimensions)
     decode = _decoder(dims).decode
+    as_tuple = msgspec.structs.astuple
     others = [d for d in dims if d != "platform"]
     slot = {"platform": 2, **{d: 3 + i for i, d in enumerate(others)}}
-    columns = [slot[d] for d in dims]
+    pick = [(slot[d], d) for d in dims]
+    limit = max_chars if max_chars is not None else 1 << 62
     parsed: list[ParsedEvent] = []
     bad = 0
     for offset, value in messages:
         try:
-            doc = msgspec.structs.astuple(decode(value or b""))
-            if doc[0] is None or doc[1] is None:
+            doc = as_tuple(decode(value or b""))
+            user, ts = doc[0], doc[1]
+            if user is None or ts is None:
                 raise KeyError("user_id or server_ts")
             platform = _value(doc[2], "platform", max_chars, None)
+            # The common case (a short string) without a call per value.
             values = tuple(
-                _value(doc[c], d, max_chars, truncated) for c, d in zip(columns, dims, strict=True)
+                [
+                    v if type(v) is str and 0 < len(v) <= limit else _value(v, d, max_chars, truncated)
+                    for v, d in [(doc[c], d) for c, d in pick]
+                ]
             )
-            parsed.append(ParsedEvent(offset, int(doc[1]), user_key(str(doc[0])), platform, values))
+            parsed.append(
+                ParsedEvent(
+                    offset, int(ts), user_key(user if type(user) is str else str(user)), platform, values
+                )
+            )
         except _BAD:
             bad += 1
     return parsed, bad
