@@ -101,15 +101,18 @@ class UserTable:
         if (self._used + len(keys)) * 10 > len(self._table[0]) * _MAX_LOAD_TENTHS:
             self._rebuild(self.live + len(keys))
         indices = self._take_indices(len(keys))
-        self._place(keys, indices.astype(np.int32))
+        self._place(self._table, self._bits, keys, indices.astype(np.int32))
         self._used += len(keys)
         self.live += len(keys)
         return indices
 
-    def _place(self, keys: Keys, indices: npt.NDArray[np.int32]) -> None:
-        table_keys, table_values = self._table
+    @staticmethod
+    def _place(
+        table: tuple[Keys, npt.NDArray[np.int32]], bits: int, keys: Keys, indices: npt.NDArray[np.int32]
+    ) -> None:
+        table_keys, table_values = table
         mask = len(table_keys) - 1
-        slots = _slots(keys, self._bits)
+        slots = _slots(keys, bits)
         pending = np.arange(len(keys))
         while len(pending):
             open_ = table_values[slots] == _EMPTY
@@ -148,11 +151,12 @@ class UserTable:
         bits = _MIN_BITS
         while (1 << bits) < 2 * users:  # half full at most after a rebuild
             bits += 1
-        self._bits = bits
-        self._table = self._empty_table(bits)
+        table = self._empty_table(bits)
         self._used = int(live.sum())
         if self._used:
-            self._place(table_keys[live], table_values[live])
+            self._place(table, bits, table_keys[live], table_values[live])
+        # Filled before it is published: a reader on another thread sees the old table or this one.
+        self._table, self._bits = table, bits
 
     # --- last seen ------------------------------------------------------------------------------------
     def touch(self, indices: Indices, packed: npt.NDArray[np.int64]) -> None:
