@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from confluent_kafka import Producer
@@ -132,3 +133,28 @@ class Worker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+
+
+def paced_load(settings: Settings, topic: str, rate: float, stop: Any) -> None:
+    """Events with ``server_ts = now`` at ``rate`` per second until ``stop`` (an Event) is set.
+
+    Run in a process of its own: in the bench's process it would hold the GIL the latency probes
+    need, and the probes would measure the load generator rather than the worker.
+    """
+    producer = Producer(producer_config(settings, **{"linger.ms": 1, "delivery.report.only.error": True}))
+    i = 0
+    started = time.monotonic()
+    while not stop.is_set():
+        due = int((time.monotonic() - started) * rate)
+        now = int(time.time() * 1000)
+        for j in range(i, due):
+            user = b"bg-%d" % (j % 50_000)
+            while True:
+                try:
+                    producer.produce(topic, record(user, now, j), user)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        i = max(i, due)
+        producer.poll(0.005)
+    producer.flush(10)
