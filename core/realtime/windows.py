@@ -21,6 +21,11 @@ how events were batched, so replaying the same offsets from a checkpoint rebuild
 * :meth:`PartitionWindows.advance` moves the event clock of an idle partition (the caller decides
   from the wall clock when; see ``streams.realtime_state``) so that its windows close.
 
+State is compact: users are interned per partition into dense 32-bit indices
+(:class:`~core.realtime.users.UserTable`, which also holds last-seen times), and the window bitmaps
+are 32-bit roaring bitmaps of those indices; a batch is applied vectorized (numpy), with the
+per-event semantics above.
+
 A :class:`Checkpoint` (published with every closed window) says where a replay must start
 (``resume_offset``: the first event of the oldest window still held) and the watermark state
 there, plus ``closed_until`` so that a replay never re-emits windows it may rebuild incompletely.
