@@ -38,6 +38,7 @@ import mode
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from connectors.heap import release_free_heap
 from connectors.kafka_config import confluent_config
 from connectors.metrics_topic import ConcurrencyPublisher, ConcurrencyView, ensure_concurrency_topics
 from core.realtime.ports import PartialPublisher
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 BATCH_MAX = 5000
 BATCH_WITHIN_S = 0.05
 IDLE_CHECK_S = 1.0  # how often idle partitions and parked state are looked at
+TRIM_EVERY_S = 10.0  # how often freed heap goes back to the OS after batches were applied
 
 
 def _key(tp: TopicPartition) -> TP:
@@ -71,6 +73,8 @@ class RealtimeHandler(BatchHandler):
         self.publisher = publisher
         self.failed = False  # once a partial failed, nothing else may be published or awaited
         self._last_idle_check = 0.0
+        self._last_trim = 0.0
+        self._applied_since_trim = False
 
     def assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [_key(tp) for tp in partitions]
@@ -106,6 +110,7 @@ class RealtimeHandler(BatchHandler):
             partials += self.state.apply(key, batch, now_ms)
         self._measure_lag(consumer, list(by_tp))
         self._publish(partials)
+        self._applied_since_trim = True
 
     def _measure_lag(self, consumer: Consumer, tps: list[TP]) -> None:
         # Lag from the consumer's position, not the last offset read: the router writes in
@@ -137,6 +142,10 @@ class RealtimeHandler(BatchHandler):
                 consumer, [tp for tp, n in self.state.behind.items() if n and tp in self.state.states]
             )
             self._publish(self.state.idle(now))
+            if self._applied_since_trim and now - self._last_trim >= TRIM_EVERY_S:
+                # Resident memory follows the live state, not the peak of a backlog.
+                release_free_heap()
+                self._last_trim, self._applied_since_trim = now, False
         self.state.board.publish_if_wanted(self.state.build_snapshots)
 
     def stopping(self, consumer: Consumer) -> None:
@@ -155,6 +164,8 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
             "fetch.wait.max.ms": 20,
+            "queued.max.messages.kbytes": 16_384,
+            "queued.min.messages": 20_000,
         },
     )
 

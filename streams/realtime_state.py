@@ -4,7 +4,8 @@ Written only by the realtime consumer thread (:mod:`streams.realtime`), which ne
 with readers: ``/metrics`` renders immutable snapshots the thread builds between batches
 (:mod:`streams.realtime_reads`), so a scrape never sees a half-applied batch and never waits for one;
 a user lookup reads the owned partitions through a tuple replaced on every assignment change, and
-one user's entry in a partition's active-user map (a single dict lookup, atomic under the GIL).
+one user's entry in a partition's user table (arrays a rebuild replaces with one assignment:
+:mod:`core.realtime.users`).
 
 Bounds (docs/realtime.md): dimension values are cut to ``realtime_max_dimension_chars`` and capped
 per window (:mod:`core.realtime.windows`), both counted in ``highway_realtime_folded_total``; events

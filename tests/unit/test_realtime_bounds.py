@@ -129,3 +129,16 @@ def test_settings_reject_a_partial_bound_above_the_message_size_and_keep_the_old
         isolated_settings(realtime_event_name_top_n=7, realtime_dimension_top_n=9).realtime_dimension_top_n
         == 9
     )
+
+
+def test_a_server_ts_beyond_int64_arithmetic_is_a_bad_record_not_a_crash() -> None:
+    good = b'{"user_id":"u1","server_ts":1700000000000,"platform":"ios"}'
+    messages = [
+        (0, good),
+        (1, b'{"user_id":"u2","server_ts":1e30,"platform":"ios"}'),
+        (2, b'{"user_id":"u3","server_ts":-99999999999999999999,"platform":"ios"}'),
+        (3, b'{"user_id":"u4","server_ts":null,"platform":"ios"}'),
+    ]
+    events, bad = parse(messages, DIMS)
+    assert bad == 3
+    assert [e.offset for e in events] == [0]
