@@ -56,7 +56,7 @@ from core.lake.manifest import Manifest, orphan_files
 from core.lake.ports import Catalog, ObjectStore
 from core.lake.records import EventDecoder, LakeRow, decode_records
 from core.lake.schema import ShapeLimits, TableSchema
-from core.lake.steps import FlushResult, FlushWork, TableKey, raise_first, run_step
+from core.lake.steps import FlushResult, FlushWork, TableKey, commit_offsets, raise_first, run_step
 from core.ports import OffsetStore
 from core.settings import Settings
 
@@ -350,18 +350,7 @@ class LakeCommitter:
         failed (``catalog``/``offsets``, kept pending for the next call) or None."""
         if self.catalog is not None and self.unregistered and not self._register(self.catalog):
             return "catalog"
-        if not self.pending_offsets:
-            return None
-        committing = dict(self.pending_offsets)
-        try:
-            offsets.commit(committing)
-        except Exception as exc:  # the manifests hold these offsets; the next settle catches up
-            log.info("lake: offset commit deferred: %s", exc)
-            return "offsets"
-        for tp, offset in committing.items():
-            if self.pending_offsets.get(tp) == offset:
-                del self.pending_offsets[tp]
-        return None
+        return commit_offsets(self.pending_offsets, offsets)
 
     def _register(self, catalog: Catalog) -> bool:
         """Step 4, one task per table so the catalog round trips overlap; True when all succeeded."""

@@ -33,7 +33,7 @@ from core.lake.manifest import NO_OFFSET, Manifest
 from core.lake.offsets import tp_key
 from core.lake.ports import SnapshotTables, TableAppend
 from core.lake.records import EventDecoder, decode_records
-from core.lake.steps import FlushResult, raise_first
+from core.lake.steps import FlushResult, commit_offsets, raise_first
 from core.ports import OffsetStore
 from core.settings import Settings
 
@@ -190,18 +190,7 @@ class IcebergCommitter:
         return bool(self.pending_offsets)
 
     def settle(self, offsets: OffsetStore) -> str | None:
-        if not self.pending_offsets:
-            return None
-        committing = dict(self.pending_offsets)
-        try:
-            offsets.commit(committing)
-        except Exception as exc:  # the snapshots hold these offsets; the next settle catches up
-            log.info("lake: offset commit deferred: %s", exc)
-            return "offsets"
-        for tp, offset in committing.items():
-            if self.pending_offsets.get(tp) == offset:
-                del self.pending_offsets[tp]
-        return None
+        return commit_offsets(self.pending_offsets, offsets)
 
 
 def _outcome(future: Future[TableAppend]) -> TableAppend | BaseException:

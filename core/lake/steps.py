@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass
@@ -9,7 +10,9 @@ from typing import TypeVar
 
 from core.lake.flush import FilePlan, PartitionBuffer
 from core.lake.manifest import Manifest
+from core.ports import OffsetStore
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 TP = tuple[str, int]
 TableKey = tuple[str, str]
@@ -55,3 +58,20 @@ class FlushWork:
     @property
     def tp(self) -> TP:
         return (self.buffer.topic, self.buffer.partition)
+
+
+def commit_offsets(pending: dict[TP, int], offsets: OffsetStore) -> str | None:
+    """Commit the ``pending`` Kafka offsets (removing those committed); ``"offsets"`` when it failed.
+    The lake (manifests or snapshots) holds them already: a failure only delays lag monitoring."""
+    if not pending:
+        return None
+    committing = dict(pending)
+    try:
+        offsets.commit(committing)
+    except Exception as exc:
+        log.info("lake: offset commit deferred: %s", exc)
+        return "offsets"
+    for tp, offset in committing.items():
+        if pending.get(tp) == offset:
+            del pending[tp]
+    return None
