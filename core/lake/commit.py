@@ -51,7 +51,7 @@ from core.lake.encode import build_table, parquet_bytes
 from core.lake.fence import Claim, Fenced, Recovery, claim_partition, put_manifest, sweep_prefixes
 from core.lake.fence import recover_partition as recover_partition  # where callers found it before
 from core.lake.flush import PartitionBuffer, plan_files
-from core.lake.layout import PartitionValue, epoch_key, manifest_key, schema_key, table_name
+from core.lake.layout import PartitionValue, epoch_key, lane_table, manifest_key, schema_key
 from core.lake.manifest import Manifest, orphan_files
 from core.lake.ports import Catalog, ObjectStore
 from core.lake.records import EventDecoder, LakeRow, decode_records
@@ -91,11 +91,7 @@ class LakeCommitter:
 
     def table_of(self, topic: str) -> TableKey | None:
         """(lane, table) of a per-event topic; None for any other topic."""
-        for lane in self.settings.lanes:
-            name = table_name(topic, self.settings.topic_per_event, lane)
-            if name is not None:
-                return lane, name
-        return None
+        return lane_table(topic, self.settings.topic_per_event, self.settings.lanes)
 
     def resolve(self, topic: str) -> TableKey:
         """(lane, table) of a per-event topic."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from core.envelope import parse_json_event
 from core.lake.fence import Recovery
 from core.lake.flush import PartitionBuffer
-from core.lake.layout import table_name
+from core.lake.layout import lane_table
 from core.lake.manifest import NO_OFFSET, Manifest
 from core.lake.offsets import tp_key
 from core.lake.ports import SnapshotTables, TableAppend
@@ -61,17 +61,12 @@ class IcebergCommitter:
 
     def table_of(self, topic: str) -> TableKey | None:
         """(lane, table) of a per-event topic; None for any other topic."""
-        for lane in self.settings.lanes:
-            name = table_name(topic, self.settings.topic_per_event, lane)
-            if name is not None:
-                return lane, name
-        return None
+        return lane_table(topic, self.settings.topic_per_event, self.settings.lanes)
 
     def resolve(self, topic: str) -> TableKey:
-        for lane in self.settings.lanes:
-            name = table_name(topic, self.settings.topic_per_event, lane)
-            if name is not None:
-                return lane, name
+        key = self.table_of(topic)
+        if key is not None:
+            return key
         raise ValueError(f"topic {topic!r} is not a per-event topic of lanes {self.settings.lanes}")
 
     # --- ownership -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ are from before fencing and count as epoch 0.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -64,6 +65,15 @@ def table_name(topic: str, topic_template: str, lane: str) -> str | None:
         return None
     name = topic[len(prefix) : len(topic) - len(suffix)] if suffix else topic[len(prefix) :]
     return name if is_topic_safe_name(name) else None
+
+
+def lane_table(topic: str, topic_template: str, lanes: Iterable[str]) -> tuple[str, str] | None:
+    """(lane, table) of a per-event topic of one of ``lanes``; None for any other topic."""
+    for lane in lanes:
+        name = table_name(topic, topic_template, lane)
+        if name is not None:
+            return lane, name
+    return None
 
 
 def table_prefix(lane: str, table: str) -> str:
