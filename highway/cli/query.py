@@ -283,7 +283,7 @@ def _answer(
         return
     if tables:
         listing = within_deadline(
-            settings, lambda store, _: list_tables(store, lane or settings.lanes[0]), timeout
+            settings, lambda store, _: list_tables(settings, store, lane or settings.lanes[0]), timeout
         )
         print_rows(*listing, output, limit)
         return
