@@ -110,6 +110,12 @@ class LakeStore:
     def url(self, key: str) -> str:
         return f"{self.uri}/{key}"
 
+    def retrying(self, what: str, call: Callable[[], T]) -> T:
+        """``call()`` with the store's retries and fault records, for a read the store does not make
+        itself (an Iceberg table's metadata, manifests and data files through pyiceberg); ``what`` is
+        ``"<operation> <key>"``."""
+        return self._retry(what, call)
+
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         delay = 0.2
         operation, _, key = what.rpartition(" ")  # "conditional put <key>" too

@@ -38,6 +38,7 @@ from highway.cli.common import console, print_error, state
 
 T = TypeVar("T")
 TIMEOUT_EXIT_CODE = 124  # as timeout(1)
+_left_running: list[threading.Thread] = []
 
 
 class QueryTimeout(HighwayError):
@@ -96,9 +97,9 @@ def lake_connection(
     hold hundreds of tables and each costs a listing.
     """
     lane = lane or settings.lanes[0]
-    if settings.lake_format == "iceberg":
-        return iceberg_connection(settings, lane, mentioned_in)
     store = store or LakeStore(settings)
+    if settings.lake_format == "iceberg":
+        return iceberg_connection(settings, lane, mentioned_in, store)
     tables = _mentioned(lake_tables(store, lane), mentioned_in)
     connection = duckdb.connect()
     local = settings.lake_uri.startswith("file://")
@@ -145,11 +146,18 @@ def within_deadline(settings: Settings, work: Work[T], timeout_s: float | None =
     if thread.is_alive() or (error is not None and time.monotonic() >= deadline):
         for connection in connections:
             connection.interrupt()
+        if thread.is_alive():
+            _left_running.append(thread)
         raise QueryTimeout(_timeout_message(settings, timeout, store))
     if error is not None:
         raise error
     result: T = outcome["result"]
     return result
+
+
+def work_left_running() -> bool:
+    """Whether a query given up at its deadline is still stuck in a read (see ``highway.cli.main``)."""
+    return any(thread.is_alive() for thread in _left_running)
 
 
 def _timeout_message(settings: Settings, timeout: float, store: LakeStore) -> str:
@@ -171,18 +179,23 @@ def _mentioned(tables: list[str], sql: str | None) -> list[str]:
 
 
 def iceberg_connection(
-    settings: Settings, lane: str, mentioned_in: str | None
+    settings: Settings, lane: str, mentioned_in: str | None, store: LakeStore
 ) -> tuple[duckdb.DuckDBPyConnection, list[str]]:
     """Each Iceberg table of the lane scanned (its current snapshot) into Arrow, registered in
-    DuckDB; ``dt``/``hour`` equalities of the SQL prune the scan (``core.lake.pruning``)."""
+    DuckDB; ``dt``/``hour`` equalities of the SQL prune the scan (``core.lake.pruning``). The
+    catalog and the table's files are read with the store's retries, which stop at the deadline."""
     lake = IcebergLake(settings, {})
-    tables = _mentioned(lake.tables.names(lane), mentioned_in)
+    tables = _mentioned(store.retrying(f"list {lane}/", lambda: lake.tables.names(lane)), mentioned_in)
     row_filter = partition_filter(mentioned_in, len(tables)) if mentioned_in else None
+    scan: dict[str, Any] = {"row_filter": row_filter} if row_filter else {}
     connection = duckdb.connect()
     for table in tables:
-        data = lake.read(lane, table, row_filter=row_filter) if row_filter else lake.read(lane, table)
-        connection.register(table, data)
+        connection.register(table, store.retrying(f"read {lane}/{table}", _reader(lake, lane, table, scan)))
     return connection, tables
+
+
+def _reader(lake: IcebergLake, lane: str, table: str, scan: dict[str, Any]) -> Callable[[], Any]:
+    return lambda: lake.read(lane, table, **scan)
 
 
 def run_query(
@@ -283,7 +296,7 @@ def _answer(
         return
     if tables:
         listing = within_deadline(
-            settings, lambda store, _: list_tables(store, lane or settings.lanes[0]), timeout
+            settings, lambda store, _: list_tables(settings, store, lane or settings.lanes[0]), timeout
         )
         print_rows(*listing, output, limit)
         return

@@ -30,7 +30,8 @@ from core.lake.iceberg_commit import IcebergCommitter
 from core.lake.records import RawRecord
 from core.settings import Settings
 from core.sim import TruthBuilder
-from highway.cli.query import run_query
+from highway.cli.query import run_query, within_deadline
+from highway.cli.query_tables import describe_table, list_tables
 from highway.cli.verify import verify_once
 from streams.lake import build_stage
 from tests.conftest import MakeSettings
@@ -82,6 +83,17 @@ def test_worker_writes_iceberg_tables_exactly_once_and_they_answer_sql_and_verif
         settings, f"SELECT count(*) FROM contest_join WHERE dt = '{dt}' AND hour = '{hour}'"
     )
     assert pruned == [(count,)]
+    lane = settings.lanes[0]
+    columns, listed = within_deadline(settings, lambda store, _: list_tables(settings, store, lane))
+    tables = {row[0]: dict(zip(columns, row, strict=True)) for row in listed}
+    assert set(tables) == set(produced.ids)
+    assert tables["contest_join"]["rows"] == joins
+    described = within_deadline(
+        settings, lambda store, track: describe_table(settings, store, track, lane, "contest_join")
+    )
+    assert (described["rows"], described["files"]) == (joins, tables["contest_join"]["files"])
+    assert described["location"].startswith(settings.lake_uri)
+    assert described["offsets"]
 
 
 class NoOffsets:

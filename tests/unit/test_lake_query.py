@@ -7,6 +7,7 @@ import csv
 import io
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
+from connectors.iceberg_catalog import open_catalog
 from connectors.lake_fs import LakeStore
 from core.errors import TerminalError
 from core.lake.encode import build_table, parquet_bytes
@@ -24,7 +26,7 @@ from core.lake.layout import schema_key
 from core.lake.records import decode
 from core.lake.schema import TableSchema
 from core.settings import Settings
-from highway.cli.query import TIMEOUT_EXIT_CODE, lake_connection, run_query, within_deadline
+from highway.cli.query import TIMEOUT_EXIT_CODE, QueryTimeout, lake_connection, run_query, within_deadline
 
 TS = 1_790_000_000_000
 
@@ -151,16 +153,42 @@ def unreachable(request: pytest.FixtureRequest) -> Iterator[str]:
         server.close()
 
 
-def test_an_unreachable_lake_gives_up_at_the_deadline_with_a_message(unreachable: str) -> None:
+def catalog_on_unreachable_s3(tmp_path: Path, endpoint: str) -> Path:
+    """A SQLite catalog holding a table whose metadata lives on the S3 endpoint — as when the
+    endpoint went away after the table was written (the catalog itself answers)."""
+    path = tmp_path / "catalog.db"
+    settings = Settings(
+        lake_uri="s3://bucket/lake",
+        lanes=["lane1"],
+        aws_s3_endpoint_url=endpoint,
+        lake_iceberg_catalog_path=path,
+    )
+    open_catalog(settings).create_namespace("lane1")
+    with sqlite3.connect(path) as catalog:
+        catalog.execute(
+            "INSERT INTO iceberg_tables (catalog_name, table_namespace, table_name, metadata_location) "
+            "VALUES ('highway', 'lane1', 'wallet_topup', "
+            "'s3://bucket/lake/lane1/wallet_topup/metadata/00001-0b7e.metadata.json')"
+        )
+    return path
+
+
+@pytest.mark.parametrize("lake_format", ["parquet", "iceberg"])
+def test_an_unreachable_lake_gives_up_at_the_deadline_with_a_message(
+    unreachable: str, lake_format: str, tmp_path: Path
+) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("HIGHWAY_")}
     env.update(
         HIGHWAY_LAKE_URI="s3://bucket/lake",
-        HIGHWAY_LAKE_FORMAT="parquet",  # its tables are listed from S3 (Iceberg's from the catalog)
+        HIGHWAY_LANES="lane1",
+        HIGHWAY_LAKE_FORMAT=lake_format,
         HIGHWAY_AWS_S3_ENDPOINT_URL=unreachable,
         HIGHWAY_AWS_ACCESS_KEY_ID="key",
         HIGHWAY_AWS_SECRET_ACCESS_KEY="secret",
         HIGHWAY_LAKE_QUERY_TIMEOUT_S="2",
     )
+    if lake_format == "iceberg":  # parquet's tables are listed from S3, Iceberg's from the catalog
+        env["HIGHWAY_LAKE_ICEBERG_CATALOG_PATH"] = str(catalog_on_unreachable_s3(tmp_path, unreachable))
     # The subprocess timeout only catches a hang (the bug); the deadline itself is 2 s.
     done = subprocess.run(
         [sys.executable, "-m", "highway.cli", "query", "SELECT count(*) FROM wallet_topup"],
@@ -173,6 +201,26 @@ def test_an_unreachable_lake_gives_up_at_the_deadline_with_a_message(unreachable
     assert done.returncode == TIMEOUT_EXIT_CODE, done.stderr
     assert "gave up after 2s: the lake at s3://bucket/lake did not answer" in done.stderr
     assert unreachable in done.stderr
+
+
+def test_iceberg_reads_are_retried_until_the_deadline(tmp_path: Path) -> None:
+    """A refused connection fails a pyiceberg read at once; the query keeps trying (the endpoint may
+    come back) and gives up at the deadline naming the last error, not with that first error."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    settings = Settings(
+        lake_uri="s3://bucket/lake",
+        lanes=["lane1"],
+        lake_format="iceberg",
+        aws_s3_endpoint_url=endpoint,
+        aws_access_key_id="key",
+        aws_secret_access_key="secret",
+        lake_iceberg_catalog_path=catalog_on_unreachable_s3(tmp_path, endpoint),
+    )
+    with pytest.raises(QueryTimeout, match=r"last error: OSError at s3://bucket/lake/lane1/wallet_topup"):
+        run_query(settings, "SELECT count(*) FROM wallet_topup", timeout_s=10)
 
 
 def test_a_permanent_error_fails_the_query_at_once(tmp_path: Path) -> None:
