@@ -7,10 +7,13 @@ ended before the next step starts), and a failure ends the flush at that step:
 
 0. **intents** — a partition about to write under a Hive partition its manifest does not declare
    yet writes the manifest with it added first (conditionally, like every manifest write);
-1. **data files** — one Parquet file per (topic-partition, Hive partition value), at a key that is a
+1. **table schemas** — ``_schema.json`` of each table whose schema changed, compare-and-swapped
+   (:meth:`LakeCommitter._settle_schema`): a write refused because another writer stored columns
+   meanwhile re-reads them, lets the stored decisions win, routes this flush's rows again and
+   retries. Settled *before* any data file is written, so every file's columns are the table's;
+2. **data files** — one Parquet file per (topic-partition, Hive partition value), at a key that is a
    pure function of the data (first offset of the file's rows, partition value) and the writer's
    epoch, so a retry rewrites the same keys instead of adding new ones;
-2. **table schemas** — ``_schema.json`` of each table whose schema changed;
 3. **manifests** — per topic-partition ``committed_offset = last flushed offset``, written only
    after every file it vouches for. A partition's rows count as in the lake from here on: its
    buffer is emptied and its manifest adopted as soon as its own manifest is written;
@@ -47,13 +50,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from core.envelope import parse_json_event
+from core.errors import TransientError
 from core.lake.encode import build_table, parquet_bytes
 from core.lake.fence import Claim, Fenced, Recovery, claim_partition, put_manifest, sweep_prefixes
 from core.lake.fence import recover_partition as recover_partition  # where callers found it before
 from core.lake.flush import PartitionBuffer, plan_files
 from core.lake.layout import PartitionValue, epoch_key, manifest_key, schema_key, table_name
 from core.lake.manifest import Manifest, orphan_files
-from core.lake.ports import Catalog, ObjectStore
+from core.lake.ports import Catalog, ObjectStore, PreconditionFailed
 from core.lake.records import EventDecoder, LakeRow, decode_records
 from core.lake.schema import ShapeLimits, TableSchema
 from core.lake.steps import FlushResult, FlushWork, TableKey, raise_first, run_step
@@ -62,6 +66,7 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
+SCHEMA_ATTEMPTS = 10  # compare-and-swap rounds of one table's schema in one flush
 
 
 def _quarantined(row: LakeRow, error: str) -> None:
@@ -82,6 +87,7 @@ class LakeCommitter:
     manifests: dict[TP, Manifest] = field(default_factory=dict)
     schemas: dict[TableKey, TableSchema] = field(default_factory=dict)
     stored_schemas: dict[TableKey, bytes] = field(default_factory=dict)
+    schema_tags: dict[TableKey, str] = field(default_factory=dict)  # version of each stored schema
     unregistered: dict[TableKey, set[PartitionValue]] = field(default_factory=dict)
     pending_offsets: dict[TP, int] = field(default_factory=dict)
     owner: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -169,8 +175,8 @@ class LakeCommitter:
             return FlushResult()
         fenced = self._write_intents(work)
         work = [item for item in work if item.tp not in fenced]
+        self._settle_schemas(work)
         sizes = self._write_files(work)
-        self._write_schemas({(item.lane, item.table) for item in work})
         rows = self._write_manifests(work, fenced)
         return FlushResult(
             partitions=sum(1 for item in work if item.tp not in fenced),
@@ -215,12 +221,12 @@ class LakeCommitter:
 
     def _load_schema(self, key: TableKey) -> None:
         lane, table = key
-        stored = self.store.get(schema_key(lane, table))
+        found = self.store.get_tagged(schema_key(lane, table))
         # The stored schema first: the columns a table has keep their types, an override only
         # declares the ones it does not have yet.
-        schema = TableSchema.from_bytes(stored) if stored else TableSchema()
-        if stored:
-            self.stored_schemas[key] = stored
+        schema = TableSchema.from_bytes(found[0]) if found else TableSchema()
+        if found:
+            self.stored_schemas[key], self.schema_tags[key] = found
         override = self.overrides.get(table)
         if override is not None:
             schema.merge(override)
@@ -229,15 +235,21 @@ class LakeCommitter:
         )
         self.schemas[key] = schema
 
-    def _refresh_schema(self, key: TableKey) -> None:
-        stored = self.store.get(schema_key(*key))
-        if stored is None or stored == self.stored_schemas.get(key):
-            return
+    def _refresh_schema(self, key: TableKey) -> bool:
+        """Fold the stored schema in when it changed since it was read (the stored decisions win;
+        ours that do not clash are kept); True when it had."""
+        found = self.store.get_tagged(schema_key(*key))
+        if found is None:
+            return False
+        stored, self.schema_tags[key] = found
+        if stored == self.stored_schemas.get(key):
+            return False
         fresh = TableSchema.from_bytes(stored)
-        fresh.merge(self.schemas[key])  # the stored decisions win; ours that do not clash are kept
+        fresh.merge(self.schemas[key])
         fresh.limits = self.schemas[key].limits
         self.schemas[key] = fresh
         self.stored_schemas[key] = stored
+        return True
 
     def _write_files(self, work: list[FlushWork]) -> list[int]:
         """Step 1; the size of each file written."""
@@ -255,16 +267,37 @@ class LakeCommitter:
         raise_first(run_step(self.pool, write, range(len(files))))
         return sizes
 
-    def _write_schemas(self, tables: set[TableKey]) -> None:
-        """Step 2: the schemas that changed since they were last stored."""
+    def _settle_schemas(self, work: list[FlushWork]) -> None:
+        """Step 1: store the schema of each table of ``work`` whose columns changed."""
+        rows: dict[TableKey, list[LakeRow]] = {}
+        for item in work:
+            rows.setdefault((item.lane, item.table), []).extend(r for plan in item.plans for r in plan.rows)
+        raise_first(run_step(self.pool, lambda key: self._settle_schema(key, rows[key]), sorted(rows)))
 
-        def write(key: TableKey) -> None:
+    def _settle_schema(self, key: TableKey, rows: list[LakeRow]) -> None:
+        """Compare-and-swap ``_schema.json`` from the version last read. Refused (another writer
+        stored columns since): re-read, let the stored decisions win, route ``rows`` again — a
+        column this writer created may now be another's, with another type, so its values move to
+        a sibling — and try again. Data files are written only after this, with the settled schema,
+        so none contradicts the table."""
+        for _ in range(SCHEMA_ATTEMPTS):
             encoded = self.schemas[key].to_bytes(key[1])
-            if self.stored_schemas.get(key) != encoded:
-                self.store.put(schema_key(*key), encoded)
+            if self.stored_schemas.get(key) == encoded:
+                return
+            try:
+                self.schema_tags[key] = self.store.put_if(
+                    schema_key(*key), encoded, self.schema_tags.get(key)
+                )
                 self.stored_schemas[key] = encoded
-
-        raise_first(run_step(self.pool, write, sorted(tables)))
+                return
+            except PreconditionFailed:
+                if self._refresh_schema(key):
+                    self.schemas[key].observe((row.properties for row in rows), "after a concurrent change")
+                    log.info("lake: %s.%s: schema changed by another writer meanwhile; merged", *key)
+                elif key in self.stored_schemas:  # the object vanished: write it anew
+                    del self.stored_schemas[key]
+                    self.schema_tags.pop(key, None)
+        raise TransientError(f"{schema_key(*key)}: schema kept changing under {SCHEMA_ATTEMPTS} attempts")
 
     def _put_manifest(self, item: FlushWork, manifest: Manifest) -> None:
         self.tags[item.tp] = put_manifest(
