@@ -8,7 +8,7 @@ ended before the next step starts), and a failure ends the flush at that step:
 0. **intents** — a partition about to write under a Hive partition its manifest does not declare
    yet writes the manifest with it added first (conditionally, like every manifest write);
 1. **table schemas** — ``_schema.json`` of each table whose schema changed, compare-and-swapped
-   (:meth:`LakeCommitter._settle_schema`): a write refused because another writer stored columns
+   (:mod:`core.lake.schema_store`): a write refused because another writer stored columns
    meanwhile re-reads them, lets the stored decisions win, routes this flush's rows again and
    retries. Settled *before* any data file is written, so every file's columns are the table's;
 2. **data files** — one Parquet file per (topic-partition, Hive partition value), at a key that is a
@@ -50,23 +50,22 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from core.envelope import parse_json_event
-from core.errors import TransientError
 from core.lake.encode import build_table, parquet_bytes
 from core.lake.fence import Claim, Fenced, Recovery, claim_partition, put_manifest, sweep_prefixes
 from core.lake.fence import recover_partition as recover_partition  # where callers found it before
 from core.lake.flush import PartitionBuffer, plan_files
-from core.lake.layout import PartitionValue, epoch_key, manifest_key, schema_key, table_name
+from core.lake.layout import PartitionValue, epoch_key, manifest_key, table_name
 from core.lake.manifest import Manifest, orphan_files
-from core.lake.ports import Catalog, ObjectStore, PreconditionFailed
+from core.lake.ports import Catalog, ObjectStore
 from core.lake.records import EventDecoder, LakeRow, decode_records
 from core.lake.schema import ShapeLimits, TableSchema
+from core.lake.schema_store import StoredSchemas
 from core.lake.steps import FlushResult, FlushWork, TableKey, raise_first, run_step
 from core.ports import OffsetStore
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
-SCHEMA_ATTEMPTS = 10  # compare-and-swap rounds of one table's schema in one flush
 
 
 def _quarantined(row: LakeRow, error: str) -> None:
@@ -85,15 +84,24 @@ class LakeCommitter:
     overrides: dict[str, TableSchema] = field(default_factory=dict)
     decode_event: EventDecoder = parse_json_event  # the wire codec's decode, passed in by the edge
     manifests: dict[TP, Manifest] = field(default_factory=dict)
-    schemas: dict[TableKey, TableSchema] = field(default_factory=dict)
-    stored_schemas: dict[TableKey, bytes] = field(default_factory=dict)
-    schema_tags: dict[TableKey, str] = field(default_factory=dict)  # version of each stored schema
     unregistered: dict[TableKey, set[PartitionValue]] = field(default_factory=dict)
     pending_offsets: dict[TP, int] = field(default_factory=dict)
     owner: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     tags: dict[TP, str] = field(default_factory=dict)  # version of each owned partition's manifest
     fenced_total: int = 0
     newly_fenced: dict[TP, int | None] = field(default_factory=dict)  # drained by take_fenced
+    tables: StoredSchemas = field(init=False)
+
+    def __post_init__(self) -> None:
+        limits = ShapeLimits(
+            self.settings.lake_max_properties_per_event, self.settings.lake_max_columns_per_table
+        )
+        self.tables = StoredSchemas(self.store, limits, self.overrides)
+
+    @property
+    def schemas(self) -> dict[TableKey, TableSchema]:
+        """Each table's schema as this writer holds it."""
+        return self.tables.schemas
 
     def table_of(self, topic: str) -> TableKey | None:
         """(lane, table) of a per-event topic; None for any other topic."""
@@ -165,7 +173,7 @@ class LakeCommitter:
 
     # --- the commit path ---------------------------------------------------------------------------
     def flush(self, buffers: Iterable[PartitionBuffer], offsets: OffsetStore) -> FlushResult:
-        """Steps 1 to 5 of the module docstring for ``buffers`` (of assigned partitions).
+        """Steps 0 to 5 of the module docstring for ``buffers`` (of assigned partitions).
 
         Raises when a step up to the manifests fails; the buffers not vouched for by a written
         manifest are then untouched. Catalog and offset failures are returned as ``unsettled``.
@@ -192,7 +200,7 @@ class LakeCommitter:
         # Buffers hold raw bytes: each is decoded here, once per flush.
         decoded = [(b, self.resolve(b.topic), decode_records(b.rows, self.decode_event)) for b in chosen]
         loading = {key for _, key, _ in decoded} - set(self.schemas)
-        raise_first(run_step(self.pool, self._load_schema, loading))
+        raise_first(run_step(self.pool, self.tables.load, loading))
         # A table about to get new columns reads its stored schema again first, so the columns
         # another writer created meanwhile keep their names and types.
         growing = {
@@ -200,7 +208,7 @@ class LakeCommitter:
             for _, key, rows in decoded
             if key not in loading and self.schemas[key].would_grow(row.properties for row in rows)
         }
-        raise_first(run_step(self.pool, self._refresh_schema, growing))
+        raise_first(run_step(self.pool, self.tables.refresh, growing))
         work = []
         for buffer, (lane, table), rows in decoded:
             where = f"{buffer.topic}[{buffer.partition}]@{buffer.rows[0].offset}"
@@ -219,40 +227,8 @@ class LakeCommitter:
             work.append(FlushWork(buffer, lane, table, plans, advanced))
         return work
 
-    def _load_schema(self, key: TableKey) -> None:
-        lane, table = key
-        found = self.store.get_tagged(schema_key(lane, table))
-        # The stored schema first: the columns a table has keep their types, an override only
-        # declares the ones it does not have yet.
-        schema = TableSchema.from_bytes(found[0]) if found else TableSchema()
-        if found:
-            self.stored_schemas[key], self.schema_tags[key] = found
-        override = self.overrides.get(table)
-        if override is not None:
-            schema.merge(override)
-        schema.limits = ShapeLimits(
-            self.settings.lake_max_properties_per_event, self.settings.lake_max_columns_per_table
-        )
-        self.schemas[key] = schema
-
-    def _refresh_schema(self, key: TableKey) -> bool:
-        """Fold the stored schema in when it changed since it was read (the stored decisions win;
-        ours that do not clash are kept); True when it had."""
-        found = self.store.get_tagged(schema_key(*key))
-        if found is None:
-            return False
-        stored, self.schema_tags[key] = found
-        if stored == self.stored_schemas.get(key):
-            return False
-        fresh = TableSchema.from_bytes(stored)
-        fresh.merge(self.schemas[key])
-        fresh.limits = self.schemas[key].limits
-        self.schemas[key] = fresh
-        self.stored_schemas[key] = stored
-        return True
-
     def _write_files(self, work: list[FlushWork]) -> list[int]:
-        """Step 1; the size of each file written."""
+        """Step 2; the size of each file written."""
         compression = self.settings.lake_compression
         files = [(item, plan) for item in work for plan in item.plans]
         sizes = [0] * len(files)
@@ -272,32 +248,7 @@ class LakeCommitter:
         rows: dict[TableKey, list[LakeRow]] = {}
         for item in work:
             rows.setdefault((item.lane, item.table), []).extend(r for plan in item.plans for r in plan.rows)
-        raise_first(run_step(self.pool, lambda key: self._settle_schema(key, rows[key]), sorted(rows)))
-
-    def _settle_schema(self, key: TableKey, rows: list[LakeRow]) -> None:
-        """Compare-and-swap ``_schema.json`` from the version last read. Refused (another writer
-        stored columns since): re-read, let the stored decisions win, route ``rows`` again — a
-        column this writer created may now be another's, with another type, so its values move to
-        a sibling — and try again. Data files are written only after this, with the settled schema,
-        so none contradicts the table."""
-        for _ in range(SCHEMA_ATTEMPTS):
-            encoded = self.schemas[key].to_bytes(key[1])
-            if self.stored_schemas.get(key) == encoded:
-                return
-            try:
-                self.schema_tags[key] = self.store.put_if(
-                    schema_key(*key), encoded, self.schema_tags.get(key)
-                )
-                self.stored_schemas[key] = encoded
-                return
-            except PreconditionFailed:
-                if self._refresh_schema(key):
-                    self.schemas[key].observe((row.properties for row in rows), "after a concurrent change")
-                    log.info("lake: %s.%s: schema changed by another writer meanwhile; merged", *key)
-                elif key in self.stored_schemas:  # the object vanished: write it anew
-                    del self.stored_schemas[key]
-                    self.schema_tags.pop(key, None)
-        raise TransientError(f"{schema_key(*key)}: schema kept changing under {SCHEMA_ATTEMPTS} attempts")
+        raise_first(run_step(self.pool, lambda key: self.tables.settle(key, rows[key]), sorted(rows)))
 
     def _put_manifest(self, item: FlushWork, manifest: Manifest) -> None:
         self.tags[item.tp] = put_manifest(
