@@ -7,10 +7,13 @@ ended before the next step starts), and a failure ends the flush at that step:
 
 0. **intents** — a partition about to write under a Hive partition its manifest does not declare
    yet writes the manifest with it added first (conditionally, like every manifest write);
-1. **data files** — one Parquet file per (topic-partition, Hive partition value), at a key that is a
+1. **table schemas** — ``_schema.json`` of each table whose schema changed, compare-and-swapped
+   (:mod:`core.lake.schema_store`): a write refused because another writer stored columns
+   meanwhile re-reads them, lets the stored decisions win, routes this flush's rows again and
+   retries. Settled *before* any data file is written, so every file's columns are the table's;
+2. **data files** — one Parquet file per (topic-partition, Hive partition value), at a key that is a
    pure function of the data (first offset of the file's rows, partition value) and the writer's
    epoch, so a retry rewrites the same keys instead of adding new ones;
-2. **table schemas** — ``_schema.json`` of each table whose schema changed;
 3. **manifests** — per topic-partition ``committed_offset = last flushed offset``, written only
    after every file it vouches for. A partition's rows count as in the lake from here on: its
    buffer is emptied and its manifest adopted as soon as its own manifest is written;
@@ -51,11 +54,12 @@ from core.lake.encode import build_table, parquet_bytes
 from core.lake.fence import Claim, Fenced, Recovery, claim_partition, put_manifest, sweep_prefixes
 from core.lake.fence import recover_partition as recover_partition  # where callers found it before
 from core.lake.flush import PartitionBuffer, plan_files
-from core.lake.layout import PartitionValue, epoch_key, lane_table, manifest_key, schema_key
+from core.lake.layout import PartitionValue, epoch_key, lane_table, manifest_key
 from core.lake.manifest import Manifest, orphan_files
 from core.lake.ports import Catalog, ObjectStore
 from core.lake.records import EventDecoder, LakeRow, decode_records
 from core.lake.schema import ShapeLimits, TableSchema
+from core.lake.schema_store import StoredSchemas
 from core.lake.steps import FlushResult, FlushWork, TableKey, commit_offsets, raise_first, run_step
 from core.ports import OffsetStore
 from core.settings import Settings
@@ -80,14 +84,24 @@ class LakeCommitter:
     overrides: dict[str, TableSchema] = field(default_factory=dict)
     decode_event: EventDecoder = parse_json_event  # the wire codec's decode, passed in by the edge
     manifests: dict[TP, Manifest] = field(default_factory=dict)
-    schemas: dict[TableKey, TableSchema] = field(default_factory=dict)
-    stored_schemas: dict[TableKey, bytes] = field(default_factory=dict)
     unregistered: dict[TableKey, set[PartitionValue]] = field(default_factory=dict)
     pending_offsets: dict[TP, int] = field(default_factory=dict)
     owner: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     tags: dict[TP, str] = field(default_factory=dict)  # version of each owned partition's manifest
     fenced_total: int = 0
     newly_fenced: dict[TP, int | None] = field(default_factory=dict)  # drained by take_fenced
+    tables: StoredSchemas = field(init=False)
+
+    def __post_init__(self) -> None:
+        limits = ShapeLimits(
+            self.settings.lake_max_properties_per_event, self.settings.lake_max_columns_per_table
+        )
+        self.tables = StoredSchemas(self.store, limits, self.overrides)
+
+    @property
+    def schemas(self) -> dict[TableKey, TableSchema]:
+        """Each table's schema as this writer holds it."""
+        return self.tables.schemas
 
     def table_of(self, topic: str) -> TableKey | None:
         """(lane, table) of a per-event topic; None for any other topic."""
@@ -155,7 +169,7 @@ class LakeCommitter:
 
     # --- the commit path ---------------------------------------------------------------------------
     def flush(self, buffers: Iterable[PartitionBuffer], offsets: OffsetStore) -> FlushResult:
-        """Steps 1 to 5 of the module docstring for ``buffers`` (of assigned partitions).
+        """Steps 0 to 5 of the module docstring for ``buffers`` (of assigned partitions).
 
         Raises when a step up to the manifests fails; the buffers not vouched for by a written
         manifest are then untouched. Catalog and offset failures are returned as ``unsettled``.
@@ -165,8 +179,8 @@ class LakeCommitter:
             return FlushResult()
         fenced = self._write_intents(work)
         work = [item for item in work if item.tp not in fenced]
+        self._settle_schemas(work)
         sizes = self._write_files(work)
-        self._write_schemas({(item.lane, item.table) for item in work})
         rows = self._write_manifests(work, fenced)
         return FlushResult(
             partitions=sum(1 for item in work if item.tp not in fenced),
@@ -182,7 +196,7 @@ class LakeCommitter:
         # Buffers hold raw bytes: each is decoded here, once per flush.
         decoded = [(b, self.resolve(b.topic), decode_records(b.rows, self.decode_event)) for b in chosen]
         loading = {key for _, key, _ in decoded} - set(self.schemas)
-        raise_first(run_step(self.pool, self._load_schema, loading))
+        raise_first(run_step(self.pool, self.tables.load, loading))
         # A table about to get new columns reads its stored schema again first, so the columns
         # another writer created meanwhile keep their names and types.
         growing = {
@@ -190,7 +204,7 @@ class LakeCommitter:
             for _, key, rows in decoded
             if key not in loading and self.schemas[key].would_grow(row.properties for row in rows)
         }
-        raise_first(run_step(self.pool, self._refresh_schema, growing))
+        raise_first(run_step(self.pool, self.tables.refresh, growing))
         work = []
         for buffer, (lane, table), rows in decoded:
             where = f"{buffer.topic}[{buffer.partition}]@{buffer.rows[0].offset}"
@@ -209,34 +223,8 @@ class LakeCommitter:
             work.append(FlushWork(buffer, lane, table, plans, advanced))
         return work
 
-    def _load_schema(self, key: TableKey) -> None:
-        lane, table = key
-        stored = self.store.get(schema_key(lane, table))
-        # The stored schema first: the columns a table has keep their types, an override only
-        # declares the ones it does not have yet.
-        schema = TableSchema.from_bytes(stored) if stored else TableSchema()
-        if stored:
-            self.stored_schemas[key] = stored
-        override = self.overrides.get(table)
-        if override is not None:
-            schema.merge(override)
-        schema.limits = ShapeLimits(
-            self.settings.lake_max_properties_per_event, self.settings.lake_max_columns_per_table
-        )
-        self.schemas[key] = schema
-
-    def _refresh_schema(self, key: TableKey) -> None:
-        stored = self.store.get(schema_key(*key))
-        if stored is None or stored == self.stored_schemas.get(key):
-            return
-        fresh = TableSchema.from_bytes(stored)
-        fresh.merge(self.schemas[key])  # the stored decisions win; ours that do not clash are kept
-        fresh.limits = self.schemas[key].limits
-        self.schemas[key] = fresh
-        self.stored_schemas[key] = stored
-
     def _write_files(self, work: list[FlushWork]) -> list[int]:
-        """Step 1; the size of each file written."""
+        """Step 2; the size of each file written."""
         compression = self.settings.lake_compression
         files = [(item, plan) for item in work for plan in item.plans]
         sizes = [0] * len(files)
@@ -251,16 +239,12 @@ class LakeCommitter:
         raise_first(run_step(self.pool, write, range(len(files))))
         return sizes
 
-    def _write_schemas(self, tables: set[TableKey]) -> None:
-        """Step 2: the schemas that changed since they were last stored."""
-
-        def write(key: TableKey) -> None:
-            encoded = self.schemas[key].to_bytes(key[1])
-            if self.stored_schemas.get(key) != encoded:
-                self.store.put(schema_key(*key), encoded)
-                self.stored_schemas[key] = encoded
-
-        raise_first(run_step(self.pool, write, sorted(tables)))
+    def _settle_schemas(self, work: list[FlushWork]) -> None:
+        """Step 1: store the schema of each table of ``work`` whose columns changed."""
+        rows: dict[TableKey, list[LakeRow]] = {}
+        for item in work:
+            rows.setdefault((item.lane, item.table), []).extend(r for plan in item.plans for r in plan.rows)
+        raise_first(run_step(self.pool, lambda key: self.tables.settle(key, rows[key]), sorted(rows)))
 
     def _put_manifest(self, item: FlushWork, manifest: Manifest) -> None:
         self.tags[item.tp] = put_manifest(

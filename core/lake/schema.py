@@ -224,7 +224,12 @@ class TableSchema:
                 self._taken.add(column.lower())
                 changed = True
         self.declared |= other.declared
-        self.changes += [change for change in other.changes if change not in self.changes]
+        # A change of the other's whose column lost to this schema's decision is not history here.
+        self.changes += [
+            change
+            for change in other.changes
+            if change not in self.changes and self.columns.get(change.get("column", "")) == change.get("type")
+        ]
         self.routes.clear()
         return changed
 

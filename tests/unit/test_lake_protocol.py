@@ -1,7 +1,7 @@
 """The exactly-once protocol of the lake, driven through the REAL commit path (``core.lake.commit``).
 
 In-memory fakes of the object store, the catalog and the Kafka offsets record every call in one
-ordered log and fail at a chosen step: each manifest intent, each data-file put, the schema put,
+ordered log and fail at a chosen step: each manifest intent, the schema's conditional put, each data-file put,
 each manifest put, the catalog, the offset commit — or let the call land and lose its answer. After a
 failure at step k nothing of a later step may have happened, the buffers not vouched for by a
 manifest must be intact, and a retry — or a crash and a replay from the manifests with other batch
@@ -38,7 +38,7 @@ BASE_MS = 1_800_000_000_000
 SETTINGS = Settings(lake_uri="file:///nonexistent/lake", lanes=["l"], lake_format="parquet")
 HOURS = {partition_for_ms(BASE_MS + hour * HOUR_MS) for hour in range(4)}
 TPS = [("l.event.a", 0), ("l.event.a", 1), ("l.event.b", 0)]
-STEPS = {"claim": 0, "intent": 1, "data": 2, "schema": 3, "manifest": 4, "catalog": 5, "offsets": 6}
+STEPS = {"claim": 0, "intent": 1, "schema": 2, "data": 3, "manifest": 4, "catalog": 5, "offsets": 6}
 
 
 class Boom(Exception):
@@ -72,10 +72,9 @@ class World:
 
     # ObjectStore
     def put(self, key: str, data: bytes) -> None:
-        step = "schema" if key.endswith("_schema.json") else "data"
-        self._call(step, key)
+        self._call("data", key)
         self.objects[key] = data
-        self._answer(step, key)
+        self._answer("data", key)
 
     def get(self, key: str) -> bytes | None:
         return self.objects.get(key)
@@ -88,7 +87,7 @@ class World:
     def put_if(self, key: str, data: bytes, tag: str | None) -> str:
         with self._lock:  # the check and the write are one step, as on S3
             current = self.objects.get(key)
-            step = manifest_step(current, data)
+            step = "schema" if key.endswith("_schema.json") else manifest_step(current, data)
             self._call(step, key)
             if (None if current is None else tag_of(current)) != tag:
                 raise PreconditionFailed(key)
