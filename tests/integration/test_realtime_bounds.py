@@ -12,9 +12,10 @@ compared with it exactly.
 * A far-future ``server_ts`` (year 2100) from every user, mixed into normal traffic: nothing later is
   late, the windows close exact, ``highway_realtime_future_events_total`` counts them, and a kill -9
   and restart (a replay from the checkpoints) does not bring a poisoned watermark back.
-* An idle partition: after one event on every partition, traffic only to partition 0 (chosen by
-  key); the other partitions follow the wall clock after ``realtime_idle_timeout_s`` and the windows
-  close within the timeout plus the window, lateness and a margin, exact.
+* An idle partition: after one event on every partition, live-stamped traffic only to partition 0
+  (its users chosen by the producer's murmur2 partitioner) for a few windows; the other partitions'
+  clocks follow the wall clock after ``realtime_idle_timeout_s``, so the last window closes within
+  the timeout plus the lateness and a window (for alignment) of the last event, plus a margin, exact.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -29,6 +31,7 @@ import pytest
 from aiokafka.partitioner import murmur2  # the Java client's hash, as librdkafka's murmur2_random
 
 from connectors.kafka_admin import KafkaAdmin
+from connectors.producer import EventProducer
 from core.settings import Settings
 from tests.integration.test_realtime import (
     MIN,
@@ -72,6 +75,21 @@ def complete_rows(worker: WorkerProcess, path: str, params: dict[str, str], star
         return None
     rows = {row["window_start"]: row for row in body["windows"]}
     return rows if all(s in rows and rows[s]["complete"] for s in starts) else None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def applied(worker: WorkerProcess) -> float:
+    try:
+        return counter(worker, "highway_events_total")
+    except httpx.HTTPError:
+        return 0.0
+
+
+def applied_at_least(worker: WorkerProcess, events: int) -> Callable[[], bool]:
+    return lambda: applied(worker) >= events
 
 
 def partition_of(key: str) -> int:
@@ -229,17 +247,35 @@ def test_idle_partitions_close_windows_by_wall_clock_exact(make_settings: Any) -
         by_platform[(ts - ts % window_ms, platform)].add(user)
         return envelope(user, platform, ts)
 
+    topic = settings.common_topic(settings.lanes[0])
     with RealtimeWorker(settings) as worker:
         worker.wait_healthy()
-        # Every partition gets a clock to run on; then only partition 0 has traffic, stamped over
-        # the last seconds in order (a few windows), as a router would stamp it.
-        now = int(time.time() * 1000)
-        first = now - 3 * window_ms
-        produce(settings, [event(keys[p][0], first) for p in range(PARTITIONS)])
+        # Every partition gets a clock to run on; then, for a few windows, only partition 0 has
+        # traffic, stamped live as the router stamps it: the others go idle meanwhile.
         rng = random.Random(3)
-        stamps = sorted(rng.randint(first, now) for _ in range(450))
-        produce(settings, [event(rng.choice(keys[0]), ts) for ts in stamps])
+        traffic = [event(keys[p][0], now_ms()) for p in range(PARTITIONS)]
+        with EventProducer(settings) as producer:
+            producer.produce_events(topic, traffic)
+            producer.flush()
+            live_until = time.monotonic() + 2.5 * window_s
+            while time.monotonic() < live_until:
+                batch = [event(rng.choice(keys[0]), now_ms()) for _ in range(30)]
+                producer.produce_events(topic, batch)
+                producer.flush()
+                traffic += batch
+                sent = len(traffic)
+                # Paced by the worker: the next batch once this one is applied.
+                wait_until(applied_at_least(worker, sent), 10, 0.05, f"{sent} events applied")
         last_sent = time.monotonic()
+
+        def found() -> dict[str, Any] | None:
+            url = f"{worker.base_url}/api/v1/users/{traffic[-1]['user_id']}"
+            body: dict[str, Any] = httpx.get(url, params={"lane": settings.lanes[0]}, timeout=5).json()
+            return body if body["owned_here"] else None
+
+        assert wait_until(found, 10, 0.1, "the last user applied")["partition"] == 0, (
+            "keys chosen for partition 0"
+        )
         starts = sorted(truth)
         params = {
             "lane": settings.lanes[0],
@@ -247,8 +283,9 @@ def test_idle_partitions_close_windows_by_wall_clock_exact(make_settings: Any) -
             "from": str(starts[0]),
             "to": str(starts[-1] + window_ms),
         }
-        # Idle timeout, then the clock passes the last window's end plus the lateness: the bound.
-        bound_s = idle_s + window_s + lateness_s + 20
+        # The idle partitions' clocks run the idle timeout behind the wall clock: the last window
+        # closes once they pass its end plus the lateness (at most a window after the last event).
+        bound_s = idle_s + window_s + lateness_s + 10
         rows = wait_until(
             lambda: complete_rows(worker, "/api/v1/concurrency", params, starts),
             bound_s,
@@ -261,10 +298,7 @@ def test_idle_partitions_close_windows_by_wall_clock_exact(make_settings: Any) -
             assert counts["all"] == len(truth[start]), start
             platforms = {p: len(by_platform[(start, p)]) for p in PLATFORMS if by_platform[(start, p)]}
             assert counts["by"]["platform"] == platforms, start
-        found = httpx.get(
-            f"{worker.base_url}/api/v1/users/{keys[0][1]}", params={"lane": settings.lanes[0]}, timeout=5
-        ).json()
-        assert found["partition"] == 0, "the traffic went to partition 0 only"
+        assert late_total(worker) == 0
         closed_start = wait_until(
             lambda: next(
                 (
