@@ -30,8 +30,10 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.table.update import TableUpdate, update_table_metadata
 
 from connectors.iceberg_catalog import ICEBERG_TYPES, LakeTables, property_kinds
 from core.lake.encode import build_table
@@ -55,6 +57,24 @@ def head_summaries(table: Table) -> Iterable[Mapping[str, str]]:
 
 def table_offsets(table: Table) -> dict[str, int]:
     return latest_offsets(head_summaries(table))
+
+
+class ViewOnceTransaction(Transaction):
+    """pyiceberg's transaction with its metadata view computed once per staged change. The base class
+    re-applies every staged update and deep-copies the whole table metadata (every live snapshot) on
+    each access of ``table_metadata`` — about fifteen times per fast append, most of a commit's CPU.
+    The metadata models are frozen, so one view can be shared until the base or the updates change."""
+
+    _view: tuple[TableMetadata, tuple[TableUpdate, ...], TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        view = self._view
+        if view is None or view[0] is not self._table.metadata or view[1] is not self._updates:
+            base, updates = self._table.metadata, self._updates
+            view = (base, updates, update_table_metadata(base, updates) if updates else base)
+            self._view = view
+        return view[2]
 
 
 def conform(data: pa.Table, target: pa.Schema) -> pa.Table:
@@ -116,7 +136,7 @@ class IcebergLake:
                 log.warning("lake: %s.%s fenced on %s (head %s)", lane, table, refused, offsets)
                 return TableAppend(fenced=tuple(refused))
             properties = {OFFSETS_PROPERTY: encode_offsets(advanced(offsets, written))}
-            transaction = head.transaction()
+            transaction = ViewOnceTransaction(head)
             with transaction.update_snapshot(snapshot_properties=properties).fast_append() as append:
                 for data_file in files:
                     append.append_data_file(data_file)
@@ -144,7 +164,7 @@ class IcebergLake:
             elif current.properties.get(SCHEMA_PROPERTY) != encoded:
                 have = set(current.schema().column_names)
                 try:
-                    transaction = current.transaction()
+                    transaction = ViewOnceTransaction(current)
                     with transaction.update_schema() as update:
                         for column, kind in schema.columns.items():
                             if column not in have:
