@@ -185,6 +185,12 @@ class LakeTables:
     def location(self, lane: str, table: str) -> str:
         return f"{self.root}/{lane}/{table}"
 
+    def known(self, lane: str, table: str) -> Table | None:
+        """The table as this process last loaded or committed it (no catalog round trip): possibly
+        behind the catalog's head."""
+        with self._lock:
+            return self._tables.get((lane, table))
+
     def load(self, lane: str, table: str) -> Table | None:
         """The table (refreshed), or None when it does not exist."""
         key = (lane, table)

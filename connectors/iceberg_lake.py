@@ -9,7 +9,8 @@ An append, for one table:
    concurrent change makes it fail, and the plan is redone on the new head);
 2. **data files** — written once (Parquet, split by the ``dt``/``hour`` partitions); invisible to
    every reader until a snapshot references them;
-3. **fenced commit** — on the head (refreshed on every retry): if its offsets
+3. **fenced commit** — on the head (the first attempt on the one this process last saw, with no
+   catalog round trip; every retry on one just read): if its offsets
    (``highway.offsets``) of the partitions written differ from what the writer recovered or last
    committed, another writer owns them: return *fenced*, commit nothing. Else commit a fast append
    whose summary carries the head's map moved to the new offsets. The catalog compare-and-swaps the
@@ -152,8 +153,14 @@ class IcebergLake:
     def _prepared(self, lane: str, table: str, rows: Sequence[LakeRow]) -> tuple[Table, pa.Table]:
         """The table with every column the rows need, and the rows as Arrow in its schema."""
         where = f"{lane}.{table}@{rows[0].partition}:{rows[0].offset}" if rows else ""
+        # Planned first on the head this process last saw (its own last commit or load), without a
+        # catalog round trip: if anything was committed since, the append's compare-and-swap refuses
+        # it and the retry reads the head. Columns are only ever changed on a head just read.
+        current = self.tables.known(lane, table)
+        fresh = current is None
         for _ in range(MAX_ATTEMPTS):
-            current = self.tables.load(lane, table)
+            if fresh:
+                current = self.tables.load(lane, table)
             schema = self._schema_of(table, current)
             schema.observe((row.properties for row in rows), where)
             encoded = schema.to_bytes(table).decode()
@@ -162,6 +169,9 @@ class IcebergLake:
                 if current.properties.get(SCHEMA_PROPERTY) != encoded:
                     continue  # another writer created it first: plan again on its table
             elif current.properties.get(SCHEMA_PROPERTY) != encoded:
+                if not fresh:
+                    fresh = True
+                    continue
                 have = set(current.schema().column_names)
                 try:
                     transaction = ViewOnceTransaction(current)
@@ -174,7 +184,6 @@ class IcebergLake:
                 except CommitFailedException:
                     self.retries += 1
                     continue  # another writer changed the table: plan again on the new head
-                current = current.refresh()
             data = arrow_rows(self.settings, rows, schema)
             return current, conform(data, current.schema().as_arrow())
         raise CommitFailedException(f"{lane}.{table}: schema kept changing under {MAX_ATTEMPTS} attempts")
