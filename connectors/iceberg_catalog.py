@@ -45,6 +45,7 @@ from core.lake.schema import BOOL, DOUBLE, INT, PROPERTY_PREFIX, STRING
 from core.settings import Settings
 
 PARTITION_COLUMNS = ("dt", "hour")
+SQLITE_BUSY_TIMEOUT_S = 60.0
 ICEBERG_TYPES: dict[str, IcebergType] = {
     BOOL: BooleanType(),
     INT: LongType(),
@@ -106,7 +107,10 @@ def open_catalog(settings: Settings) -> Catalog:
 
     path = catalog_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return SqlCatalog("highway", uri=f"sqlite:///{path.absolute()}", **properties)
+    # A flush commits its tables from a pool of threads (and other workers may share the file):
+    # SQLite's default 5 s busy wait was seen to run out under that load ("database is locked").
+    uri = f"sqlite:///{path.absolute()}?timeout={SQLITE_BUSY_TIMEOUT_S:g}"
+    return SqlCatalog("highway", uri=uri, **properties)
 
 
 def namespace(settings: Settings, lane: str) -> str:
@@ -180,6 +184,12 @@ class LakeTables:
 
     def location(self, lane: str, table: str) -> str:
         return f"{self.root}/{lane}/{table}"
+
+    def known(self, lane: str, table: str) -> Table | None:
+        """The table as this process last loaded or committed it (no catalog round trip): possibly
+        behind the catalog's head."""
+        with self._lock:
+            return self._tables.get((lane, table))
 
     def load(self, lane: str, table: str) -> Table | None:
         """The table (refreshed), or None when it does not exist."""

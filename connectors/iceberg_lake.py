@@ -9,7 +9,8 @@ An append, for one table:
    concurrent change makes it fail, and the plan is redone on the new head);
 2. **data files** — written once (Parquet, split by the ``dt``/``hour`` partitions); invisible to
    every reader until a snapshot references them;
-3. **fenced commit** — on the head (refreshed on every retry): if its offsets
+3. **fenced commit** — on the head (the first attempt on the one this process last saw, with no
+   catalog round trip; every retry on one just read): if its offsets
    (``highway.offsets``) of the partitions written differ from what the writer recovered or last
    committed, another writer owns them: return *fenced*, commit nothing. Else commit a fast append
    whose summary carries the head's map moved to the new offsets. The catalog compare-and-swaps the
@@ -30,8 +31,10 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
-from pyiceberg.table import Table
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.table.update import TableUpdate, update_table_metadata
 
 from connectors.iceberg_catalog import ICEBERG_TYPES, LakeTables, property_kinds
 from core.lake.encode import build_table
@@ -55,6 +58,24 @@ def head_summaries(table: Table) -> Iterable[Mapping[str, str]]:
 
 def table_offsets(table: Table) -> dict[str, int]:
     return latest_offsets(head_summaries(table))
+
+
+class ViewOnceTransaction(Transaction):
+    """pyiceberg's transaction with its metadata view computed once per staged change. The base class
+    re-applies every staged update and deep-copies the whole table metadata (every live snapshot) on
+    each access of ``table_metadata`` — about fifteen times per fast append, most of a commit's CPU.
+    The metadata models are frozen, so one view can be shared until the base or the updates change."""
+
+    _view: tuple[TableMetadata, tuple[TableUpdate, ...], TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        view = self._view
+        if view is None or view[0] is not self._table.metadata or view[1] is not self._updates:
+            base, updates = self._table.metadata, self._updates
+            view = (base, updates, update_table_metadata(base, updates) if updates else base)
+            self._view = view
+        return view[2]
 
 
 def conform(data: pa.Table, target: pa.Schema) -> pa.Table:
@@ -116,7 +137,7 @@ class IcebergLake:
                 log.warning("lake: %s.%s fenced on %s (head %s)", lane, table, refused, offsets)
                 return TableAppend(fenced=tuple(refused))
             properties = {OFFSETS_PROPERTY: encode_offsets(advanced(offsets, written))}
-            transaction = head.transaction()
+            transaction = ViewOnceTransaction(head)
             with transaction.update_snapshot(snapshot_properties=properties).fast_append() as append:
                 for data_file in files:
                     append.append_data_file(data_file)
@@ -132,8 +153,14 @@ class IcebergLake:
     def _prepared(self, lane: str, table: str, rows: Sequence[LakeRow]) -> tuple[Table, pa.Table]:
         """The table with every column the rows need, and the rows as Arrow in its schema."""
         where = f"{lane}.{table}@{rows[0].partition}:{rows[0].offset}" if rows else ""
+        # Planned first on the head this process last saw (its own last commit or load), without a
+        # catalog round trip: if anything was committed since, the append's compare-and-swap refuses
+        # it and the retry reads the head. Columns are only ever changed on a head just read.
+        current = self.tables.known(lane, table)
+        fresh = current is None
         for _ in range(MAX_ATTEMPTS):
-            current = self.tables.load(lane, table)
+            if fresh:
+                current = self.tables.load(lane, table)
             schema = self._schema_of(table, current)
             schema.observe((row.properties for row in rows), where)
             encoded = schema.to_bytes(table).decode()
@@ -142,9 +169,12 @@ class IcebergLake:
                 if current.properties.get(SCHEMA_PROPERTY) != encoded:
                     continue  # another writer created it first: plan again on its table
             elif current.properties.get(SCHEMA_PROPERTY) != encoded:
+                if not fresh:
+                    fresh = True
+                    continue
                 have = set(current.schema().column_names)
                 try:
-                    transaction = current.transaction()
+                    transaction = ViewOnceTransaction(current)
                     with transaction.update_schema() as update:
                         for column, kind in schema.columns.items():
                             if column not in have:
@@ -154,7 +184,6 @@ class IcebergLake:
                 except CommitFailedException:
                     self.retries += 1
                     continue  # another writer changed the table: plan again on the new head
-                current = current.refresh()
             data = arrow_rows(self.settings, rows, schema)
             return current, conform(data, current.schema().as_arrow())
         raise CommitFailedException(f"{lane}.{table}: schema kept changing under {MAX_ATTEMPTS} attempts")

@@ -10,8 +10,10 @@ Kafka offsets are committed.
   each partition there. Files of a flush that died before its commit are referenced by no snapshot:
   readers never see them and nothing needs deleting on the hot path (maintenance removes them).
 * Fencing: a commit goes through only if the head's offsets of the partitions it writes are still
-  the ones this writer recovered or last committed (the check runs on a fresh head right before
-  every attempt, and the catalog compare-and-swaps the head). Otherwise another writer owns them:
+  the ones this writer recovered or last committed (the check runs on the head the attempt commits
+  on — the first attempt on the head this writer last saw, every retry on one just read — and the
+  catalog compare-and-swaps the head, refusing an attempt whose head is no longer current).
+  Otherwise another writer owns them:
   their buffers are dropped, their position re-read from the head, and :meth:`take_fenced` tells the
   consumer where to resume — if it still owns them at all.
 

@@ -333,3 +333,30 @@ def test_the_worker_runs_maintenance_periodically(tmp_path: Any, pool: ThreadPoo
     assert service.health() == ("ok", None)
     service.error = "OSError('S3 away')"
     assert service.health()[0] == "degraded"
+
+
+def test_a_commit_on_a_stale_cached_head_is_refused_and_redone_on_the_new_head(
+    tmp_path: Any, pool: ThreadPoolExecutor
+) -> None:
+    """A writer plans its first attempt on the head it last saw, without reading the catalog: when
+    another writer committed since, the catalog refuses it, and the retry on the new head fences
+    (same partition) or keeps the other writer's offsets (neighbour partition)."""
+    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["l"], lake_format="iceberg")
+    stale_lake, owner_lake = IcebergLake(settings, {}), IcebergLake(settings, {})
+    stale, owner = IcebergCommitter(settings, stale_lake, pool), IcebergCommitter(settings, owner_lake, pool)
+    stale.recover([A0, A1])
+    assert stale.flush([filled(A0, range(3)), filled(A1, range(2))], Offsets()).rows == 5
+    owner.recover([A0])
+    assert owner.flush([filled(A0, range(3, 6))], Offsets()).rows == 3  # stale's known head is now behind
+    neighbour = filled(A1, range(2, 4))
+    assert (
+        stale.flush([filled(A0, range(3, 5)), neighbour], Offsets()).rows == 0
+    )  # its check passed on the old head
+    assert (stale_lake.retries, stale.take_fenced()) == (1, {A0: 6})
+    assert len(neighbour.rows) == 2
+    assert owner.flush([filled(A0, range(6, 8))], Offsets()).rows == 2
+    assert stale.flush([neighbour], Offsets()).rows == 2  # refused on the old head, then committed
+    assert stale_lake.retries == 2
+    assert owner_lake.head_offsets("l", "a") == {"l.event.a/0": 8, "l.event.a/1": 4}
+    ids = lake_columns(settings, "l", ["event_id"]).column("event_id").to_pylist()
+    assert sorted(ids) == sorted([f"{A0}{i}" for i in range(8)] + [f"{A1}{i}" for i in range(4)])
