@@ -39,6 +39,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
 
 from connectors.lake_fs import LakeStore
+from connectors.storage_errors import classify
 from core.lake.commit import FlushResult
 from core.lake.faults import FaultTracker
 from core.lake.flush import FlushPolicy, PartitionBuffer
@@ -72,8 +73,10 @@ class LakeHandler(BatchHandler):
         offsets_for: Callable[[Consumer], OffsetStore],
         should_stop: Callable[[], bool],
         faults: FaultTracker | None = None,
+        lake_uri: str = "the lake",
     ) -> None:
         self.committer = committer
+        self.lake_uri = lake_uri
         self.policy = policy
         self.metrics = metrics
         self.offsets_for = offsets_for
@@ -83,10 +86,17 @@ class LakeHandler(BatchHandler):
         self.stats = LakeStats()
         self._backoff_s = 0.0
         self._settle_at = 0.0
+        self._flushing_since: float | None = None
         self.faults = faults or FaultTracker()
 
     def degraded(self) -> str | None:
-        return self.faults.reason()  # storage/catalog faults: permanent at once, transient once they last
+        """Storage/catalog faults (permanent at once, transient once they last), or a flush that has
+        not returned for as long (an endpoint that does not answer fails nothing for a while)."""
+        reason = self.faults.reason()
+        since, now = self._flushing_since, time.monotonic()
+        if reason is None and since is not None and now - since > self.faults.transient_after_s:
+            reason = f"storage slow or away, transient: a flush to {self.lake_uri} has run {now - since:.0f}s"
+        return reason
 
     def _settle_retry_s(self) -> float:  # a permanent catalog fault (Glue access denied) is retried slowly
         return self.faults.retry_s if self.faults.permanent("catalog") else SETTLE_RETRY_S
@@ -227,10 +237,17 @@ class LakeHandler(BatchHandler):
         try:
             self._flush(consumer, due)
             self._backoff_s = 0.0
-        except Exception:
+            self.faults.succeeded("storage", "flush")
+        except Exception as exc:
+            # Errors the store did not retry itself (the Iceberg edge, the catalog) reach /health too.
+            fault = classify(exc, self.lake_uri)
+            self.faults.failed("storage", "flush", fault)
             self._count_error("flush")
-            self._backoff_s = min(max(1.0, self._backoff_s * 2), MAX_BACKOFF_S)
-            log.exception("lake: flush failed; buffers kept, retrying in %.0fs", self._backoff_s)
+            longest = self.faults.retry_s if fault.kind == "permanent" else MAX_BACKOFF_S
+            self._backoff_s = min(max(1.0, self._backoff_s * 2), longest)
+            log.exception(
+                "lake: flush failed (%s); buffers kept, retrying in %.0fs", fault.kind, self._backoff_s
+            )
             deadline = time.monotonic() + self._backoff_s
             while time.monotonic() < deadline and not self.should_stop():
                 time.sleep(0.1)
@@ -239,9 +256,11 @@ class LakeHandler(BatchHandler):
         if not due:
             return
         started = time.perf_counter()
+        self._flushing_since = time.monotonic()
         try:
             result = self.committer.flush([self.buffers[tp] for tp in due], self.offsets_for(consumer))
         finally:
+            self._flushing_since = None
             self._note_fenced(consumer)  # also when the flush failed after fencing some partitions
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
         self._record(result, due)
@@ -335,7 +354,9 @@ def build_stage(
         settings.lake_flush_age_s,
         settings.lake_max_buffered_bytes,
     )
-    handler = LakeHandler(committer, policy, LakeMetrics(registry), ConsumerOffsets, stop, faults)
+    handler = LakeHandler(
+        committer, policy, LakeMetrics(registry), ConsumerOffsets, stop, faults, lake_uri=settings.lake_uri
+    )
     registry.register(StoreRetries(store))
     registry.register(FaultCounts(faults))
     service = ConsumerService(

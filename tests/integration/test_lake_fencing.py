@@ -142,7 +142,7 @@ def test_conditional_writes_refuse_a_stale_version(
 
 
 def test_a_zombie_writer_is_fenced_and_nothing_is_lost_or_duplicated(make_settings: MakeSettings) -> None:
-    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 2})
+    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 2, "lake_format": "parquet"})
     assert settings.aws_s3_endpoint_url is not None
     door = Door(settings.aws_s3_endpoint_url).open()
     zombie = WorkerProcess(with_overrides(settings, aws_s3_endpoint_url=door.url), roles="lake")

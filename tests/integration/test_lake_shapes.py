@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from connectors.lake_fs import LakeStore
+from connectors.lake_reader import lake_columns
 from core.envelope import STRING_FIELDS
 from core.lake.encode import ARROW_TYPES
 from core.lake.layout import schema_key
-from core.routing.naming import topic_name_for
 from tests.conftest import MakeSettings
 from tests.integration.test_lake import LAKE_SETTINGS, Produced, produce_events, wait_for_lake
 from tests.support import WorkerProcess
@@ -105,11 +105,12 @@ def envelope(name: str, props: dict[str, Any], now: int) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("lake_format", ["iceberg", "parquet"])
 def test_avro_wire_events_land_with_every_column_filled(
-    make_settings: MakeSettings, registry: FakeRegistry
+    make_settings: MakeSettings, registry: FakeRegistry, lake_format: str
 ) -> None:
     settings = make_settings(
-        **{**LAKE_SETTINGS, "topic_partitions": 1},
+        **{**LAKE_SETTINGS, "topic_partitions": 1, "lake_format": lake_format},
         kafka_schema_registry_url=registry.url,
         kafka_wire_format="avro",
     )
@@ -124,7 +125,8 @@ def test_avro_wire_events_land_with_every_column_filled(
         worker.wait_healthy()
         report = wait_for_lake(settings, produced, timeout_s=60)
         assert report.ok, report
-    table = LakeStore(settings).table_dataset(settings.lanes[0], topic_name_for(name)).to_table()
+    columns = (*STRING_FIELDS, "client_ts", "server_ts", "p_amount", "p_method", "p_ok", "_raw")
+    table = lake_columns(settings, settings.lanes[0], columns)
     assert table.num_rows == 40
     for column in (*STRING_FIELDS, "client_ts", "server_ts", "p_amount", "p_method", "p_ok"):
         assert table.column(column).null_count == 0, column
@@ -136,7 +138,14 @@ def test_avro_wire_events_land_with_every_column_filled(
 def test_a_property_changing_type_leaves_every_file_readable_with_the_table_types(
     make_settings: MakeSettings,
 ) -> None:
-    settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 1, "lake_max_properties_per_event": 5})
+    settings = make_settings(  # every file's physical types: the parquet format (Iceberg's are the table's)
+        **{
+            **LAKE_SETTINGS,
+            "topic_partitions": 1,
+            "lake_max_properties_per_event": 5,
+            "lake_format": "parquet",
+        }
+    )
     now, name = int(time.time() * 1000), "contest_join"
     steps: list[list[dict[str, Any]]] = [
         [{"fee": 10}] * 5,
