@@ -6,8 +6,9 @@ fresh lane and a ``file://`` lake under the work directory:
 1. simulator events are produced to their per-event topics with their properties drifting in three
    phases — as generated, then every integer as a float (``7`` → ``7.5``), then every integer as a
    string (``"7"``) or an object (``{"value": 7}``) — so each table's columns meet every change;
-2. a real ``highway worker --role lake`` writes them (small flushes: the phases land in separate
-   files and snapshots) until every event is durable (``bench.lake_run``);
+2. a real ``highway worker --role lake`` writes them, one phase at a time: the next phase is
+   produced only when the previous one is durable, so every phase lands in its own files (parquet)
+   or snapshots (iceberg) and each table's columns change type across files, not within one;
 3. ``bench/spark_read.py`` runs under the Python that has pyspark (pyspark is not a Highway
    dependency) and reads every table — Parquet with ``mergeSchema``, Iceberg through the Iceberg Spark
    runtime resolved from Maven Central (``connectors.local.spark_jars``) from the table's current
@@ -19,6 +20,8 @@ fresh lane and a ``file://`` lake under the work directory:
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -30,8 +33,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.baseline import SettingsFor, bench_settings
-from bench.lake_run import run_lake_worker
+from bench.baseline import SettingsFor, bench_settings, spawn
+from bench.lake_run import CommittedCounter
 from connectors.iceberg_catalog import LakeTables
 from connectors.kafka_admin import KafkaAdmin
 from connectors.lake_fs import LakeStore
@@ -56,46 +59,85 @@ def drift(value: Any, phase: int, index: int) -> Any:
     return str(value) if index % 2 else {"value": value}
 
 
-def drifted_events(config: SimConfig, batch: int = 1_000) -> list[dict[str, Any]]:
+def drifted_phases(config: SimConfig, batch: int = 1_000) -> list[list[dict[str, Any]]]:
+    """The simulator's events in three phases of equal size, each with its drift applied."""
     events = [event for chunk in MatchDaySimulator(config).batches(batch) for event in chunk]
+    phases: list[list[dict[str, Any]]] = [[], [], []]
     for index, event in enumerate(events):
         phase = index * 3 // len(events)
         event["properties"] = {
             key: drift(value, phase, index) for key, value in event.get("properties", {}).items()
         }
-    return events
+        phases[phase].append(event)
+    return phases
 
 
-def produce(settings: Settings, lane: str, events: list[dict[str, Any]]) -> dict[str, int]:
-    """Produce in order to the per-event topics; returns the truth: rows per table."""
+def produce(settings: Settings, lane: str, events: list[dict[str, Any]]) -> None:
+    """Produce in order to the per-event topics (created beforehand)."""
     by_topic: dict[str, list[dict[str, Any]]] = {}
-    truth: dict[str, int] = {}
     for event in events:
-        table = topic_name_for(event["event_name"])
-        by_topic.setdefault(settings.event_topic(lane, table), []).append(event)
-        truth[table] = truth.get(table, 0) + 1
-    KafkaAdmin(settings).ensure_topics(by_topic)
+        by_topic.setdefault(settings.event_topic(lane, topic_name_for(event["event_name"])), []).append(event)
     with EventProducer(settings) as producer:
         for topic, batch in by_topic.items():
             producer.produce_events(topic, batch)
+
+
+def write_phases(
+    settings: Settings, lane: str, phases: list[list[dict[str, Any]]], log: Path, timeout_s: float = 300
+) -> dict[str, int]:
+    """Run a lake worker through the phases, each durable before the next is produced; returns
+    the truth: rows per table."""
+    truth: dict[str, int] = {}
+    for event in (event for phase in phases for event in phase):
+        table = topic_name_for(event["event_name"])
+        truth[table] = truth.get(table, 0) + 1
+    KafkaAdmin(settings).ensure_topics([settings.event_topic(lane, table) for table in truth])
+    produce(settings, lane, phases[0])  # also waits for the new topics' leaders
+    counter = CommittedCounter(settings, lane)
+    worker = spawn(settings, ["highway.cli", "worker", "--role", "lake"], log)
+    try:
+        durable = 0
+        for number, phase in enumerate(phases):
+            if number:
+                produce(settings, lane, phase)
+            durable += len(phase)
+            deadline = time.monotonic() + timeout_s
+            while counter() < durable:
+                if worker.poll() is not None:
+                    raise RuntimeError(f"the lake worker exited (code {worker.returncode}); see {log}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"phase {number} was not durable within {timeout_s:.0f}s; see {log}")
+                time.sleep(0.2)
+    finally:
+        counter.close()
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
     return truth
 
 
-def table_locations(settings: Settings, lane: str) -> dict[str, str]:
-    """Every table the lake holds → what Spark reads: the table directory (parquet) or the current
-    metadata file (iceberg)."""
+def table_locations(settings: Settings, lane: str) -> dict[str, tuple[str, int]]:
+    """Every table the lake holds → what Spark reads — the table directory (parquet) or the current
+    metadata file (iceberg) — and how many writes made it: data files or snapshots."""
+    locations: dict[str, tuple[str, int]] = {}
     if settings.lake_format == "iceberg":
         tables = LakeTables(settings)
-        locations: dict[str, str] = {}
         for name in tables.names(lane):
             loaded = tables.load(lane, name)
             if loaded is not None:
-                locations[name] = loaded.metadata_location
+                locations[name] = (loaded.metadata_location, len(loaded.snapshots()))
         return locations
     root = settings.lake_uri.removesuffix("/")
     keys = LakeStore(settings).list_keys(f"{lane}/")
-    names = {key.split("/")[1] for key in keys if key.count("/") == 2 and key.endswith("/_schema.json")}
-    return {name: f"{root}/{lane}/{name}" for name in sorted(names)}
+    for key in keys:
+        parts = key.split("/")
+        if len(parts) > 2 and not parts[1].startswith("_") and key.endswith(".parquet"):
+            _, files = locations.get(parts[1], ("", 0))
+            locations[parts[1]] = (f"{root}/{lane}/{parts[1]}", files + 1)
+    return locations
 
 
 @dataclass
@@ -161,8 +203,7 @@ def check_format(
         lake_uri=f"file://{(fmt_work / 'lake').absolute()}",
         lake_catalog="none",
         lake_iceberg_catalog_path=None,
-        lake_flush_rows=max(200, events // 12),
-        lake_flush_age_s=2.0,
+        lake_flush_age_s=1.0,
         topic_partitions=2,
     )
     lane = settings.lanes[0]
@@ -176,10 +217,9 @@ def check_format(
     )
     admin = KafkaAdmin(settings)
     try:
-        console.print(f"{lake_format}: producing {events} drifting events over {event_types} types …")
-        truth = produce(settings, lane, drifted_events(config))
-        console.print(f"{lake_format}: lake worker → {settings.lake_uri} …")
-        run_lake_worker(settings, lane, sum(truth.values()), fmt_work / "worker.log")
+        phases = drifted_phases(config)
+        console.print(f"{lake_format}: lake worker → {settings.lake_uri}, one phase at a time …")
+        truth = write_phases(settings, lane, phases, fmt_work / "worker.log")
     finally:
         admin.delete_topics([t for t in admin.list_topics() if t.startswith(f"{lane}.")])
     locations = table_locations(settings, lane)
@@ -191,23 +231,27 @@ def check_format(
         "iceberg_jar": jar,
         "tables": [
             {"table": name, "expected": truth.get(name, 0), "location": location}
-            for name, location in sorted(locations.items())
+            for name, (location, _) in sorted(locations.items())
         ],
     }
     console.print(f"{lake_format}: Spark reads {len(locations)} tables …")
     rows = compare(truth, run_spark_reader(spark_python, plan, fmt_work))
+    for row in rows:
+        row["writes"] = locations.get(row["table"], ("", 0))[1]
     return FormatResult(lake_format, sum(truth.values()), rows, time.monotonic() - started)
 
 
 def render(results: list[FormatResult]) -> Table:
     table = Table(title="Spark reads the lake (rows read vs the truth)")
-    for column in ("format", "table", "truth", "Spark rows", "columns", "sibling columns", "result"):
+    headers = ("format", "table", "files/snapshots", "truth", "Spark rows", "columns", "siblings", "result")
+    for column in headers:
         table.add_column(column)
     for result in results:
         for row in result.rows:
             table.add_row(
                 result.lake_format,
                 row["table"],
+                str(row["writes"]),
                 str(row["expected"]),
                 str(row.get("rows", "-")),
                 str(row.get("columns", "-")),
