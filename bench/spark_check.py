@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
 
@@ -82,6 +83,15 @@ def produce(settings: Settings, lane: str, events: list[dict[str, Any]]) -> None
             producer.produce_events(topic, batch)
 
 
+def durable_rows(counter: CommittedCounter) -> int:
+    """The lake group's committed offsets, or -1 while the broker cannot say (a fresh broker's group
+    coordinator still loading: NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS), to ask again."""
+    try:
+        return counter()
+    except KafkaException:
+        return -1
+
+
 def write_phases(
     settings: Settings, lane: str, phases: list[list[dict[str, Any]]], log: Path, timeout_s: float = 300
 ) -> dict[str, int]:
@@ -102,7 +112,7 @@ def write_phases(
                 produce(settings, lane, phase)
             durable += len(phase)
             deadline = time.monotonic() + timeout_s
-            while counter() < durable:
+            while durable_rows(counter) < durable:
                 if worker.poll() is not None:
                     raise RuntimeError(f"the lake worker exited (code {worker.returncode}); see {log}")
                 if time.monotonic() > deadline:
