@@ -346,7 +346,7 @@ def _describe(exc: ValidationError, source: str) -> str:
 
 
 # ``HIGHWAY_*`` variables that are not settings: the config file, faust's own overrides, test modes.
-NOT_SETTINGS = ("HIGHWAY_CONFIG", "HIGHWAY_FAUST_", "HIGHWAY_LONG_TESTS", "HIGHWAY_TEST_")
+NOT_SETTINGS = ("HIGHWAY_CONFIG", "HIGHWAY_FAUST_", "HIGHWAY_LONG_TESTS", "HIGHWAY_SPARK_", "HIGHWAY_TEST_")
 
 
 def _did_you_mean(name: str, known: Iterable[str]) -> str:
