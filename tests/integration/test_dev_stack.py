@@ -189,6 +189,7 @@ def test_worker_answers_health_and_stops_cleanly_on_sigterm(make_settings: MakeS
         assert health["stages"] == {
             f"router-{lane}": {"status": "ok", "reason": None},
             "lake": {"status": "ok", "reason": None},
+            "lake-maintenance": {"status": "ok", "reason": None},  # Iceberg upkeep (the default format)
             "realtime": {"status": "ok", "reason": None},
         }
         assert worker.proc is not None
