@@ -54,7 +54,7 @@ from core.lake.encode import build_table, parquet_bytes
 from core.lake.fence import Claim, Fenced, Recovery, claim_partition, put_manifest, sweep_prefixes
 from core.lake.fence import recover_partition as recover_partition  # where callers found it before
 from core.lake.flush import PartitionBuffer, plan_files
-from core.lake.layout import PartitionValue, epoch_key, lane_table, manifest_key
+from core.lake.layout import PartitionValue, epoch_key, lane_table, manifest_key, parse_data_file
 from core.lake.manifest import Manifest, orphan_files
 from core.lake.ports import Catalog, ObjectStore
 from core.lake.records import EventDecoder, LakeRow, decode_records
@@ -66,6 +66,12 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
+
+
+def _first_offset(key: str) -> int:
+    name = parse_data_file(key)
+    assert name is not None, key  # a key this writer built
+    return name.first_offset
 
 
 def _quarantined(row: LakeRow, error: str) -> None:
@@ -90,6 +96,8 @@ class LakeCommitter:
     tags: dict[TP, str] = field(default_factory=dict)  # version of each owned partition's manifest
     fenced_total: int = 0
     newly_fenced: dict[TP, int | None] = field(default_factory=dict)  # drained by take_fenced
+    # Manifest writes that failed without an answer: they may have landed (see _resolve_unsure).
+    unsure: dict[TP, FlushWork] = field(default_factory=dict)
     tables: StoredSchemas = field(init=False)
 
     def __post_init__(self) -> None:
@@ -147,6 +155,7 @@ class LakeCommitter:
             log.info("lake: deleting orphan %s (a dead flush's file)", orphan)
         raise_first(run_step(self.pool, self.store.delete, doomed))
         for tp, recovery in recoveries.items():
+            self.unsure.pop(tp, None)
             self.manifests[tp] = recovery.manifest
             self.tags[tp] = recovery.tag
             if recovery.start_offset is not None:
@@ -159,6 +168,7 @@ class LakeCommitter:
             self.manifests.pop(tp, None)
             self.tags.pop(tp, None)
             self.pending_offsets.pop(tp, None)
+            self.unsure.pop(tp, None)
 
     def take_fenced(self) -> dict[TP, int | None]:
         """Partitions fenced out since the last call (also when the flush that fenced them raised),
@@ -174,10 +184,11 @@ class LakeCommitter:
         Raises when a step up to the manifests fails; the buffers not vouched for by a written
         manifest are then untouched. Catalog and offset failures are returned as ``unsettled``.
         """
+        fenced = self._resolve_unsure()
         work = self._plan(buffers)
         if not work:
-            return FlushResult()
-        fenced = self._write_intents(work)
+            return FlushResult(fenced=tuple(sorted(fenced)))
+        fenced |= self._write_intents(work)
         work = [item for item in work if item.tp not in fenced]
         self._settle_schemas(work)
         sizes = self._write_files(work)
@@ -279,34 +290,68 @@ class LakeCommitter:
         rows = 0
         for item, outcome in zip(work, outcomes, strict=True):
             if outcome is None:
-                rows += len(item.buffer.take())
-                self.manifests[item.tp] = item.advanced
-                self.pending_offsets[item.tp] = item.advanced.next_offset
-                values = self.unregistered.setdefault((item.lane, item.table), set())
-                values.update(plan.value for plan in item.plans)
+                rows += self._adopt(item, item.advanced)
             elif isinstance(outcome, Fenced):
                 self._fence(item, outcome, written=[plan.key for plan in item.plans])
                 fenced.add(item.tp)
+            else:
+                self.unsure[item.tp] = item
         raise_first([outcome for outcome in outcomes if not isinstance(outcome, Fenced)])
         return rows
+
+    def _adopt(self, item: FlushWork, manifest: Manifest) -> int:
+        """``item``'s manifest is written: its rows are in the lake. The number of rows."""
+        self.unsure.pop(item.tp, None)
+        rows = len(item.buffer.take_through(manifest.committed_offset))
+        self.manifests[item.tp] = manifest
+        self.pending_offsets[item.tp] = manifest.next_offset
+        self.unregistered.setdefault((item.lane, item.table), set()).update(p.value for p in item.plans)
+        return rows
+
+    def _resolve_unsure(self) -> set[TP]:
+        """Before rows are written again, find out whether a manifest write that failed without an
+        answer landed: adopted if it did (its rows leave the buffer, so its files — vouched for now —
+        are never rewritten with other rows); fenced at once, writing nothing, if another writer
+        claimed the partition meanwhile. Returns the partitions fenced; raises (all stay unsure)
+        when the store does."""
+        pending = [item for tp, item in self.unsure.items() if tp in self.manifests]
+        keys = [manifest_key(item.lane, *item.tp) for item in pending]
+        found = list(self.pool.map(self.store.get_tagged, keys))
+        self.unsure = {}
+        fenced: set[TP] = set()
+        for item, key, tagged in zip(pending, keys, found, strict=True):
+            stored = Manifest.from_bytes(tagged[0]) if tagged else None
+            if tagged is not None and stored == item.advanced:
+                self.tags[item.tp] = tagged[1]
+                self._adopt(item, item.advanced)
+                log.info("lake: the unanswered manifest write of %s[%d] had landed", *item.tp)
+            elif stored is None or (stored.epoch, stored.owner) != (item.advanced.epoch, item.advanced.owner):
+                self._fence(item, Fenced(key, stored), written=[plan.key for plan in item.plans])
+                fenced.add(item.tp)
+        return fenced
 
     def _fence(self, item: FlushWork, fence: Fenced, written: list[str]) -> None:
         """This writer lost ``item``'s partition: no offset commit, its rows dropped (the owner
         replays them from the manifest), and the files this flush wrote deleted — they carry this
-        writer's epoch, so they are its own. A file left behind (the delete failed) is deleted by a
-        later claim that finds it under a declared Hive partition (``Manifest.ended``)."""
+        writer's epoch, so they are its own — except those the stored manifest vouches for: a write
+        of ours that landed, unanswered, before the claim (``Manifest.vouched_through``). A file left
+        behind (the delete failed) is deleted by a later claim that finds it under a declared Hive
+        partition (``Manifest.ended``)."""
         manifest = self.manifests.get(item.tp)
         self.release([item.tp])
         dropped = len(item.buffer.take())
+        stored = fence.stored
+        vouched = stored.vouched_through(item.advanced.epoch) if stored else -1
+        if vouched >= item.advanced.committed_offset:
+            log.warning("lake: %s[%d]: this flush's manifest had landed before the claim", *item.tp)
         deleted = 0
-        for key in written:
+        for key in (key for key in written if _first_offset(key) > vouched):
             try:
                 self.store.delete(key)
                 deleted += 1
             except Exception as exc:  # best effort: the file is unvouched either way
                 log.warning("lake: could not delete %s of a fenced flush: %s", key, exc)
         self.fenced_total += 1
-        stored = fence.stored
         self.newly_fenced[item.tp] = stored.next_offset if stored and stored.committed_offset >= 0 else None
         log.warning(
             "lake: FENCED out of %s[%d] (this writer: epoch %s, %s): %s; %d buffered rows dropped "

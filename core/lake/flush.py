@@ -71,6 +71,13 @@ class PartitionBuffer:
         rows, self.rows, self.size_bytes = self.rows, [], 0
         return rows
 
+    def take_through(self, offset: int) -> list[RawRecord]:
+        """The rows up to ``offset`` (now in the lake), leaving the later ones buffered."""
+        cut = next((i for i, row in enumerate(self.rows) if row.offset > offset), len(self.rows))
+        taken, self.rows = self.rows[:cut], self.rows[cut:]
+        self.size_bytes -= sum(record_bytes(row) for row in taken)
+        return taken
+
 
 @dataclass(frozen=True)
 class FilePlan:

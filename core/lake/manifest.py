@@ -88,6 +88,14 @@ class Manifest:
             values=tuple(sorted(set(values))),
         )
 
+    def vouched_through(self, epoch: int) -> int:
+        """The last offset this manifest vouches for among the files of ``epoch``: a file of that
+        epoch whose first offset is above it is dead. An epoch too old to be in ``ended`` is held
+        to the committed offset."""
+        if epoch == self.epoch:
+            return self.committed_offset
+        return min(self.committed_offset, dict(self.ended).get(epoch, self.committed_offset))
+
     def to_bytes(self) -> bytes:
         return orjson.dumps(
             {
@@ -127,7 +135,6 @@ def orphan_files(manifest: Manifest, keys: Iterable[str], below_epoch: int | Non
     """Data files of the manifest's partition that no manifest vouches for (first offset > N) —
     and, with ``below_epoch``, only those written under an older epoch (never a newer writer's),
     together with the files of an ``ended`` epoch above the offset at which it ended."""
-    ended = dict(manifest.ended)
     orphans = []
     for key in keys:
         name = parse_data_file(key)
@@ -135,8 +142,6 @@ def orphan_files(manifest: Manifest, keys: Iterable[str], below_epoch: int | Non
             continue
         if below_epoch is not None and name.epoch >= below_epoch:
             continue
-        if name.first_offset > min(
-            manifest.committed_offset, ended.get(name.epoch, manifest.committed_offset)
-        ):
+        if name.first_offset > manifest.vouched_through(name.epoch):
             orphans.append(key)
     return sorted(orphans)
