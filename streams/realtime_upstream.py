@@ -20,6 +20,7 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 ASK_EVERY_S = 1.0  # an answer is reused this long: the idle check runs after every poll
+TELL_EVERY_S = 30.0
 
 
 class RouterDrained:
@@ -29,6 +30,7 @@ class RouterDrained:
         self.settings = settings
         self.admin = admin or KafkaAdmin(settings, timeout_s=3.0)
         self._answer = (float("-inf"), False)
+        self._told_at = float("-inf")
 
     def __call__(self) -> bool:
         asked_at, answer = self._answer
@@ -45,9 +47,16 @@ class RouterDrained:
             for lane in self.settings.lanes:
                 lag = self.admin.group_lag(group, self.settings.all_events_topic(lane))
                 if lag:  # None: no router group on this lane, nothing to wait for
-                    log.debug("realtime: idle windows wait, the router is %d events behind on %s", lag, lane)
+                    self._tell(f"the router is {lag} events behind on {lane}")
                     return False
         except TransientError as exc:
-            log.info("realtime: idle windows wait, the router's progress is unknown: %s", exc)
+            self._tell(f"the router's progress is unknown: {exc}")
             return False
         return True
+
+    def _tell(self, why: str) -> None:
+        """Say why quiet windows stay open — once per ``TELL_EVERY_S``, not once a second."""
+        now = time.monotonic()
+        if now - self._told_at >= TELL_EVERY_S:
+            self._told_at = now
+            log.info("realtime: quiet partitions' windows stay open: %s", why)
