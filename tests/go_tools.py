@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"
-BUILD_TIMEOUT_S = 900  # a cold module cache downloads k8s.io/api and compose-go first
+BUILD_TIMEOUT_S = 540  # a cold module cache downloads k8s.io/api or compose-go first (~1 min here)
 
 
 def cache_dir() -> Path:
