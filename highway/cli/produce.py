@@ -50,6 +50,17 @@ def _parse_start(value: str | None) -> int:
     return int(moment.timestamp() * 1000)
 
 
+# The collector options, named here so that produce() stays one screen long.
+ViaCollector = Annotated[
+    str | None,
+    typer.Option("--via-collector", help="send through this collector (http://host:port) instead of Kafka"),
+]
+CollectorKey = Annotated[str | None, typer.Option(help="the lane's collector API key (with --via-collector)")]
+CollectorBatch = Annotated[
+    int, typer.Option("--collector-batch", help="events per collector request (with --via-collector)")
+]
+
+
 def produce(
     ctx: typer.Context,
     events: Annotated[
@@ -68,18 +79,9 @@ def produce(
     clock_rate: Annotated[float, typer.Option(help="simulated events/s when --rate is 0")] = 5_000.0,
     surge_factor: Annotated[float, typer.Option(help="traffic multiplier at match start")] = 4.0,
     surge_at: Annotated[float | None, typer.Option(help="match start, simulated s (default 25%)")] = None,
-    via_collector: Annotated[
-        str | None,
-        typer.Option(
-            "--via-collector", help="send through this collector (http://host:port) instead of Kafka"
-        ),
-    ] = None,
-    key: Annotated[
-        str | None, typer.Option(help="the lane's collector API key (with --via-collector)")
-    ] = None,
-    collector_batch: Annotated[
-        int, typer.Option("--collector-batch", help="events per collector request (with --via-collector)")
-    ] = 500,
+    via_collector: ViaCollector = None,
+    key: CollectorKey = None,
+    collector_batch: CollectorBatch = 500,
 ) -> None:
     """Send simulated fantasy-sports match-day traffic to the lane's all-events topic."""
     settings = state(ctx).settings()
