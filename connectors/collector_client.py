@@ -133,20 +133,23 @@ class CollectorClient:
 
     def send(self, events: Iterable[Mapping[str, Any]]) -> None:
         """Buffer events (copied; ``event_id`` assigned if absent); blocks while the buffer is full."""
-        for event in events:
-            copy = dict(event)
+        copies = [dict(event) for event in events]
+        for copy in copies:
             if not copy.get("event_id"):
                 copy["event_id"] = str(uuid.uuid4())
-            with self._cond:
+        with self._cond:
+            while copies:
                 if self._closing:
                     raise RuntimeError("CollectorClient.send after close")
-                while len(self._pending) >= self.max_buffered:
+                room = self.max_buffered - len(self._pending)
+                if room <= 0:
                     self._cond.wait()
+                    continue
                 if not self._pending:
                     self._oldest_at = time.monotonic()
-                self._pending.append(copy)
-                if len(self._pending) >= self.batch_size or len(self._pending) == 1:
-                    self._cond.notify_all()
+                self._pending.extend(copies[:room])
+                del copies[:room]
+                self._cond.notify_all()
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Send everything buffered and wait for the answers; raise :class:`CollectorError` on failures."""
