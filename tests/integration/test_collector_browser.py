@@ -20,6 +20,7 @@ import json
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class Post:
     query_key: str | None
     events: list[dict[str, Any]]
     status: int
+    at: float
 
 
 @dataclass
@@ -92,7 +94,8 @@ class FakeCollector:
         events = json.loads(await request.read())
         with self.lock:
             status, extra = self.answer_next.pop(0) if self.answer_next else (200, {})
-            self.posts.append(Post(request.content_type, authorization, query_key, events, status))
+            post = Post(request.content_type, authorization, query_key, events, status, time.monotonic())
+            self.posts.append(post)
         body = {"accepted": len(events) if status == 200 else 0, "rejected": [], "request_id": "fake"}
         return web.json_response(body, status=status, headers={**self.cors(request), **extra})
 
@@ -223,13 +226,15 @@ def test_snippet_sends_every_event_once_by_fetch_and_beacon(
     browser.get(page_origin + "/")
     wait_until(browser, lambda: browser.find_element("id", "state").text == "ready", "the page initialised")
 
-    # fetch: two full batches of 5; the first is answered 503 and retried with the same body.
-    collector.answer_next.append((503, {"Retry-After": "0"}))
+    # fetch: two full batches of 5; the first is answered 503 and retried with the same body, no sooner
+    # than its Retry-After (readable cross-origin only through Access-Control-Expose-Headers).
+    collector.answer_next.append((503, {"Retry-After": "1"}))
     browser.execute_script("for (var i = 0; i < 10; i++) highway.track('page_view', {n: i});")
     wait_until(browser, lambda: len(collector.received()) == 10, "10 fetched events accepted")
     assert [p.status for p in collector.posts] == [503, 200, 200]
-    retried = next(p.events for p in collector.posts[1:] if p.events[0]["properties"]["n"] == 0)
-    assert collector.posts[0].events == retried, "a retry must resend the same events and event_ids"
+    retried = next(p for p in collector.posts[1:] if p.events[0]["properties"]["n"] == 0)
+    assert collector.posts[0].events == retried.events, "a retry must resend the same events and event_ids"
+    assert retried.at - collector.posts[0].at >= 1.0, "the retry came before Retry-After"
     assert all(p.authorization == f"Bearer {collector.key}" for p in collector.posts)
     assert all(p.content_type == "application/json" for p in collector.posts)
     assert collector.preflights, "a cross-origin JSON POST with Authorization must be preflighted"
