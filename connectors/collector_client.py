@@ -6,7 +6,10 @@ batches of ``batch_size``, or when the oldest buffered event has waited ``linger
 
 Delivery is at-least-once: a batch is retried (``connectors.collector_retry``: exponential backoff with
 full jitter, floored by ``Retry-After``) on 429/5xx answers and connection errors until
-``delivery_timeout_s``. Every event gets its ``event_id`` (a uuid4, unless the caller set one) in
+``delivery_timeout_s``. Once a batch gave up, the batches behind it get one attempt each until an
+answer comes back, so an outage fails the buffer in seconds rather than one timeout per batch.
+
+Every event gets its ``event_id`` (a uuid4, unless the caller set one) in
 :meth:`~CollectorClient.send`, before the first attempt, and a retry resends the very same bytes: an
 event that lands twice (the collector wrote it but its answer was lost) lands with the same
 ``event_id``, which downstream deduplication keys on. ``ambiguous_retries`` counts such retries.
@@ -120,6 +123,7 @@ class CollectorClient:
         self._flushers = 0
         self._busy = False
         self._closing = False
+        self._outage = False
         self.accepted = 0
         self.requests = 0
         self.retries = 0
@@ -242,10 +246,14 @@ class CollectorClient:
         while True:
             answer = self._post(body)
             if answer.status is not None and answer.status not in RETRY_STATUSES:
+                self._outage = False
                 self._settle(batch, answer)
                 return
             delay = self.retry.delay(attempt, answer.retry_after_s, self._rng)
-            if time.monotonic() + delay - started > self.retry.delivery_timeout_s:
+            # During an outage that already outlasted one batch's delivery timeout, the batches queued
+            # behind it get one attempt each: they fail in seconds instead of one timeout after another.
+            if self._outage or time.monotonic() + delay - started > self.retry.delivery_timeout_s:
+                self._outage = True
                 self._fail(batch, answer.status, f"gave up after {attempt + 1} attempts: {answer.error}")
                 return
             self.retries += 1

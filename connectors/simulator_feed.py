@@ -109,6 +109,8 @@ def send_simulated_traffic_via_collector(
         sent += len(batch)
         if on_batch is not None:
             on_batch(client, sent)
+        if client.failures:
+            break  # the collector refuses or is away: stop simulating, report what was not delivered
     client.flush()  # raises CollectorError naming the undelivered batches
     elapsed = time.monotonic() - started
     if client.rejected:

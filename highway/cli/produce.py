@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from connectors.collector_client import CollectorClient
+from connectors.collector_retry import RetryPolicy
 from connectors.producer import EventProducer
 from connectors.simulator_feed import (
     ProduceSummary,
@@ -59,6 +60,9 @@ CollectorKey = Annotated[str | None, typer.Option(help="the lane's collector API
 CollectorBatch = Annotated[
     int, typer.Option("--collector-batch", help="events per collector request (with --via-collector)")
 ]
+CollectorTimeout = Annotated[
+    float, typer.Option("--collector-timeout", help="seconds a batch may retry before it is reported failed")
+]
 
 
 def produce(
@@ -82,6 +86,7 @@ def produce(
     via_collector: ViaCollector = None,
     key: CollectorKey = None,
     collector_batch: CollectorBatch = 500,
+    collector_timeout: CollectorTimeout = 120.0,
 ) -> None:
     """Send simulated fantasy-sports match-day traffic to the lane's all-events topic."""
     settings = state(ctx).settings()
@@ -109,7 +114,8 @@ def produce(
         config = replace(config, start_ms=config.start_ms - int(config.expected_span_s * 1000))
     try:
         if via_collector is not None and key is not None:
-            client = CollectorClient(via_collector, key, lane, batch_size=collector_batch)
+            retry = RetryPolicy(delivery_timeout_s=collector_timeout)
+            client = CollectorClient(via_collector, key, lane, batch_size=collector_batch, retry=retry)
             summary = _collect_with_progress(client, config, settings.realtime_window_s, rate, truth)
         else:
             summary = _send_with_progress(settings, config, lane, rate, truth)

@@ -127,6 +127,23 @@ def test_gives_up_after_the_delivery_timeout_and_hands_the_events_back() -> None
     sender.close()  # the failure was handed over once
 
 
+def test_after_a_batch_gave_up_the_next_get_one_attempt_until_the_collector_answers(
+    fake: FakeCollector,
+) -> None:
+    busy = (503, {"Retry-After": "5"}, {"error": "broker away"})  # 5 s > the 1 s delivery timeout
+    fake.script.extend([busy, busy, (200, {}, None), (503, {"Retry-After": "0"}, {}), (200, {}, None)])
+    retry = RetryPolicy(base_s=0.1, delivery_timeout_s=1.0)
+    sender = client(fake, batch_size=2, retry=retry, sleep=RecordingSleep())
+    sender.send(events(8))
+    with pytest.raises(CollectorError, match="4 events in 2 batches") as raised:
+        sender.flush()
+    assert [[e["seq"] for e in f.events] for f in raised.value.failures] == [[0, 1], [2, 3]]
+    received = fake.wait_for_requests(5)
+    assert [r.answered for r in received] == [503, 503, 200, 503, 200]  # batch 2 had one attempt
+    assert [[e["seq"] for e in r.events] for r in received][2:] == [[4, 5], [6, 7], [6, 7]]
+    sender.close()
+
+
 def test_bad_key_fails_without_retrying(fake: FakeCollector) -> None:
     fake.script.append((401, {}, {"error": "bad key"}))
     sender = client(fake, sleep=RecordingSleep())

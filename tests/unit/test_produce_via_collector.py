@@ -41,3 +41,14 @@ def test_via_collector_needs_a_key() -> None:
     result = CliRunner().invoke(app, ["produce", "--via-collector", "http://127.0.0.1:9"])
     assert result.exit_code != 0
     assert "--key" in result.output
+
+
+def test_an_unreachable_collector_fails_the_run_quickly_naming_what_was_not_delivered(tmp_path: Path) -> None:
+    gone = FakeCollector()
+    gone.close()  # nothing listens on its port any more
+    truth_path = tmp_path / "truth.json"
+    args = ["produce", "-n", "3000", "--via-collector", gone.url, "--key", "k1", "--collector-timeout", "0.5"]
+    result = CliRunner().invoke(app, [*args, "--truth", str(truth_path)], env={"HIGHWAY_LANES": "web"})
+    assert result.exit_code != 0
+    assert "not delivered to the collector" in result.output
+    assert not truth_path.exists()
