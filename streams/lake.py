@@ -365,6 +365,9 @@ def build_stage(
         [topic_regex(settings)],
         handler,
         batch_wait_s=0.2,
+        # An error outside a flush (S3 away while a rebalance recovers Iceberg offsets) restarts the
+        # consumer after a backoff — its partitions lost, replayed from the lake — never the worker.
+        restart_on_failure=True,
         **service_kwargs,
     )
     stop.service = service

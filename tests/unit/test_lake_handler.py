@@ -263,5 +263,6 @@ def test_the_stage_puts_its_metrics_on_the_registry_passed_in(tmp_path: Any) -> 
     assert stage.service.topics == [topic_regex(settings)]
     assert consumer_config(settings)["partition.assignment.strategy"] == "cooperative-sticky"
     assert stage.service.cooperative  # incremental assign/unassign in the rebalance callbacks
+    assert stage.service.restart_on_failure  # S3 away in a rebalance callback: back off, never die
     assert not stage.alive()  # built, not started
     assert stage.describe()["alive"] is False
