@@ -76,9 +76,7 @@ def test_a_zip_bomb_stops_at_the_limit_without_inflating_everything() -> None:
     assert inflated <= LIMIT + 1
 
 
-@pytest.mark.parametrize(
-    ("data", "status"), [(b"not gzip", 400), (gzip.compress(b"[1, 2, 3]")[:-12], 400)]
-)
+@pytest.mark.parametrize(("data", "status"), [(b"not gzip", 400), (gzip.compress(b"[1, 2, 3]")[:-12], 400)])
 def test_broken_gzip_is_a_400(data: bytes, status: int) -> None:
     with pytest.raises(BodyError) as caught:
         gunzip_bounded(data, LIMIT)

@@ -26,7 +26,14 @@ def test_keys_parse_from_mapping_json_and_pairs() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [{"web": ["web-secret"]}, {"web": [WEB[:-1]]}, {"web": [WEB], "mobile": [WEB]}, "web=abc", "{bad json", 5],
+    [
+        {"web": ["web-secret"]},
+        {"web": [WEB[:-1]]},
+        {"web": [WEB], "mobile": [WEB]},
+        "web=abc",
+        "{bad json",
+        5,
+    ],
 )
 def test_bad_key_settings_are_refused(value: object) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
@@ -51,7 +58,9 @@ def test_keys_survive_the_child_process_environment() -> None:
 
 def test_keys_can_be_a_toml_table(tmp_path: pytest.TempPathFactory) -> None:
     path = tmp_path / "h.toml"  # type: ignore[operator]
-    path.write_text(f'lanes = ["web"]\n[collector]\nmax_in_flight = 10\n[collector.api_keys]\nweb = ["{WEB}"]\n')
+    path.write_text(
+        f'lanes = ["web"]\n[collector]\nmax_in_flight = 10\n[collector.api_keys]\nweb = ["{WEB}"]\n'
+    )
     settings = load_settings(path, environ={})
     assert settings.collector_api_keys == {"web": [WEB]}
     assert settings.collector_max_in_flight == 10
