@@ -115,12 +115,17 @@ def bound(result: dict[str, Any]) -> str:
     seconds = result["seconds"] or 1.0
     collector = (result["collector_cpu_s"] or 0.0) / seconds
     generator = result["generator_cpu_s"] / seconds
+    machine = result.get("machine_share")
     figures = f"collector {collector:.2f} cores, generator {generator:.2f} cores"
+    if machine is not None:
+        figures += f", machine {machine:.0%} busy"
     if collector >= SATURATED:
         return f"collector CPU ({figures})"
     if generator >= SATURATED:
         return f"load generator CPU ({figures})"
-    return f"neither process saturated: broker acks or the machine ({figures})"
+    if machine is not None and machine >= SATURATED:
+        return f"machine CPU, all cores busy with other work too ({figures})"
+    return f"neither process saturated: waiting on broker acks ({figures})"
 
 
 def run_collect_bench(

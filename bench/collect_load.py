@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.cpu import cpu_seconds
+from bench.cpu import cpu_seconds, machine_jiffies
 
 BODIES = 200  # distinct request bodies, sent round-robin
 
@@ -59,6 +59,7 @@ class LoadResult:
     statuses: dict[int, int] = field(default_factory=dict)
     generator_cpu_s: float = 0.0  # this process over the timed window
     collector_cpu_s: float | None = None  # the collector process over the same window
+    machine_share: float | None = None  # busy share of all cores over the window (other work too)
 
 
 async def _send(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -137,9 +138,13 @@ class _Clock:
         self.pid = collector_pid
         self.own = time.process_time()
         self.collector = cpu_seconds(collector_pid)
+        self.machine = machine_jiffies()
 
     def close(self, result: LoadResult) -> None:
         result.generator_cpu_s = time.process_time() - self.own
+        machine = machine_jiffies()
+        if machine and self.machine and machine[1] > self.machine[1]:
+            result.machine_share = (machine[0] - self.machine[0]) / (machine[1] - self.machine[1])
         end = cpu_seconds(self.pid)
         if end is not None and self.collector is not None:
             result.collector_cpu_s = end - self.collector

@@ -26,6 +26,7 @@ def test_the_bound_names_the_saturated_process() -> None:
     assert bound(run(1000, 1.0, 0.95, 0.3)).startswith("collector CPU")
     assert bound(run(1000, 1.0, 0.4, 0.9)).startswith("load generator CPU")
     assert bound(run(1000, 1.0, None, 0.2)).startswith("neither process saturated")
+    assert bound({**run(1000, 1.0, 0.5, 0.2), "machine_share": 0.97}).startswith("machine CPU")
 
 
 def test_report_shows_producer_collector_and_latency_rows() -> None:
