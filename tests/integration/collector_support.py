@@ -35,6 +35,13 @@ class CollectorWorker(WorkerProcess):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, roles="collector")
 
+    def start(self) -> CollectorWorker:
+        super().start()
+        return self
+
+    def __enter__(self) -> CollectorWorker:
+        return self.start()
+
     @property
     def events_url(self) -> str:
         return f"{self.base_url}/v1/events"
@@ -61,7 +68,7 @@ def topic_events(settings: Settings) -> list[dict[str, Any]]:
     import orjson
 
     topic = settings.all_events_topic(settings.lanes[0])
-    return [orjson.loads(m.value()) for m in read_topics(settings, [topic]).get(topic, [])]
+    return [orjson.loads(m.value() or b"null") for m in read_topics(settings, [topic]).get(topic, [])]
 
 
 def id_counts(settings: Settings) -> Counter[str]:
