@@ -151,8 +151,10 @@ class DeliveryEdge:
         Raises :class:`Saturated` before producing anything when the process is at its bound.
         With ``wait=False`` (async mode) nothing is awaited and None is returned.
         """
-        if len(self._producer) + len(records) > self.max_in_flight:
-            raise Saturated(f"{len(self._producer)} events in flight (limit {self.max_in_flight})")
+        in_flight = len(self._producer)
+        # An idle producer takes any request, so that one bigger than the bound is not refused forever.
+        if in_flight and in_flight + len(records) > self.max_in_flight:
+            raise Saturated(f"{in_flight} events in flight (limit {self.max_in_flight})")
         pending = _Pending(self, len(records), asyncio.get_running_loop() if wait else None)
         produce, callback = self._producer.produce, pending.on_delivery
         for sent, (key, value) in enumerate(records):

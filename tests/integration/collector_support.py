@@ -42,6 +42,12 @@ class CollectorWorker(WorkerProcess):
     def __enter__(self) -> CollectorWorker:
         return self.start()
 
+    def faust_ready(self) -> bool:
+        """faust finished starting (its conductor declares topics first; a broker lost during that
+        second crashes any faust worker, whatever its roles)."""
+        log = self.log_dir / f"worker-{self.settings.http_port}-{self.starts}.log"
+        return log.exists() and "[^Worker]: Ready" in log.read_text(errors="replace")
+
     @property
     def events_url(self) -> str:
         return f"{self.base_url}/v1/events"

@@ -27,7 +27,7 @@ from tests.integration.collector_support import (
     make_events,
     topic_events,
 )
-from tests.support import wait_until
+from tests.support import health, wait_until
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -182,3 +182,33 @@ def test_sigterm_drains_and_loses_nothing_that_got_200(make_settings: Any) -> No
     assert acked, "nothing was answered 200 before the stop"
     assert acked <= set(counts), f"{len(acked - set(counts))} events that got a 200 are lost"
     assert sender.sent_batches < len(batches)  # the stop really interrupted the load
+
+
+def test_a_broker_away_is_a_503_with_retry_after_and_the_resend_lands(
+    make_settings: Any, local_stack: Any
+) -> None:
+    if not local_stack.kafka.restartable:
+        pytest.skip("the broker is external (HIGHWAY_KAFKA_BOOTSTRAP): this test must restart it")
+    settings = collector_settings(make_settings)
+    events = make_events(50, tag="away")
+    with CollectorWorker(settings) as worker:
+        worker.wait_healthy()
+        wait_until(worker.faust_ready, 60, 0.2, "faust started")
+        assert post(worker, orjson.dumps(make_events(5)), AUTH).status_code == 200
+        local_stack.kafka.stop()
+        try:
+            response = post(worker, orjson.dumps(events), AUTH)
+            assert response.status_code == 503, response.text
+            assert response.headers["Retry-After"] == "1"
+            assert health(worker)[1]["stages"]["collector"]["status"] == "degraded"
+        finally:
+            local_stack.kafka.start()
+
+        def resend() -> httpx.Response | None:
+            answer = post(worker, orjson.dumps(events), AUTH)
+            return answer if answer.status_code == 200 else None
+
+        resent = wait_until(resend, 120, 1.0, "the resend answered 200 once the broker is back")
+        assert resent.json()["accepted"] == 50
+    counts = id_counts(settings)
+    assert all(counts[e["event_id"]] >= 1 for e in events)
