@@ -77,6 +77,8 @@ class CollectorService(mode.Service):
     def health(self) -> tuple[str, str | None]:
         if not self.collector.accepting:
             return "degraded", "collector stopping: new requests get 503"
+        if not self.settings.collector_api_keys:
+            return "degraded", "collector_api_keys is empty: every request is refused (401)"
         reason = self.topics_missing or self.collector.edge.degraded()
         return ("degraded", reason) if reason else ("ok", None)
 

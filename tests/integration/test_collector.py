@@ -74,6 +74,11 @@ def test_every_200_event_is_in_the_topic_once_in_every_body_form(make_settings: 
         assert f"highway_collector_events_total {len(sent)}.0" in metrics
         health = httpx.get(f"{worker.base_url}/health", timeout=5).json()
         assert health["stages"]["collector"]["status"] == "ok"
+        quick = make_events(10, tag="async")
+        response = post(worker, orjson.dumps(quick), AUTH, **{"async": "1"})
+        assert response.status_code == 202
+        assert response.json()["accepted"] == 10
+        wait_until(lambda: id_counts(settings)["async-9"] == 1, 30, 0.5, "async events acknowledged")
 
 
 def test_refusals_write_nothing_and_partial_batches_write_only_the_good_events(make_settings: Any) -> None:
