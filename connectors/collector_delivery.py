@@ -7,11 +7,11 @@ count the request's outstanding events down and resolve its future on the asynci
 (``call_soon_threadsafe``) once the last one is acknowledged — one loop wake-up per request, not per
 event.
 
-Admission: ``len(producer)`` (queued plus unacknowledged messages, librdkafka's own thread-safe
-count) plus the request's events must stay within ``max_in_flight``, else the request is refused
-before anything is produced (:class:`Saturated`, a 429). The librdkafka queue is sized well above
-that bound, so a ``BufferError`` half-way through a request is not expected; if one comes, the rest
-of the request waits briefly for room rather than splitting the request.
+Admission: the events of unfinished requests (counted here: ``len(producer)`` also counts queued
+error events and internal requests) plus the new request's must stay within ``max_in_flight``, else
+the request is refused before anything is produced (:class:`Saturated`, a 429). The librdkafka
+queue is sized well above that bound, so a ``BufferError`` half-way through a request is not
+expected; if one comes, the rest of the request waits briefly for room rather than splitting it.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class _Pending:
             self.finish()
 
     def finish(self) -> None:
+        self.edge.finished(self.total)
         if self.loop is not None and self.future is not None:
             outcome = Outcome(self.total - self.failed, self.failed, self.error)
             self.loop.call_soon_threadsafe(_resolve, self.future, outcome)
@@ -115,6 +116,8 @@ class DeliveryEdge:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="collector-deliveries", daemon=True)
         self._last_failure: tuple[float, str] | None = None
+        self._outstanding = 0  # events of requests not yet finished
+        self._count_lock = threading.Lock()
         self.failed_total = 0
 
     def start(self) -> None:
@@ -122,7 +125,11 @@ class DeliveryEdge:
 
     @property
     def in_flight(self) -> int:
-        return len(self._producer)
+        return self._outstanding
+
+    def finished(self, events: int) -> None:
+        with self._count_lock:
+            self._outstanding -= events
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -151,10 +158,12 @@ class DeliveryEdge:
         Raises :class:`Saturated` before producing anything when the process is at its bound.
         With ``wait=False`` (async mode) nothing is awaited and None is returned.
         """
-        in_flight = len(self._producer)
-        # An idle producer takes any request, so that one bigger than the bound is not refused forever.
-        if in_flight and in_flight + len(records) > self.max_in_flight:
-            raise Saturated(f"{in_flight} events in flight (limit {self.max_in_flight})")
+        with self._count_lock:
+            in_flight = self._outstanding
+            # An idle producer takes any request, so that one bigger than the bound is not refused forever.
+            if in_flight and in_flight + len(records) > self.max_in_flight:
+                raise Saturated(f"{in_flight} events in flight (limit {self.max_in_flight})")
+            self._outstanding += len(records)
         pending = _Pending(self, len(records), asyncio.get_running_loop() if wait else None)
         produce, callback = self._producer.produce, pending.on_delivery
         for sent, (key, value) in enumerate(records):
