@@ -93,3 +93,13 @@ def test_cors_allowlist_and_headers() -> None:
     assert "X-Highway-Key" in headers["Access-Control-Allow-Headers"]
     assert int(headers["Access-Control-Max-Age"]) > 0
     assert response_headers(None) == {}
+
+
+def test_hash_key_command_prints_the_digest() -> None:
+    from typer.testing import CliRunner
+
+    from highway.cli import app
+
+    result = CliRunner().invoke(app, ["collector", "hash-key", "web-secret"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == WEB
