@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.collect.cors import parse_origins
 from core.collect.keys import parse_api_keys
 from core.errors import ConfigError
 from core.realtime.cardinality import TOPIC_MESSAGE_BYTES, max_partial_bytes
@@ -227,7 +228,7 @@ class Settings(BaseSettings):
     dev_cache_dir: Path | None = Field(None, description="broker jar cache; None = ~/.cache/highway")
     dev_bucket: str = Field("highway", description="bucket created on the local S3 API")
 
-    @field_validator("lanes", "plugins", "realtime_dimensions", "collector_cors_origins", mode="before")
+    @field_validator("lanes", "plugins", "realtime_dimensions", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -244,10 +245,10 @@ class Settings(BaseSettings):
             raise ValueError("lanes must be unique")
         return lanes
 
-    @field_validator("collector_api_keys", mode="before")
+    @field_validator("collector_api_keys", "collector_cors_origins", mode="before")
     @classmethod
-    def _api_keys(cls, value: Any) -> Any:
-        return parse_api_keys(value)
+    def _collector(cls, value: Any, info: ValidationInfo) -> Any:
+        return (parse_api_keys if info.field_name == "collector_api_keys" else parse_origins)(value)
 
     @field_validator("lake_uri")
     @classmethod

@@ -7,11 +7,26 @@ Requests without ``Origin`` (servers, mobile apps) are not browsers' and pass.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Any
 
 ALLOW_METHODS = "POST, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Content-Encoding, X-Highway-Key"
 MAX_AGE_S = 600
+_ORIGIN_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s]+$")
+
+
+def parse_origins(value: Any) -> Any:
+    """``collector_cors_origins`` from a list or comma-separated text; each entry ``*`` or exactly
+    what browsers send as ``Origin`` (``scheme://host[:port]``: no path, no trailing slash)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list):
+        for origin in value:
+            if origin != "*" and not (isinstance(origin, str) and _ORIGIN_RE.match(origin)):
+                raise ValueError(f"{origin!r} is not an origin: scheme://host[:port] without a path, or *")
+    return value
 
 
 def origin_allowed(origin: str | None, allowlist: Sequence[str]) -> bool:

@@ -82,6 +82,19 @@ def test_presented_key_sources_in_order() -> None:
     assert presented_key({"Authorization": "Bearer "}, {}) is None
 
 
+def test_cors_origins_are_validated_where_they_are_set() -> None:
+    assert Settings(
+        collector_cors_origins="https://a.example, http://localhost:8080"
+    ).collector_cors_origins == [
+        "https://a.example",
+        "http://localhost:8080",
+    ]
+    assert Settings(collector_cors_origins=["*"]).collector_cors_origins == ["*"]
+    for bad in ("https://a.example/", "a.example", "https://a.example/path"):
+        with pytest.raises(ValueError, match="is not an origin"):
+            Settings(collector_cors_origins=[bad])
+
+
 def test_cors_allowlist_and_headers() -> None:
     assert origin_allowed(None, [])  # not a browser
     assert origin_allowed("https://a.example", ["https://a.example"])
