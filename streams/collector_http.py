@@ -121,7 +121,7 @@ class Collector:
         auth = self.keys.authorize(presented_key(request.headers, request.query), request.query.get("lane"))
         if auth.lane is None:
             raise Refused(401, {"error": auth.error})
-        batch = await self._batch(request, request_id)
+        batch = await self._batch(request, request_id, auth.lane)
         for rejection in batch.rejected:
             self.metrics.rejected.labels(reject_reason(rejection)).inc()
         if not batch.accepted:
@@ -140,7 +140,7 @@ class Collector:
         self.metrics.events.inc(outcome.delivered)
         return 200, batch.answer()
 
-    async def _batch(self, request: Request, request_id: str) -> Batch:
+    async def _batch(self, request: Request, request_id: str, lane: str) -> Batch:
         limit = self.settings.collector_max_body_bytes
         content_type = request.headers.get("Content-Type")
         encoding = request.headers.get("Content-Encoding")
@@ -150,7 +150,7 @@ class Collector:
             items = bodies.parse(bodies.decode(raw, encoding, limit), content_type)
         except bodies.BodyError as exc:
             raise Refused(exc.status, {"error": exc.message}) from exc
-        return screen(items, request_id, int(time.time() * 1000), self.encode)
+        return screen(items, request_id, int(time.time() * 1000), self.encode, lane)
 
     async def _deliver(self, topic: str, batch: Batch, wait: bool) -> Outcome | None:
         try:

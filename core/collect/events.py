@@ -4,7 +4,8 @@ An event is accepted when it is an object with a non-empty string ``event_name``
 (string or integer: the Kafka key) and a non-empty string ``event_id``. A missing ``event_id`` is
 rejected, never generated: a client's retry of the same event must carry the same id, so that
 duplicates stay detectable downstream. Accepted events get the trusted ``server_ts`` (overwriting
-the client's) and the request's ``request_id``.
+the client's), the request's ``request_id``, and ``lane`` — the lane of the request's key — when the
+event does not name one (the router requires it).
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ def problem(event: Any) -> tuple[str, str] | None:
 
 
 def screen(
-    items: list[Any], request_id: str, server_ts: int, encode: Callable[[dict[str, Any]], bytes]
+    items: list[Any],
+    request_id: str,
+    server_ts: int,
+    encode: Callable[[dict[str, Any]], bytes],
+    lane: str | None = None,
 ) -> Batch:
     """Check every item; stamp, key by ``user_id`` and ``encode`` the acceptable ones.
 
@@ -62,6 +67,8 @@ def screen(
         if found is None:
             event["server_ts"] = server_ts
             event["request_id"] = request_id
+            if lane is not None and "lane" not in event:
+                event["lane"] = lane
             try:
                 batch.accepted.append((str(event["user_id"]).encode(), encode(event)))
                 continue

@@ -11,12 +11,15 @@ import gzip
 import os
 import signal
 import threading
+import time
+import uuid
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from core.routing.naming import event_topic_for
 from tests.integration.collector_support import (
     KEY,
     ORIGIN,
@@ -27,7 +30,7 @@ from tests.integration.collector_support import (
     make_events,
     topic_events,
 )
-from tests.support import health, wait_until
+from tests.support import WorkerProcess, committed_counts, health, wait_until
 
 pytestmark = pytest.mark.integration
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -69,6 +72,7 @@ def test_every_200_event_is_in_the_topic_once_in_every_body_form(make_settings: 
         assert sorted(e["event_id"] for e in stored) == sorted(sent)  # each exactly once
         assert {e["request_id"] for e in stored} == request_ids
         assert all(e["server_ts"] > 1_000_000_000_000 for e in stored)  # the client's 1 overwritten
+        assert {e["lane"] for e in stored} == {lane}  # the key's lane fills the missing field
         metrics = httpx.get(f"{worker.base_url}/metrics", timeout=5).text
         assert 'highway_collector_requests_total{code="200"} 4.0' in metrics
         assert f"highway_collector_events_total {len(sent)}.0" in metrics
@@ -217,3 +221,38 @@ def test_a_broker_away_is_a_503_with_retry_after_and_the_resend_lands(
         assert resent.json()["accepted"] == 50
     counts = id_counts(settings)
     assert all(counts[e["event_id"]] >= 1 for e in events)
+
+
+def test_the_router_routes_what_the_collector_wrote(make_settings: Any) -> None:
+    """Collector output is a valid envelope: a worker with both roles routes it, nothing dead-lettered."""
+    settings = collector_settings(make_settings)
+    lane = settings.lanes[0]
+    events = [
+        {
+            "event_name": ("click", "view")[i % 2],
+            "event_id": str(uuid.uuid4()),
+            "user_id": i,  # integers are keys too; the router normalises them
+            "session_id": "s",
+            "platform": "web",
+            "app_version": "1.0",
+            "device_id": "d",
+            "client_ts": int(time.time() * 1000),
+            "properties": {"i": i},
+        }
+        for i in range(20)
+    ]
+    topics = [event_topic_for(settings, lane, name) for name in ("click", "view")]
+    with WorkerProcess(settings, roles="router,collector") as worker:
+        worker.wait_healthy()
+        response = httpx.post(
+            f"{worker.base_url}/v1/events", content=orjson.dumps(events), headers=AUTH, timeout=30
+        )
+        assert response.status_code == 200, response.text
+
+        def routed() -> bool:
+            return sum(committed_counts(settings, topics).values()) >= 20
+
+        wait_until(routed, 120, 1.0, "the collector's events routed to their per-event topics")
+    counts = committed_counts(settings, [*topics, settings.dlq_topic(lane)])
+    assert counts[settings.dlq_topic(lane)] == 0
+    assert sum(counts[topic] for topic in topics) == 20

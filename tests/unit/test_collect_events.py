@@ -45,10 +45,12 @@ def test_integer_user_ids_are_accepted() -> None:
 
 def test_screen_stamps_keys_and_keeps_order_and_indices() -> None:
     items = [good(event_id="a", user_id=7), {"bad": 1}, good(event_id="c", server_ts=999)]
-    batch = screen(items, "req-1", 123, orjson.dumps)
+    items[2]["lane"] = "own"
+    batch = screen(items, "req-1", 123, orjson.dumps, lane="web")
     assert [key for key, _ in batch.accepted] == [b"7", b"u1"]
     decoded = [orjson.loads(value) for _, value in batch.accepted]
     assert [e["event_id"] for e in decoded] == ["a", "c"]
+    assert [e["lane"] for e in decoded] == ["web", "own"]  # the key's lane fills a missing one
     assert all(e["server_ts"] == 123 and e["request_id"] == "req-1" for e in decoded)
     assert batch.rejected == [{"index": 1, "field": "event_name", "error": "must be a non-empty string"}]
     assert batch.answer()["accepted"] == 2
