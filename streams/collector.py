@@ -1,7 +1,8 @@
 """The ``collector`` role: HTTP ingestion of web, mobile and server events into ``<lane>.events.all``.
 
 Served on the worker's faust web server (same host and port as ``/health`` and ``/metrics``):
-``POST /v1/events`` and its ``OPTIONS`` preflight (:mod:`streams.collector_http`). One idempotent
+``POST /v1/events`` and its ``OPTIONS`` preflight (:mod:`streams.collector_http`), and the
+browser snippet at ``GET /v1/highway.js``. One idempotent
 producer per process (:mod:`connectors.collector_delivery`) writes every request's events.
 
 Stopping (SIGTERM): the service stops accepting (new requests get 503 and retry elsewhere), waits for
@@ -21,6 +22,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CollectorRegistry
 
 from connectors.collector_delivery import DeliveryEdge
+from connectors.collector_js import SNIPPET_CONTENT_TYPE, snippet_bytes
 from connectors.kafka_admin import KafkaAdmin
 from core.errors import TransientError
 from core.settings import Settings
@@ -98,6 +100,14 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
         async def options(self, request: Request) -> Response:
             return collector.preflight(self, request)
 
+    class SnippetView(View):
+        """The browser snippet (docs/collector-clients.md), from the collector's own origin."""
+
+        async def get(self, request: Request) -> Response:
+            headers = {"Content-Type": SNIPPET_CONTENT_TYPE, "Cache-Control": "public, max-age=300"}
+            return self.bytes(snippet_bytes(), headers=headers)
+
     app.page("/v1/events")(EventsView)
+    app.page("/v1/highway.js")(SnippetView)
     health_board(app).add("collector", service.health)
     app.add_dependency(service)

@@ -19,6 +19,7 @@ import httpx
 import orjson
 import pytest
 
+from connectors.collector_js import snippet_bytes
 from core.routing.naming import event_topic_for
 from tests.integration.collector_support import (
     KEY,
@@ -78,6 +79,10 @@ def test_every_200_event_is_in_the_topic_once_in_every_body_form(make_settings: 
         assert f"highway_collector_events_total {len(sent)}.0" in metrics
         health = httpx.get(f"{worker.base_url}/health", timeout=5).json()
         assert health["stages"]["collector"]["status"] == "ok"
+        snippet = httpx.get(f"{worker.base_url}/v1/highway.js", timeout=5)
+        assert snippet.status_code == 200
+        assert snippet.content == snippet_bytes()
+        assert snippet.headers["Content-Type"].startswith("text/javascript")
         quick = make_events(10, tag="async")
         response = post(worker, orjson.dumps(quick), AUTH, **{"async": "1"})
         assert response.status_code == 202
