@@ -261,3 +261,18 @@ def test_the_router_routes_what_the_collector_wrote(make_settings: Any) -> None:
     counts = committed_counts(settings, [*topics, settings.dlq_topic(lane)])
     assert counts[settings.dlq_topic(lane)] == 0
     assert sum(counts[topic] for topic in topics) == 20
+
+
+def test_the_python_client_delivers_through_the_real_collector(make_settings: Any) -> None:
+    from connectors.collector_client import CollectorClient
+
+    settings = collector_settings(make_settings)
+    events = make_events(2_000, tag="client")
+    with CollectorWorker(settings) as worker:
+        worker.wait_healthy()
+        with CollectorClient(worker.base_url, KEY, settings.lanes[0], batch_size=500) as client:
+            client.send(events)
+            client.flush(60)
+        assert client.accepted == len(events)
+        assert client.rejected == []
+    assert id_counts(settings) == {event["event_id"]: 1 for event in events}
