@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from pydantic import SecretStr
 
 from core.settings import ENV_PREFIX, Settings
@@ -22,6 +23,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             rendered = ",".join(str(item) for item in value)
         elif isinstance(value, SecretStr):
             rendered = value.get_secret_value()
+        elif isinstance(value, dict):
+            rendered = orjson.dumps(value).decode()
         elif isinstance(value, bool):
             rendered = "true" if value else "false"
         else:

@@ -11,19 +11,21 @@ prefix (``[kafka] bootstrap = "..."`` is ``kafka_bootstrap``).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.collect.cors import parse_origins
+from core.collect.keys import parse_api_keys
 from core.errors import ConfigError
 from core.realtime.cardinality import TOPIC_MESSAGE_BYTES, max_partial_bytes
+from core.settings_sources import describe, flatten_toml, unknown_keys
 
 ENV_PREFIX = "HIGHWAY_"
 _LANE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -198,6 +200,25 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(6066, ge=0, le=65535)
 
+    # --- Collector (collector_*): the HTTP front door, docs/collector.md ---
+    collector_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="largest body, also once decompressed (413)"
+    )
+    collector_api_keys: Annotated[dict[str, list[str]], NoDecode] = Field(
+        default_factory=dict,
+        description="lane → SHA-256 hex digests of its keys (`highway collector hash-key`);"
+        " env: JSON or lane:digest,…",
+    )
+    collector_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="browser origins allowed to post (CORS); `*` = any"
+    )
+    collector_max_in_flight: int = Field(
+        50_000, ge=1, description="events handed to Kafka and not yet acknowledged before answering 429"
+    )
+    collector_async: bool = Field(
+        False, description="answer 202 before Kafka acknowledged (events lost if the collector dies first)"
+    )
+
     # --- Local dev stack (dev_*): `highway dev`, the demo, the test fixtures ---
     dev_kafka_version: str = Field("4.1.1", description="Apache Kafka version resolved from Maven")
     dev_kafka_heap: str = Field("768m", pattern=r"^[0-9]+[mMgG]$", description="local broker -Xmx")
@@ -223,6 +244,11 @@ class Settings(BaseSettings):
         if len(set(lanes)) != len(lanes):
             raise ValueError("lanes must be unique")
         return lanes
+
+    @field_validator("collector_api_keys", "collector_cors_origins", mode="before")
+    @classmethod
+    def _collector(cls, value: Any, info: ValidationInfo) -> Any:
+        return (parse_api_keys if info.field_name == "collector_api_keys" else parse_origins)(value)
 
     @field_validator("lake_uri")
     @classmethod
@@ -273,6 +299,8 @@ class Settings(BaseSettings):
             raise ValueError("SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
         if self.lake_format == "iceberg" and self.lake_catalog == "projection":
             raise ValueError("lake_catalog 'projection' needs lake_format 'parquet'")
+        if unknown := sorted(set(self.collector_api_keys) - set(self.lanes)):
+            raise ValueError(f"collector_api_keys names lanes {unknown} that are not in lanes")
         if self.kafka_wire_format == "avro" and not self.kafka_schema_registry_url:
             raise ValueError("kafka_wire_format 'avro' needs kafka_schema_registry_url")
         return self
@@ -325,39 +353,11 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-def _flatten_toml(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}".replace("-", "_").lower()
-        if isinstance(value, dict):
-            flat.update(_flatten_toml(value, f"{name}_"))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _describe(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid Highway settings ({source}):"]
-    for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "(model)"
-        key = f"{field} (env {ENV_PREFIX}{field.upper()})" if err["loc"] else field
-        lines.append(f"  - {key}: {err['msg']}")
-    return "\n".join(lines)
-
-
 # ``HIGHWAY_*`` variables that are not settings: the config file, faust's own overrides, test modes.
 NOT_SETTINGS = ("HIGHWAY_CONFIG", "HIGHWAY_FAUST_", "HIGHWAY_LONG_TESTS", "HIGHWAY_SPARK_", "HIGHWAY_TEST_")
 
 
-def _did_you_mean(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def unknown_keys(names: Iterable[str], known: Iterable[str]) -> list[str]:
-    """``name (did you mean …?)`` for every name that is not a known key (pure)."""
-    known = sorted(known)
-    return [f"{name}{_did_you_mean(name, known)}" for name in sorted(set(names) - set(known))]
+_MAPPINGS = frozenset({"collector_api_keys"})
 
 
 def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
@@ -377,7 +377,7 @@ def load_settings(
     if config_file is not None:
         source = f"environment and {config_file}"
         try:
-            values = _flatten_toml(tomllib.loads(config_file.read_text()))
+            values = flatten_toml(tomllib.loads(config_file.read_text()), mappings=_MAPPINGS)
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {config_file} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
@@ -395,4 +395,4 @@ def load_settings(
     try:
         return Settings(**values)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from exc
+        raise ConfigError(describe(exc, source, ENV_PREFIX)) from exc

@@ -1,8 +1,9 @@
 """The Faust app: one per worker process, with the stages (roles) it runs and the user's plugins.
 
 Roles are stages — ``router``, ``lake``, ``realtime`` — each registered by its own module on the
-shared consumer service (``streams.consumer``). Plugins are ordinary Faust agents in the user's own
-modules (``settings.plugins``, see ``streams.plugins``). Every worker serves ``/health`` and
+shared consumer service (``streams.consumer``), and the HTTP front door ``collector``
+(``streams.collector``), which runs only where asked for. Plugins are ordinary Faust agents in the
+user's own modules (``settings.plugins``, see ``streams.plugins``). Every worker serves ``/health`` and
 ``/metrics`` (one :class:`~prometheus_client.CollectorRegistry` per app, passed to every stage and
 plugin — no process-global registry), whatever its roles.
 """
@@ -23,19 +24,25 @@ from core.settings import Settings
 from streams.health import health_board
 from streams.plugins import load_plugins
 
-ROLES = ("router", "lake", "realtime")
+ROLES = ("router", "lake", "realtime", "collector")
+DEFAULT_ROLES = ("router", "lake", "realtime")
 Registrar = Callable[[faust.App, Settings, CollectorRegistry], None]
 
 
 def _registrars() -> dict[str, Registrar]:
     # Imported here so that a worker pays only for the roles it runs.
-    from streams import lake, realtime, routing
+    from streams import collector, lake, realtime, routing
 
-    return {"router": routing.register, "lake": lake.register, "realtime": realtime.register}
+    return {
+        "router": routing.register,
+        "lake": lake.register,
+        "realtime": realtime.register,
+        "collector": collector.register,
+    }
 
 
 def create_app(
-    settings: Settings, roles: Sequence[str] = ROLES, registry: CollectorRegistry | None = None
+    settings: Settings, roles: Sequence[str] = DEFAULT_ROLES, registry: CollectorRegistry | None = None
 ) -> faust.App:
     unknown = sorted(set(roles) - set(ROLES))
     if unknown:
@@ -46,7 +53,7 @@ def create_app(
     except OSError as exc:
         raise ConfigError(f"state_dir {settings.state_dir} cannot be created: {exc}") from exc
     app = faust.App(
-        settings.app_group_id(roles, ROLES),
+        settings.app_group_id(roles, DEFAULT_ROLES),
         broker=faust_broker_url(settings),
         broker_credentials=faust_credentials(settings),
         env_prefix="HIGHWAY_FAUST_",
@@ -62,6 +69,10 @@ def create_app(
         web_host=settings.http_host,
         web_port=settings.http_port,
         web_transport="tcp://",
+        # The collector inflates gzip bodies itself, stopping at its size limit (zip bombs).
+        web_application_options={"handler_args": {"auto_decompress": False}}
+        if "collector" in roles
+        else None,
     )
     if registry is None:
         registry = CollectorRegistry()

@@ -41,7 +41,7 @@ def quieten_garbage_collector() -> None:
 def worker(
     ctx: typer.Context,
     role: Annotated[
-        str, typer.Option("--role", "-r", help="comma-separated subset of router,lake,realtime")
+        str, typer.Option("--role", "-r", help="comma-separated subset of router,lake,realtime,collector")
     ] = "router,lake,realtime",
 ) -> None:
     """Run a Highway worker (Faust) until SIGTERM/SIGINT."""
