@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from connectors.kafka_admin import KafkaAdmin
 from core.errors import TransientError
@@ -26,9 +27,10 @@ TELL_EVERY_S = 30.0
 class RouterDrained:
     """``upstream_drained`` for :meth:`streams.realtime_state.RealtimeState.idle` (consumer thread)."""
 
-    def __init__(self, settings: Settings, admin: KafkaAdmin | None = None) -> None:
+    def __init__(self, settings: Settings, admin: Callable[[], KafkaAdmin] | None = None) -> None:
         self.settings = settings
-        self.admin = admin or KafkaAdmin(settings, timeout_s=3.0)
+        self.new_admin = admin or (lambda: KafkaAdmin(settings, timeout_s=3.0))
+        self.admin: KafkaAdmin | None = None
         self._answer = (float("-inf"), False)
         self._told_at = float("-inf")
 
@@ -43,13 +45,17 @@ class RouterDrained:
 
     def _ask(self) -> bool:
         group = router_input_group(self.settings.app_id)
+        admin = self.admin = self.admin or self.new_admin()
         try:
             for lane in self.settings.lanes:
-                lag = self.admin.group_lag(group, self.settings.all_events_topic(lane))
+                lag = admin.group_lag(group, self.settings.all_events_topic(lane))
                 if lag:  # None: no router group on this lane, nothing to wait for
                     self._tell(f"the router is {lag} events behind on {lane}")
                     return False
         except TransientError as exc:
+            # A new client next time: after a broker restart one admin client's group-offset
+            # requests were seen to time out for minutes while new clients were answered at once.
+            self.admin = None
             self._tell(f"the router's progress is unknown: {exc}")
             return False
         return True

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
@@ -234,9 +234,18 @@ def test_the_router_is_drained_when_its_group_committed_every_input_offset(
     lag: int | Exception | None, drained: bool
 ) -> None:
     settings = isolated_settings(lanes=["a"])
-    admin = FakeAdmin([lag])
-    gate = RouterDrained(settings, cast(Any, admin))
+    admin = FakeAdmin([lag, 0])
+    clients: list[FakeAdmin] = []
+
+    def new_admin() -> Any:
+        clients.append(admin)
+        return admin
+
+    gate = RouterDrained(settings, new_admin)
     assert gate() is drained
     assert admin.asked == [(router_input_group(settings.app_id), settings.all_events_topic("a"))]
     assert gate() is drained
     assert len(admin.asked) == 1, "an answer is reused for a second, not asked after every poll"
+    gate._answer = (float("-inf"), False)  # the second is over
+    assert gate() is True
+    assert len(clients) == (2 if isinstance(lag, Exception) else 1), "a client that failed is replaced"
