@@ -23,10 +23,26 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigError
+from core.kafka_keys import refused_keys
 from core.realtime.cardinality import TOPIC_MESSAGE_BYTES, max_partial_bytes
 
 ENV_PREFIX = "HIGHWAY_"
 _LANE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+MIN_TOKEN_CHARS = 16
+"""A shorter api_token is guessable; ``openssl rand -hex 32`` makes a good one."""
+
+
+def read_secret_file(path: Path, setting: str) -> str:
+    """A mounted secret's content without its trailing newline; ValueError naming ``setting``."""
+    try:
+        value = path.read_text().rstrip()
+    except OSError as exc:
+        raise ValueError(f"{setting} {path} cannot be read: {exc.strerror or exc}") from exc
+    if not value:
+        raise ValueError(f"{setting} {path} is empty")
+    return value
 
 
 def _split_csv(value: Any) -> Any:
@@ -57,12 +73,33 @@ class Settings(BaseSettings):
     # --- Kafka (kafka_*): brokers, security, wire format ---
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,…]")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_ca_file: Path | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    kafka_sasl_username: str | None = Field(None, description="PLAIN and SCRAM")
+    kafka_sasl_password: SecretStr | None = Field(None, description="PLAIN and SCRAM")
+    kafka_oauth_token_endpoint_url: str | None = Field(
+        None, description="OAUTHBEARER: the OIDC token endpoint (client-credentials grant)"
+    )
+    kafka_oauth_client_id: str | None = Field(None, description="OAUTHBEARER client id")
+    kafka_oauth_client_secret: SecretStr | None = Field(None, description="OAUTHBEARER client secret")
+    kafka_oauth_scope: str | None = Field(None, description="OAUTHBEARER scope (optional)")
+    kafka_ssl_ca_file: Path | None = Field(
+        None, description="CA bundle that signed the brokers' certificates"
+    )
+    kafka_ssl_cert_file: Path | None = Field(None, description="mTLS: client certificate (PEM)")
+    kafka_ssl_key_file: Path | None = Field(None, description="mTLS: client private key (PEM)")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="mTLS: password of an encrypted key")
+    kafka_extra_config: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="librdkafka settings Highway does not model, for every confluent-kafka client"
+        " (env: a JSON object; values are kept secret); keys Highway sets itself are refused",
+    )
     kafka_schema_registry_url: str | None = Field(
         None, description="Confluent schema registry; when set, events use the Avro wire format"
+    )
+    kafka_schema_registry_username: str | None = Field(None, description="schema registry basic auth")
+    kafka_schema_registry_password: SecretStr | None = Field(None, description="schema registry basic auth")
+    kafka_schema_registry_ca_file: Path | None = Field(
+        None, description="CA bundle of the schema registry's HTTPS certificate"
     )
     kafka_wire_format: Literal["json", "avro"] = "json"
 
@@ -194,9 +231,24 @@ class Settings(BaseSettings):
     )
     realtime_history_hours: int = Field(6, ge=1, description="closed windows kept for the HTTP API")
 
-    # --- HTTP (http_*) ---
-    http_host: str = "127.0.0.1"
+    # --- HTTP (http_*): the worker's web server ---
+    http_host: str = Field(
+        "127.0.0.1", description="bind address; any but a loopback address needs api_token (docs/security.md)"
+    )
     http_port: int = Field(6066, ge=0, le=65535)
+    http_tls_cert_file: Path | None = Field(None, description="serve HTTPS with this certificate (PEM)")
+    http_tls_key_file: Path | None = Field(None, description="private key of http_tls_cert_file (PEM)")
+
+    # --- HTTP API access (api_*, metrics_*) ---
+    api_token: SecretStr | None = Field(
+        None,
+        description="bearer token every endpoint but /health, /ready (and /metrics) requires;"
+        " user lookups are disabled without one",
+    )
+    api_token_file: Path | None = Field(
+        None, description="read api_token from this file (a mounted secret); trailing whitespace dropped"
+    )
+    metrics_require_token: bool = Field(False, description="/metrics needs the api_token too")
 
     # --- Local dev stack (dev_*): `highway dev`, the demo, the test fixtures ---
     dev_kafka_version: str = Field("4.1.1", description="Apache Kafka version resolved from Maven")
@@ -243,11 +295,34 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a valid regular expression: {exc}") from exc
         return pattern
 
+    @field_validator("kafka_extra_config")
+    @classmethod
+    def _extra_kafka(cls, config: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        refused = refused_keys(config)
+        if refused:
+            raise ValueError(f"Highway sets these librdkafka keys itself: {'; '.join(refused)}")
+        return config
+
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("realtime_event_name_top_n") is not None:
             data.setdefault("realtime_dimension_top_n", data["realtime_event_name_top_n"])
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: Any) -> Any:
+        # Read once at start-up, like the TOML file: the rest of the code sees only api_token.
+        if isinstance(data, dict) and data.get("api_token_file"):
+            from_file = read_secret_file(Path(data["api_token_file"]), "api_token_file")
+            given = data.get("api_token")
+            if isinstance(given, SecretStr):
+                given = given.get_secret_value()
+            # Both agree when a built model is validated again (envvars.with_overrides).
+            if given and given != from_file:
+                raise ValueError("set api_token or api_token_file, not both")
+            data["api_token"] = from_file
         return data
 
     @model_validator(mode="after")
@@ -267,15 +342,46 @@ class Settings(BaseSettings):
                 f"a realtime partial could reach {partial} bytes, above Kafka's {TOPIC_MESSAGE_BYTES}: "
                 "lower realtime_dimension_top_n, realtime_max_dimension_chars or the dimensions"
             )
-        if self.kafka_security_protocol.startswith("SASL") and not (
-            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
-        ):
-            raise ValueError("SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
+        self._check_kafka_security()
+        if bool(self.http_tls_cert_file) != bool(self.http_tls_key_file):
+            raise ValueError("HTTPS needs both http_tls_cert_file and http_tls_key_file")
+        if self.api_token is not None and len(self.api_token.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"api_token must have at least {MIN_TOKEN_CHARS} characters")
         if self.lake_format == "iceberg" and self.lake_catalog == "projection":
             raise ValueError("lake_catalog 'projection' needs lake_format 'parquet'")
         if self.kafka_wire_format == "avro" and not self.kafka_schema_registry_url:
             raise ValueError("kafka_wire_format 'avro' needs kafka_schema_registry_url")
         return self
+
+    def _check_kafka_security(self) -> None:
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol.startswith("SASL"):
+            if mechanism is None:
+                raise ValueError(f"{protocol} needs kafka_sasl_mechanism")
+            if mechanism == "OAUTHBEARER":
+                missing = [
+                    name
+                    for name in (
+                        "kafka_oauth_token_endpoint_url",
+                        "kafka_oauth_client_id",
+                        "kafka_oauth_client_secret",
+                    )
+                    if not getattr(self, name)
+                ]
+                if missing:
+                    raise ValueError(f"OAUTHBEARER needs {', '.join(missing)}")
+            elif not (self.kafka_sasl_username and self.kafka_sasl_password):
+                raise ValueError(f"SASL {mechanism} needs kafka_sasl_username and kafka_sasl_password")
+        elif mechanism is not None:
+            raise ValueError(f"kafka_sasl_mechanism needs a SASL kafka_security_protocol, not {protocol}")
+        if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
+            raise ValueError("mTLS needs both kafka_ssl_cert_file and kafka_ssl_key_file")
+        if self.kafka_ssl_cert_file and not protocol.endswith("SSL"):
+            raise ValueError(
+                f"kafka_ssl_cert_file needs kafka_security_protocol SSL or SASL_SSL, not {protocol}"
+            )
+        if bool(self.kafka_schema_registry_username) != bool(self.kafka_schema_registry_password):
+            raise ValueError("schema registry basic auth needs both its username and its password")
 
     # --- derived names ---
     def app_group_id(self, roles: Sequence[str], all_roles: Sequence[str]) -> str:
@@ -325,11 +431,15 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
+# Settings whose value is itself a table (``[kafka.extra_config]``): kept whole, not flattened.
+_TABLE_FIELDS = frozenset({"kafka_extra_config"})
+
+
 def _flatten_toml(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}".replace("-", "_").lower()
-        if isinstance(value, dict):
+        if isinstance(value, dict) and name not in _TABLE_FIELDS:
             flat.update(_flatten_toml(value, f"{name}_"))
         else:
             flat[name] = value
