@@ -11,11 +11,10 @@ prefix (``[kafka] bootstrap = "..."`` is ``kafka_bootstrap``).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,32 +22,20 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigError
-from core.kafka_keys import refused_keys
 from core.realtime.cardinality import TOPIC_MESSAGE_BYTES, max_partial_bytes
+from core.settings_rules import (
+    ENV_PREFIX,
+    NOT_SETTINGS,
+    describe,
+    flatten_toml,
+    http_access_problem,
+    kafka_security_problem,
+    split_csv,
+    token_from_file,
+    unknown_keys,
+)
 
-ENV_PREFIX = "HIGHWAY_"
 _LANE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-
-
-MIN_TOKEN_CHARS = 16
-"""A shorter api_token is guessable; ``openssl rand -hex 32`` makes a good one."""
-
-
-def read_secret_file(path: Path, setting: str) -> str:
-    """A mounted secret's content without its trailing newline; ValueError naming ``setting``."""
-    try:
-        value = path.read_text().rstrip()
-    except OSError as exc:
-        raise ValueError(f"{setting} {path} cannot be read: {exc.strerror or exc}") from exc
-    if not value:
-        raise ValueError(f"{setting} {path} is empty")
-    return value
-
-
-def _split_csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
 
 
 class Settings(BaseSettings):
@@ -76,15 +63,11 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     kafka_sasl_username: str | None = Field(None, description="PLAIN and SCRAM")
     kafka_sasl_password: SecretStr | None = Field(None, description="PLAIN and SCRAM")
-    kafka_oauth_token_endpoint_url: str | None = Field(
-        None, description="OAUTHBEARER: the OIDC token endpoint (client-credentials grant)"
-    )
+    kafka_oauth_token_endpoint_url: str | None = Field(None, description="OAUTHBEARER: OIDC token endpoint")
     kafka_oauth_client_id: str | None = Field(None, description="OAUTHBEARER client id")
     kafka_oauth_client_secret: SecretStr | None = Field(None, description="OAUTHBEARER client secret")
     kafka_oauth_scope: str | None = Field(None, description="OAUTHBEARER scope (optional)")
-    kafka_ssl_ca_file: Path | None = Field(
-        None, description="CA bundle that signed the brokers' certificates"
-    )
+    kafka_ssl_ca_file: Path | None = Field(None, description="CA bundle of the brokers' certificates")
     kafka_ssl_cert_file: Path | None = Field(None, description="mTLS: client certificate (PEM)")
     kafka_ssl_key_file: Path | None = Field(None, description="mTLS: client private key (PEM)")
     kafka_ssl_key_password: SecretStr | None = Field(None, description="mTLS: password of an encrypted key")
@@ -98,9 +81,7 @@ class Settings(BaseSettings):
     )
     kafka_schema_registry_username: str | None = Field(None, description="schema registry basic auth")
     kafka_schema_registry_password: SecretStr | None = Field(None, description="schema registry basic auth")
-    kafka_schema_registry_ca_file: Path | None = Field(
-        None, description="CA bundle of the schema registry's HTTPS certificate"
-    )
+    kafka_schema_registry_ca_file: Path | None = Field(None, description="CA bundle of the registry's HTTPS")
     kafka_wire_format: Literal["json", "avro"] = "json"
 
     # --- Topics (topic_*): names and layout ---
@@ -245,9 +226,7 @@ class Settings(BaseSettings):
         description="bearer token every endpoint but /health, /ready (and /metrics) requires;"
         " user lookups are disabled without one",
     )
-    api_token_file: Path | None = Field(
-        None, description="read api_token from this file (a mounted secret); trailing whitespace dropped"
-    )
+    api_token_file: Path | None = Field(None, description="read api_token from this file (a mounted secret)")
     metrics_require_token: bool = Field(False, description="/metrics needs the api_token too")
 
     # --- Local dev stack (dev_*): `highway dev`, the demo, the test fixtures ---
@@ -262,7 +241,7 @@ class Settings(BaseSettings):
     @field_validator("lanes", "plugins", "realtime_dimensions", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
-        return _split_csv(value)
+        return split_csv(value)
 
     @field_validator("lanes")
     @classmethod
@@ -295,14 +274,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a valid regular expression: {exc}") from exc
         return pattern
 
-    @field_validator("kafka_extra_config")
-    @classmethod
-    def _extra_kafka(cls, config: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        refused = refused_keys(config)
-        if refused:
-            raise ValueError(f"Highway sets these librdkafka keys itself: {'; '.join(refused)}")
-        return config
-
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
@@ -313,17 +284,7 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _token_from_file(cls, data: Any) -> Any:
-        # Read once at start-up, like the TOML file: the rest of the code sees only api_token.
-        if isinstance(data, dict) and data.get("api_token_file"):
-            from_file = read_secret_file(Path(data["api_token_file"]), "api_token_file")
-            given = data.get("api_token")
-            if isinstance(given, SecretStr):
-                given = given.get_secret_value()
-            # Both agree when a built model is validated again (envvars.with_overrides).
-            if given and given != from_file:
-                raise ValueError("set api_token or api_token_file, not both")
-            data["api_token"] = from_file
-        return data
+        return token_from_file(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _consistency(self) -> Settings:
@@ -342,46 +303,14 @@ class Settings(BaseSettings):
                 f"a realtime partial could reach {partial} bytes, above Kafka's {TOPIC_MESSAGE_BYTES}: "
                 "lower realtime_dimension_top_n, realtime_max_dimension_chars or the dimensions"
             )
-        self._check_kafka_security()
-        if bool(self.http_tls_cert_file) != bool(self.http_tls_key_file):
-            raise ValueError("HTTPS needs both http_tls_cert_file and http_tls_key_file")
-        if self.api_token is not None and len(self.api_token.get_secret_value()) < MIN_TOKEN_CHARS:
-            raise ValueError(f"api_token must have at least {MIN_TOKEN_CHARS} characters")
+        problem = kafka_security_problem(self) or http_access_problem(self)
+        if problem:
+            raise ValueError(problem)
         if self.lake_format == "iceberg" and self.lake_catalog == "projection":
             raise ValueError("lake_catalog 'projection' needs lake_format 'parquet'")
         if self.kafka_wire_format == "avro" and not self.kafka_schema_registry_url:
             raise ValueError("kafka_wire_format 'avro' needs kafka_schema_registry_url")
         return self
-
-    def _check_kafka_security(self) -> None:
-        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
-        if protocol.startswith("SASL"):
-            if mechanism is None:
-                raise ValueError(f"{protocol} needs kafka_sasl_mechanism")
-            if mechanism == "OAUTHBEARER":
-                missing = [
-                    name
-                    for name in (
-                        "kafka_oauth_token_endpoint_url",
-                        "kafka_oauth_client_id",
-                        "kafka_oauth_client_secret",
-                    )
-                    if not getattr(self, name)
-                ]
-                if missing:
-                    raise ValueError(f"OAUTHBEARER needs {', '.join(missing)}")
-            elif not (self.kafka_sasl_username and self.kafka_sasl_password):
-                raise ValueError(f"SASL {mechanism} needs kafka_sasl_username and kafka_sasl_password")
-        elif mechanism is not None:
-            raise ValueError(f"kafka_sasl_mechanism needs a SASL kafka_security_protocol, not {protocol}")
-        if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
-            raise ValueError("mTLS needs both kafka_ssl_cert_file and kafka_ssl_key_file")
-        if self.kafka_ssl_cert_file and not protocol.endswith("SSL"):
-            raise ValueError(
-                f"kafka_ssl_cert_file needs kafka_security_protocol SSL or SASL_SSL, not {protocol}"
-            )
-        if bool(self.kafka_schema_registry_username) != bool(self.kafka_schema_registry_password):
-            raise ValueError("schema registry basic auth needs both its username and its password")
 
     # --- derived names ---
     def app_group_id(self, roles: Sequence[str], all_roles: Sequence[str]) -> str:
@@ -431,45 +360,6 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-# Settings whose value is itself a table (``[kafka.extra_config]``): kept whole, not flattened.
-_TABLE_FIELDS = frozenset({"kafka_extra_config"})
-
-
-def _flatten_toml(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}".replace("-", "_").lower()
-        if isinstance(value, dict) and name not in _TABLE_FIELDS:
-            flat.update(_flatten_toml(value, f"{name}_"))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _describe(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid Highway settings ({source}):"]
-    for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "(model)"
-        key = f"{field} (env {ENV_PREFIX}{field.upper()})" if err["loc"] else field
-        lines.append(f"  - {key}: {err['msg']}")
-    return "\n".join(lines)
-
-
-# ``HIGHWAY_*`` variables that are not settings: the config file, faust's own overrides, test modes.
-NOT_SETTINGS = ("HIGHWAY_CONFIG", "HIGHWAY_FAUST_", "HIGHWAY_LONG_TESTS", "HIGHWAY_SPARK_", "HIGHWAY_TEST_")
-
-
-def _did_you_mean(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def unknown_keys(names: Iterable[str], known: Iterable[str]) -> list[str]:
-    """``name (did you mean …?)`` for every name that is not a known key (pure)."""
-    known = sorted(known)
-    return [f"{name}{_did_you_mean(name, known)}" for name in sorted(set(names) - set(known))]
-
-
 def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
     """``HIGHWAY_*`` variables that name no setting, each with its closest setting (pure)."""
     ours = [name for name in environ if name.upper().startswith(ENV_PREFIX)]
@@ -487,7 +377,7 @@ def load_settings(
     if config_file is not None:
         source = f"environment and {config_file}"
         try:
-            values = _flatten_toml(tomllib.loads(config_file.read_text()))
+            values = flatten_toml(tomllib.loads(config_file.read_text()))
         except FileNotFoundError as exc:
             raise ConfigError(f"config file {config_file} does not exist") from exc
         except tomllib.TOMLDecodeError as exc:
@@ -505,4 +395,4 @@ def load_settings(
     try:
         return Settings(**values)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from exc
+        raise ConfigError(describe(exc, source)) from exc

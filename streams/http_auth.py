@@ -11,6 +11,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from core.http_access import AccessPolicy
 from core.settings import Settings
@@ -18,9 +19,7 @@ from core.settings import Settings
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def access_middleware(
-    policy: AccessPolicy,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def access_middleware(policy: AccessPolicy) -> Middleware:
     @web.middleware
     async def check_access(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
