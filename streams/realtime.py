@@ -186,6 +186,7 @@ class RealtimeService(mode.Service):
         self.realtime = realtime
         self.consumer: ConsumerService | None = None
         self._waiting: str | None = None
+        self._set_up_failure: str | None = None
 
     async def on_start(self) -> None:
         self.add_future(self._start_when_reachable())
@@ -195,11 +196,15 @@ class RealtimeService(mode.Service):
         while not self.should_stop:
             try:
                 await self._set_up()
-                self._waiting = None
+                self._waiting = self._set_up_failure = None
                 return
             except TransientError as exc:
-                self._waiting = str(exc)
+                self._waiting, self._set_up_failure = str(exc), None
                 log.warning("realtime: waiting for Kafka (%s); retrying in %.0fs", exc, wait)
+            except Exception as exc:
+                # Not expected to pass by itself: /health says failed (503), and it is still retried.
+                self._set_up_failure = repr(exc)
+                log.exception("realtime: set-up failed; retrying in %.0fs", wait)
             await self.sleep(wait)
             wait = min(wait * 2, self.RETRY_S[1])
 
@@ -229,6 +234,8 @@ class RealtimeService(mode.Service):
     def health(self) -> tuple[str, str | None]:
         if self.consumer is not None:
             return self.consumer.health()
+        if self._set_up_failure is not None:
+            return "failed", f"realtime: set-up failed: {self._set_up_failure}"
         if self._waiting is not None:
             return "degraded", f"realtime: waiting for Kafka: {self._waiting}"
         return "degraded", "realtime: starting"
