@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,9 +26,9 @@ from core.settings_rules import (
     ENV_PREFIX,
     NOT_SETTINGS,
     describe,
-    flatten_toml,
     http_access_problem,
     kafka_security_problem,
+    read_config_file,
     split_csv,
     token_from_file,
     unknown_keys,
@@ -376,15 +375,7 @@ def load_settings(
     source = "environment"
     if config_file is not None:
         source = f"environment and {config_file}"
-        try:
-            values = flatten_toml(tomllib.loads(config_file.read_text()))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {config_file} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
-        unknown = unknown_keys(values, Settings.model_fields)
-        if unknown:
-            raise ConfigError(f"config file {config_file}: unknown keys {', '.join(unknown)}")
+        values = read_config_file(config_file, Settings.model_fields)
     misspelt = misspelt_variables(os.environ if environ is None else environ)
     if misspelt:
         raise ConfigError(

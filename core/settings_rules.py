@@ -4,12 +4,14 @@ but for reading a mounted secret file at start-up, like the TOML file)."""
 from __future__ import annotations
 
 import difflib
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from core.errors import ConfigError
 from core.kafka_keys import refused_keys
 
 ENV_PREFIX = "HIGHWAY_"
@@ -123,3 +125,17 @@ def unknown_keys(names: Iterable[str], known: Iterable[str]) -> list[str]:
     """``name (did you mean …?)`` for every name that is not a known key (pure)."""
     known = sorted(known)
     return [f"{name}{_did_you_mean(name, known)}" for name in sorted(set(names) - set(known))]
+
+
+def read_config_file(config_file: Path, known: Iterable[str]) -> dict[str, Any]:
+    """The TOML file's settings, flattened; ConfigError when it is missing, invalid or has unknown keys."""
+    try:
+        values = flatten_toml(tomllib.loads(config_file.read_text()))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {config_file} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
+    unknown = unknown_keys(values, known)
+    if unknown:
+        raise ConfigError(f"config file {config_file}: unknown keys {', '.join(unknown)}")
+    return values
