@@ -40,7 +40,7 @@ def quieten_garbage_collector() -> None:
     gc.set_threshold(10_000, 50, 100)
 
 
-def wait_for_kafka(settings: Settings, stop_after_s: float | None = None) -> None:
+def wait_for_kafka(settings: Settings) -> None:
     """Block until the brokers answer, one line per attempt (backing off to 30 s).
 
     faust's own producer fails the worker's start with a traceback when the brokers are away; a
@@ -49,19 +49,16 @@ def wait_for_kafka(settings: Settings, stop_after_s: float | None = None) -> Non
     from connectors.kafka_admin import KafkaAdmin
 
     admin = KafkaAdmin(settings, timeout_s=10.0)
-    wait, waited = 1.0, 0.0
+    wait = 1.0
     while True:
         try:
             admin.list_topics()
             return
         except TransientError as exc:
-            if stop_after_s is not None and waited >= stop_after_s:
-                raise
             console.print(
                 f"waiting for Kafka: {exc}; retrying in {wait:.0f}s", soft_wrap=True, highlight=False
             )
         time.sleep(wait)
-        waited += wait + 10.0
         wait = min(wait * 2, 30.0)
 
 
