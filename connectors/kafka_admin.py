@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic, OffsetSpec
 
 from connectors.kafka_config import confluent_config
@@ -159,6 +165,24 @@ class KafkaAdmin:
                 except (KafkaException, TimeoutError) as exc:  # e.g. a new topic has no leader yet
                     raise TransientError(f"no offsets for {tp.topic} [{tp.partition}]: {exc!r}") from exc
         return {key: (low, high) for key, (low, high) in found.items()}
+
+    def group_lag(self, group: str, topic: str) -> int | None:
+        """Records of ``topic`` beyond ``group``'s committed offsets (to the high watermark), summed
+        over its partitions; None when the group has committed nothing on the topic (no such
+        consumer). Raises ``TransientError`` when the broker does not answer."""
+        ends = self.end_offsets(topic)
+        request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in sorted(ends)])]
+        try:
+            (future,) = self._client.list_consumer_group_offsets(
+                request, request_timeout=self._timeout_s
+            ).values()
+            committed = future.result(timeout=self._timeout_s).topic_partitions
+        except (KafkaException, TimeoutError) as exc:
+            raise TransientError(f"no committed offsets of {group} on {topic}: {exc!r}") from exc
+        offsets = {tp.partition: tp.offset for tp in committed or [] if tp.offset >= 0}
+        if not offsets:
+            return None
+        return sum(max(0, end - offsets.get(partition, 0)) for partition, end in ends.items())
 
     def delete_topics(self, names: Iterable[str]) -> None:
         for future in self._client.delete_topics(list(names), request_timeout=self._timeout_s).values():

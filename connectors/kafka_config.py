@@ -75,6 +75,10 @@ def registry_config(settings: Settings) -> dict[str, str]:
     return conf
 
 
+# The Java client's partitioner: a user id maps to the same partition number from any client.
+USER_PARTITIONER = "murmur2_random"
+
+
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """Idempotent, acks=all, batched producer configuration."""
     return confluent_config(
@@ -152,8 +156,15 @@ def router_producer_config(settings: Settings, lane: str, instance: str | None =
     No delivery report on success (``delivery.report.only.error``): the barrier that says every
     record of an interval is durable is ``commit_transaction`` (exactly once) or ``flush``
     (at least once), not one Python callback per record.
+
+    ``murmur2_random``, the partitioner of :class:`connectors.producer.EventProducer` (and of the
+    Java client): a user's events keep the partition number they had in the all-events topic, so
+    each output partition is fed by one input partition, in its order. With librdkafka's default
+    (CRC32) every output partition mixed all input partitions, and after a backlog (a broker
+    restart) the router's interleaving put events behind later ones — past the realtime lateness.
     """
     extra: dict[str, Any] = {
+        "partitioner": USER_PARTITIONER,
         "linger.ms": 5,
         "delivery.report.only.error": True,
         "message.timeout.ms": 60_000,

@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from connectors.kafka_config import producer_config
+from connectors.kafka_config import USER_PARTITIONER, producer_config
 from connectors.wire import WireCodec, codec_for
 from core.errors import TransientError
 from core.settings import Settings
@@ -44,7 +44,7 @@ class EventProducer:
         self.codec = codec or codec_for(settings)
         conf = producer_config(
             settings,
-            **{"partitioner": "murmur2_random", "delivery.report.only.error": True, **config},
+            **{"partitioner": USER_PARTITIONER, "delivery.report.only.error": True, **config},
         )
         conf["on_delivery"] = self._on_delivery
         self._producer = Producer(conf)

@@ -31,6 +31,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -49,6 +50,7 @@ from streams.consumer import BatchHandler, ConsumerService
 from streams.health import health_board
 from streams.realtime_api import register_pages
 from streams.realtime_state import TP, RealtimeMetrics, RealtimeState, register_gauges
+from streams.realtime_upstream import RouterDrained
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,15 @@ class RealtimeHandler(BatchHandler):
     the full new assignment and parked partitions outside it are evicted.
     """
 
-    def __init__(self, state: RealtimeState, publisher: PartialPublisher) -> None:
+    def __init__(
+        self,
+        state: RealtimeState,
+        publisher: PartialPublisher,
+        upstream_drained: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.state = state
         self.publisher = publisher
+        self.upstream_drained = upstream_drained
         self.failed = False  # once a partial failed, nothing else may be published or awaited
         self._last_idle_check = 0.0
         self._last_trim = 0.0
@@ -142,7 +150,7 @@ class RealtimeHandler(BatchHandler):
             self._measure_lag(
                 consumer, [tp for tp, n in self.state.behind.items() if n and tp in self.state.states]
             )
-            self._publish(self.state.idle(now))
+            self._publish(self.state.idle(now, self.upstream_drained))
             if self._applied_since_trim and now - self._last_trim >= TRIM_EVERY_S:
                 # Resident memory follows the live state, not the peak of a backlog.
                 release_free_heap()
@@ -215,7 +223,7 @@ class RealtimeService(mode.Service):
             view = ConcurrencyView(settings, keep_ms=settings.realtime_history_hours * 3600 * 1000)
             await asyncio.to_thread(view.start)
             self.realtime.view = view
-        handler = RealtimeHandler(self.realtime, ConcurrencyPublisher(settings))
+        handler = RealtimeHandler(self.realtime, ConcurrencyPublisher(settings), RouterDrained(settings))
         self.consumer = ConsumerService(
             "realtime",
             consumer_config(settings),

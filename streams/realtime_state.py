@@ -19,7 +19,7 @@ import logging
 import time
 from collections import Counter as Tally
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,11 +203,16 @@ class RealtimeState:
         for dim, n in (state.folded - folded).items():
             self.metrics.folded.labels(lane, dim, "cap").inc(n)
 
-    def idle(self, now_mono: float | None = None) -> list[Partial]:
+    def idle(
+        self, now_mono: float | None = None, upstream_drained: Callable[[], bool] = lambda: True
+    ) -> list[Partial]:
         """Between batches: advance idle partitions' event clocks, drop old parked state.
 
         A partition idle for ``realtime_idle_timeout_s`` (no records, nothing behind) runs its event
-        clock on from its last event time with the wall clock, less the timeout, so its windows close.
+        clock on from its last event time with the wall clock, less the timeout, so its windows close
+        — but only when ``upstream_drained`` (asked once, when some partition is idle) says nothing
+        is on its way: while the router is down or restarting, or the broker away, a quiet partition
+        is not an idle one, and closing its windows would count their events as late.
         """
         now = time.monotonic() if now_mono is None else now_mono
         max_age = self.settings.realtime_parked_max_age_s
@@ -218,10 +223,15 @@ class RealtimeState:
         partials: list[Partial] = []
         if not timeout:
             return partials
+        drained: bool | None = None
         for tp, state in self.states.items():
             since, event_clock = self.last_record.get(tp, (now, NO_TIME))
             if event_clock == NO_TIME or now - since < timeout or self.behind.get(tp, 0) > 0:
                 continue
+            if drained is None:
+                drained = upstream_drained()
+            if not drained:
+                return partials
             closed = state.advance(event_clock + int((now - since - timeout) * 1000))
             partials += [self._partial(self.lane_of[tp[0]], window) for window in closed]
         return partials

@@ -37,6 +37,7 @@ from connectors.topic_provisioner import TopicProvisioner
 from connectors.wire import codec_for
 from core.routing.classify import SourceRecord
 from core.routing.commit import LaneCommitPath, UnitStats
+from core.routing.naming import router_input_group
 from core.settings import Settings
 from streams.consumer import BatchHandler, ConsumerOffsets, ConsumerService
 from streams.health import health_board
@@ -166,7 +167,7 @@ def ensure_lane_topics(settings: Settings, admin: KafkaAdmin, lane: str) -> None
 
 def input_group_id(settings: Settings) -> str:
     """The consumer group whose committed offsets say how far the router has routed."""
-    return f"{settings.app_id}-router-input"
+    return router_input_group(settings.app_id)
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:

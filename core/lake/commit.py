@@ -54,8 +54,8 @@ from core.lake.encode import build_table, parquet_bytes
 from core.lake.fence import Claim, Fenced, Recovery, claim_partition, put_manifest, sweep_prefixes
 from core.lake.fence import recover_partition as recover_partition  # where callers found it before
 from core.lake.flush import PartitionBuffer, plan_files
-from core.lake.layout import PartitionValue, epoch_key, lane_table, manifest_key, parse_data_file
-from core.lake.manifest import Manifest, orphan_files
+from core.lake.layout import PartitionValue, epoch_key, lane_table, manifest_key
+from core.lake.manifest import Manifest, manifest_vouches, orphan_files
 from core.lake.ports import Catalog, ObjectStore
 from core.lake.records import EventDecoder, LakeRow, decode_records
 from core.lake.schema import ShapeLimits, TableSchema
@@ -66,12 +66,6 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 TP = tuple[str, int]
-
-
-def _first_offset(key: str) -> int:
-    name = parse_data_file(key)
-    assert name is not None, key  # a key this writer built
-    return name.first_offset
 
 
 def _quarantined(row: LakeRow, error: str) -> None:
@@ -345,7 +339,7 @@ class LakeCommitter:
         if vouched >= item.advanced.committed_offset:
             log.warning("lake: %s[%d]: this flush's manifest had landed before the claim", *item.tp)
         deleted = 0
-        for key in (key for key in written if _first_offset(key) > vouched):
+        for key in (key for key in written if not manifest_vouches(key, vouched)):
             try:
                 self.store.delete(key)
                 deleted += 1

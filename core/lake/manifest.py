@@ -131,6 +131,13 @@ class Manifest:
         )
 
 
+def manifest_vouches(key: str, through: int) -> bool:
+    """Whether a data file this writer built is vouched for up to offset ``through``."""
+    name = parse_data_file(key)
+    assert name is not None, key
+    return name.first_offset <= through
+
+
 def orphan_files(manifest: Manifest, keys: Iterable[str], below_epoch: int | None = None) -> list[str]:
     """Data files of the manifest's partition that no manifest vouches for (first offset > N) —
     and, with ``below_epoch``, only those written under an older epoch (never a newer writer's),

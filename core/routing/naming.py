@@ -90,3 +90,8 @@ def event_topic_for(settings: Settings, lane: str, event_name: str) -> str:
     if len(topic) > MAX_TOPIC_CHARS or not _LEGAL_TOPIC.fullmatch(topic):
         raise _invalid(f"topic {topic[:60]!r}… for this name is not a legal Kafka topic name")
     return topic
+
+
+def router_input_group(app_id: str) -> str:
+    """The consumer group whose committed offsets say how far the router has routed."""
+    return f"{app_id}-router-input"

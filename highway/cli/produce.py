@@ -8,7 +8,9 @@ that simulated time follows wall time; ``--rate 0`` sends as fast as possible. T
 ``--events`` events or ``--duration`` simulated seconds, whichever comes first.
 
 :func:`connectors.simulator_feed.produce_simulated_traffic` is the loop itself, shared with ``highway demo``,
-the benches and the tests.
+the benches and the tests. With ``--via-collector URL --key KEY`` the events go through a collector's
+``POST /v1/events`` with the Python client (:mod:`connectors.collector_client`) instead of straight to
+Kafka (docs/collector-clients.md).
 """
 
 from __future__ import annotations
@@ -23,8 +25,14 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from connectors.collector_client import CollectorClient
+from connectors.collector_retry import RetryPolicy
 from connectors.producer import EventProducer
-from connectors.simulator_feed import ProduceSummary, produce_simulated_traffic
+from connectors.simulator_feed import (
+    ProduceSummary,
+    produce_simulated_traffic,
+    send_simulated_traffic_via_collector,
+)
 from core.errors import HighwayError
 from core.settings import Settings
 from core.sim import SimConfig
@@ -41,6 +49,20 @@ def _parse_start(value: str | None) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+# The collector options, named here so that produce() stays one screen long.
+ViaCollector = Annotated[
+    str | None,
+    typer.Option("--via-collector", help="send through this collector (http://host:port) instead of Kafka"),
+]
+CollectorKey = Annotated[str | None, typer.Option(help="the lane's collector API key (with --via-collector)")]
+CollectorBatch = Annotated[
+    int, typer.Option("--collector-batch", help="events per collector request (with --via-collector)")
+]
+CollectorTimeout = Annotated[
+    float, typer.Option("--collector-timeout", help="seconds a batch may retry before it is reported failed")
+]
 
 
 def produce(
@@ -61,12 +83,18 @@ def produce(
     clock_rate: Annotated[float, typer.Option(help="simulated events/s when --rate is 0")] = 5_000.0,
     surge_factor: Annotated[float, typer.Option(help="traffic multiplier at match start")] = 4.0,
     surge_at: Annotated[float | None, typer.Option(help="match start, simulated s (default 25%)")] = None,
+    via_collector: ViaCollector = None,
+    key: CollectorKey = None,
+    collector_batch: CollectorBatch = 500,
+    collector_timeout: CollectorTimeout = 120.0,
 ) -> None:
     """Send simulated fantasy-sports match-day traffic to the lane's all-events topic."""
     settings = state(ctx).settings()
     lane = lane or settings.lanes[0]
     if events is None and duration is None:
         events = 100_000
+    if (via_collector is None) != (key is None):
+        raise typer.BadParameter("--via-collector and --key go together")
     try:
         config = SimConfig(
             start_ms=_parse_start(start),
@@ -85,26 +113,58 @@ def produce(
     if start is None and rate <= 0:
         config = replace(config, start_ms=config.start_ms - int(config.expected_span_s * 1000))
     try:
-        summary = _send_with_progress(settings, config, lane, rate, truth)
+        if via_collector is not None and key is not None:
+            retry = RetryPolicy(delivery_timeout_s=collector_timeout)
+            client = CollectorClient(via_collector, key, lane, batch_size=collector_batch, retry=retry)
+            summary = _collect_with_progress(client, config, settings.realtime_window_s, rate, truth)
+        else:
+            summary = _send_with_progress(settings, config, lane, rate, truth)
     except HighwayError as exc:
         raise fail(exc) from exc
     _print_summary(summary)
 
 
-def _send_with_progress(
-    settings: Settings, config: SimConfig, lane: str, rate: float, truth: Path | None
-) -> ProduceSummary:
-    """Run the simulator into the lane with a progress bar fed by the producer's counters."""
-    columns = (
+def _progress() -> Progress:
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
         TextColumn("{task.completed:>10,.0f} sent  {task.fields[rate]:>9,.0f} ev/s  "),
         TextColumn("delivered {task.fields[delivered]:,}  failed {task.fields[failed]:,}"),
         TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
+
+
+def _collect_with_progress(
+    client: CollectorClient, config: SimConfig, window_s: int, rate: float, truth: Path | None
+) -> ProduceSummary:
+    """Run the simulator through a collector with a progress bar fed by the client's counters."""
     started = time.monotonic()
-    with Progress(*columns, console=console, transient=False) as progress:
+    with client, _progress() as progress:
+        task = progress.add_task(
+            f"produce → {client.endpoint}", total=config.events, rate=0.0, delivered=0, failed=0
+        )
+
+        def update(sender: CollectorClient, sent: int) -> None:
+            elapsed = max(1e-6, time.monotonic() - started)
+            failed = len(sender.rejected)
+            progress.update(
+                task, completed=sent, rate=sent / elapsed, delivered=sender.accepted, failed=failed
+            )
+
+        summary = send_simulated_traffic_via_collector(client, config, window_s, rate, truth, on_batch=update)
+        progress.update(task, completed=summary.events, total=summary.events, delivered=summary.delivered)
+    return summary
+
+
+def _send_with_progress(
+    settings: Settings, config: SimConfig, lane: str, rate: float, truth: Path | None
+) -> ProduceSummary:
+    """Run the simulator into the lane with a progress bar fed by the producer's counters."""
+    started = time.monotonic()
+    with _progress() as progress:
         task = progress.add_task(
             f"produce → {settings.all_events_topic(lane)}",
             total=config.events,

@@ -7,22 +7,26 @@ on the registry passed in.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from prometheus_client import CollectorRegistry
 
+from core.errors import TransientError
 from core.realtime.params import BadParameter
 from core.realtime.publish import PartialNotPublished
 from core.realtime.windows import Checkpoint
+from core.routing.naming import router_input_group
 from streams.realtime import RealtimeHandler
 from streams.realtime_api import query
 from streams.realtime_state import RealtimeMetrics, RealtimeState
+from streams.realtime_upstream import RouterDrained
 from tests.conftest import isolated_settings
 
 MIN = 60_000
@@ -181,3 +185,58 @@ def test_a_returning_partition_restores_when_another_worker_got_further() -> Non
     assert assign(handler, topic, [0]) == {0: 40}
     assert state.states[(topic, 0)].max_ts == 50 * MIN
     assert not state.parked
+
+
+def test_a_quiet_partition_closes_its_windows_only_once_the_router_has_routed_everything() -> None:
+    """While the router is down or the broker away, events of the open windows are still on their
+    way: the wall clock may close a quiet partition's windows only when upstream is drained."""
+    handler, state, _, _ = stage()
+    topic = state.settings.common_topic("a")
+    assign(handler, topic, [0])
+    handler.batch(FakeConsumer(), minutes(topic, 0, 0, 1))  # type: ignore[arg-type]
+    state.behind[(topic, 0)] = 0  # everything of the common topic read
+    asked: list[bool] = []
+
+    def router(drained: bool) -> Callable[[], bool]:
+        def ask() -> bool:
+            asked.append(drained)
+            return drained
+
+        return ask
+
+    early = time.monotonic() + 1
+    assert state.idle(early, router(True)) == []
+    assert asked == [], "upstream is asked only when a partition has been quiet long enough"
+    later = time.monotonic() + state.settings.realtime_idle_timeout_s + 180
+    assert state.idle(later, router(False)) == []
+    assert asked == [False]
+    assert [partial.key for partial in state.idle(later, router(True))] == ["a|0|0"]
+
+
+class FakeAdmin:
+    def __init__(self, lags: list[int | Exception | None]) -> None:
+        self.lags = lags
+        self.asked: list[tuple[str, str]] = []
+
+    def group_lag(self, group: str, topic: str) -> int | None:
+        self.asked.append((group, topic))
+        lag = self.lags.pop(0)
+        if isinstance(lag, Exception):
+            raise lag
+        return lag
+
+
+@pytest.mark.parametrize(
+    ("lag", "drained"),
+    [(0, True), (None, True), (12, False), (TransientError("broker away"), False)],
+)
+def test_the_router_is_drained_when_its_group_committed_every_input_offset(
+    lag: int | Exception | None, drained: bool
+) -> None:
+    settings = isolated_settings(lanes=["a"])
+    admin = FakeAdmin([lag])
+    gate = RouterDrained(settings, cast(Any, admin))
+    assert gate() is drained
+    assert admin.asked == [(router_input_group(settings.app_id), settings.all_events_topic("a"))]
+    assert gate() is drained
+    assert len(admin.asked) == 1, "an answer is reused for a second, not asked after every poll"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from connectors.kafka_config import USER_PARTITIONER, router_producer_config
 from connectors.router_output import RouterOutput
 from core.errors import TransientError
 from core.routing.classify import OutRecord, SourceRecord
@@ -340,3 +341,10 @@ def test_a_topic_is_ready_once_every_partition_has_a_leader() -> None:
     assert not rig.output.topic_ready("t")
     rig.producer.metadata = _Metadata({"t": _Topic(1, 2)})
     assert rig.output.topic_ready("t")
+
+
+def test_the_router_partitions_like_the_event_producer_so_a_user_keeps_their_partition() -> None:
+    """Input and outputs partitioned alike (same partition counts): each output partition is fed by
+    one input partition, in order — a backlog cannot put a user's events behind later ones."""
+    settings = isolated_settings(lanes=["a"])
+    assert router_producer_config(settings, "a")["partitioner"] == USER_PARTITIONER == "murmur2_random"

@@ -1,0 +1,245 @@
+"""deploy/k8s/: the Kubernetes manifests, checked offline.
+
+tools/k8scheck (Go, built at test time) decodes every document strictly into the k8s.io/api types —
+unknown fields, wrong types and malformed quantities fail — and checks the cross-object rules
+(selectors, named ports, referenced ConfigMaps/Secrets, requests within limits). The tests below
+then hold the manifests to Highway: one workload per role, probes on pages the worker serves,
+settings that the settings model accepts, and enough partitions for every consumer replica.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from core.settings import ENV_PREFIX, Settings, load_settings
+from streams.app import ROLES
+from tests.go_tools import go_tool, run_tool
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+MANIFESTS = sorted(K8S.glob("*.yaml"))
+# The collector role comes with issue 13's collector branch; once merged this adds nothing.
+KNOWN_ROLES = {*ROLES, "collector"}
+CONSUMER_ROLES = {"router", "lake", "realtime"}  # members of a consumer group on the lane's topics
+WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[dict[str, Any]]:
+    found = [doc for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert found
+    return found
+
+
+def of_kind(objects: list[dict[str, Any]], *kinds: str) -> list[dict[str, Any]]:
+    return [obj for obj in objects if obj["kind"] in kinds]
+
+
+def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    matches = [obj for obj in of_kind(objects, kind) if obj["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers = workload["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, workload["metadata"]["name"]
+    found = containers[0]
+    assert isinstance(found, dict)
+    return found
+
+
+def role_of(workload: dict[str, Any]) -> str:
+    args = container(workload)["args"]
+    assert args[:2] == ["worker", "--role"], args
+    role = str(args[2])
+    return role
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
+
+
+@pytest.fixture(scope="module")
+def k8scheck() -> Path:
+    return go_tool("k8scheck")
+
+
+def test_manifests_pass_the_typed_schema_check(k8scheck: Path, objects: list[dict[str, Any]]) -> None:
+    result = run_tool(k8scheck, *map(str, MANIFESTS))
+    assert result.returncode == 0, result.stderr
+    checked = {line for line in result.stdout.splitlines() if "/" in line}
+    expected = {f"{obj['kind']}/{obj['metadata']['name']}" for obj in objects}
+    assert checked == expected
+    assert result.stdout.rstrip().endswith(f"{len(objects)} objects valid")
+
+
+MISTAKES = {
+    "unknown-field": (
+        "30-lake.yaml",
+        "            periodSeconds: 10\n",
+        "            periodSecond: 10\n",
+        "periodSecond",
+    ),
+    "wrong-type": ("30-lake.yaml", "  replicas: 3\n", "  replicas: three\n", "replicas"),
+    "bad-quantity": (
+        "30-lake.yaml",
+        "              memory: 2Gi\n",
+        "              memory: 2 GiB\n",
+        "quantities",
+    ),
+    "probe-port": (
+        "40-realtime.yaml",
+        "              port: http\n",
+        "              port: metrics\n",
+        "metrics",
+    ),
+    "no-readiness": (
+        "50-collector.yaml",
+        "          readinessProbe:\n",
+        "          readinessprobe:\n",
+        "readinessprobe",
+    ),
+    "selector": (
+        "40-realtime.yaml",
+        "        app.kubernetes.io/component: realtime\n",
+        "        app.kubernetes.io/component: realtim\n",
+        "selector",
+    ),
+    "pdb": (
+        "30-lake.yaml",
+        "  name: lake\n  namespace: highway\nspec:\n  # One",
+        "  name: lake\n  namespace: highway\nspec:\n  minAvailable: 1\n  # One",
+        "exactly one",
+    ),
+    "missing-config": (
+        "10-settings.yaml",
+        "  name: highway-settings\n",
+        "  name: highway-setting\n",
+        "highway-settings",
+    ),
+    "service-port": (
+        "50-collector.yaml",
+        "      targetPort: http\n",
+        "      targetPort: web\n",
+        "targetPort web",
+    ),
+    "requests-above-limits": (
+        "30-lake.yaml",
+        "              memory: 1Gi\n",
+        "              memory: 3Gi\n",
+        "exceeds the limit",
+    ),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_the_schema_check_rejects_a_broken_manifest(k8scheck: Path, tmp_path: Path, mistake: str) -> None:
+    filename, before, after, message = MISTAKES[mistake]
+    text = (K8S / filename).read_text()
+    assert before in text, f"{mistake}: the mistake no longer applies to {filename}"
+    for path in MANIFESTS:
+        (tmp_path / path.name).write_text(path.read_text())
+    (tmp_path / filename).write_text(text.replace(before, after, 1))
+    result = run_tool(k8scheck, *sorted(str(path) for path in tmp_path.glob("*.yaml")))
+    assert result.returncode != 0, f"{mistake} passed:\n{result.stdout}"
+    assert message in result.stderr, result.stderr
+
+
+def test_one_workload_per_role_each_with_a_disruption_budget(objects: list[dict[str, Any]]) -> None:
+    workloads = of_kind(objects, *WORKLOAD_KINDS)
+    roles = [role_of(workload) for workload in workloads]
+    assert sorted(roles) == sorted(CONSUMER_ROLES | {"collector"}), roles
+    assert set(roles) <= KNOWN_ROLES
+    budgets = of_kind(objects, "PodDisruptionBudget")
+    for workload in workloads:
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        covering = [pdb for pdb in budgets if selects(pdb["spec"]["selector"]["matchLabels"], labels)]
+        assert len(covering) == 1, f"{workload['metadata']['name']}: {len(covering)} disruption budgets"
+        assert covering[0]["spec"].get("maxUnavailable") == 1 or covering[0]["spec"].get("minAvailable")
+
+
+def worker_pages() -> set[str]:
+    """The HTTP pages every worker registers (streams/app.py), whatever its roles."""
+    source = (ROOT / "streams" / "app.py").read_text()
+    return set(re.findall(r'@app\.page\("(/[^"]*)"\)', source))
+
+
+def test_probes_ask_the_worker_health_page_on_its_http_port(objects: list[dict[str, Any]]) -> None:
+    settings = named(objects, "ConfigMap", "highway-settings")["data"]
+    assert settings["HIGHWAY_HTTP_HOST"] == "0.0.0.0"  # probes and Services come from outside the pod
+    pages = worker_pages()
+    assert "/health" in pages
+    for workload in of_kind(objects, *WORKLOAD_KINDS):
+        spec = container(workload)
+        ports = {port["name"]: port["containerPort"] for port in spec["ports"]}
+        assert ports == {"http": int(settings["HIGHWAY_HTTP_PORT"])}, workload["metadata"]["name"]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = spec[probe]["httpGet"]
+            assert get["path"] in pages, f"{workload['metadata']['name']} {probe}: {get['path']} not served"
+            assert get["port"] == "http"
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == settings["HIGHWAY_HTTP_PORT"]
+        assert annotations["prometheus.io/path"] in pages
+
+
+def test_settings_are_fields_of_the_model_and_validate(
+    objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        **named(objects, "ConfigMap", "highway-settings")["data"],
+        **named(objects, "Secret", "highway-secrets")["stringData"],
+    }
+    for workload in of_kind(objects, *WORKLOAD_KINDS):
+        for variable in container(workload).get("env", []):
+            env[variable["name"]] = variable.get("value", "router-0")  # a pod name stands in for fieldRefs
+    highway = {key: str(value) for key, value in env.items() if key.startswith(ENV_PREFIX)}
+    assert highway
+    for key in highway:
+        assert key.removeprefix(ENV_PREFIX).lower() in Settings.model_fields, f"{key} is not a setting"
+    with monkeypatch.context() as patch:
+        for key in [key for key in os.environ if key.startswith(ENV_PREFIX)]:
+            patch.delenv(key)
+        for key, value in highway.items():
+            patch.setenv(key, value)
+        settings = load_settings()
+    assert settings.lake_uri.startswith("s3://")
+    assert settings.aws_s3_endpoint_url is None  # AWS S3 itself, not a local S3 API
+    assert settings.topic_replication_factor >= 3
+    consumers = [w for w in of_kind(objects, *WORKLOAD_KINDS) if role_of(w) in CONSUMER_ROLES]
+    # A consumer group's members beyond the partition count sit idle.
+    most = max(int(workload["spec"]["replicas"]) for workload in consumers)
+    assert settings.topic_partitions >= most
+
+
+def test_routers_keep_their_transactional_id_across_restarts(objects: list[dict[str, Any]]) -> None:
+    router = named(objects, "StatefulSet", "router")
+    env = {variable["name"]: variable for variable in container(router)["env"]}
+    source = env["HIGHWAY_ROUTER_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert source == "metadata.name"  # router-0, router-1 …: stable under a StatefulSet
+    governing = named(objects, "Service", router["spec"]["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+
+
+def test_collector_and_api_services_select_their_roles(objects: list[dict[str, Any]]) -> None:
+    for service, role in (("highway-collector", "collector"), ("highway-api", "realtime")):
+        selector = named(objects, "Service", service)["spec"]["selector"]
+        selected = [
+            role_of(w)
+            for w in of_kind(objects, *WORKLOAD_KINDS)
+            if selects(selector, w["spec"]["template"]["metadata"]["labels"])
+        ]
+        assert selected == [role], (service, selected)
+
+
+def test_every_workload_runs_the_released_image(objects: list[dict[str, Any]]) -> None:
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert version
+    images = {container(w)["image"] for w in of_kind(objects, *WORKLOAD_KINDS)}
+    assert images == {f"highway:{version.group(1)}"}
