@@ -13,7 +13,7 @@ import faust
 from faust.worker import Worker
 
 from connectors.kafka_config import faust_broker_url, faust_credentials
-from core.settings import load_settings
+from core.settings_load import load_settings
 
 
 def naive_app(source_topic: str) -> faust.App:

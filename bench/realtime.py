@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import secrets
 import time
 import uuid
 from pathlib import Path
@@ -73,7 +74,10 @@ def _latency(worker: Worker, topic: str, rate: float, seconds: float) -> list[fl
     load.start()
     latencies: list[float] = []
     try:
-        with EventProducer(settings, None, **{"linger.ms": 0}) as probes, httpx.Client(timeout=2) as http:
+        with (
+            EventProducer(settings, None, **{"linger.ms": 0}) as probes,
+            httpx.Client(timeout=2, headers=worker.auth_headers) as http,
+        ):
 
             def probe(n: int) -> float:
                 return _probe(worker, probes, http, topic, n)
@@ -167,7 +171,9 @@ def _realtime_rate(settings: Settings, n_events: int, work_dir: Path) -> tuple[f
 
 
 def _latency_run(base: Settings, rate: float, seconds: float, work_dir: Path) -> list[float]:
-    settings = bench_settings(base, "rtlat", work_dir)
+    # The probes are user lookups, which always need an API token.
+    token = {} if base.api_token else {"api_token": secrets.token_hex(16)}
+    settings = bench_settings(base, "rtlat", work_dir, **token)
     topic = settings.common_topic(settings.lanes[0])
     KafkaAdmin(settings).ensure_topics([topic])
     worker = Worker(settings, work_dir / settings.lanes[0] / "realtime.log")

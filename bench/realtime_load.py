@@ -81,6 +81,9 @@ class Worker:
         self.settings = settings
         self.proc = spawn(settings, ["highway.cli", "worker", "--role", "realtime"], log)
         self.url = f"http://{settings.http_host}:{settings.http_port}"
+        token = settings.api_token
+        # User lookups always need the API token (docs/security.md).
+        self.auth_headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
 
     def alive(self) -> bool:
         return self.proc.poll() is None

@@ -1,6 +1,8 @@
 """Client configuration for confluent-kafka and faust, derived from the one settings model.
 
-Security settings (PLAINTEXT or SASL_SSL …) are applied identically to both client families.
+Every confluent-kafka client (producers, consumers, admin) is configured by :func:`confluent_config`,
+faust's aiokafka clients by :func:`faust_credentials`, the schema-registry client by
+:func:`registry_config`: the security settings reach all of them from here and nowhere else.
 """
 
 from __future__ import annotations
@@ -9,27 +11,67 @@ import socket
 import ssl
 from typing import Any
 
-from faust.auth import SASLCredentials, SSLCredentials
+from faust.auth import OAuthCredentials, SASLCredentials, SSLCredentials
 from faust.types.auth import CredentialsT
 
+from connectors.kafka_logging import librdkafka_logger
+from connectors.oauth import ClientCredentialsTokenProvider
 from core.settings import Settings
 
 
-def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """Base librdkafka configuration (bootstrap + security); ``extra`` is merged on top."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "security.protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_sasl_mechanism:
-        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        conf["sasl.username"] = settings.kafka_sasl_username
-        conf["sasl.password"] = (
-            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
-        )
+def _secret(value: Any) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+def security_config(settings: Settings) -> dict[str, str]:
+    """The librdkafka security keys of ``settings`` (protocol, SASL/OIDC, CA, mTLS) — nothing else."""
+    conf: dict[str, str] = {"security.protocol": settings.kafka_security_protocol}
+    mechanism = settings.kafka_sasl_mechanism
+    if mechanism == "OAUTHBEARER":
+        # librdkafka's built-in OIDC client-credentials flow: it fetches and refreshes the token.
+        conf["sasl.mechanism"] = mechanism
+        conf["sasl.oauthbearer.method"] = "oidc"
+        conf["sasl.oauthbearer.client.id"] = settings.kafka_oauth_client_id or ""
+        conf["sasl.oauthbearer.client.secret"] = _secret(settings.kafka_oauth_client_secret)
+        conf["sasl.oauthbearer.token.endpoint.url"] = settings.kafka_oauth_token_endpoint_url or ""
+        if settings.kafka_oauth_scope:
+            conf["sasl.oauthbearer.scope"] = settings.kafka_oauth_scope
+    elif mechanism:
+        conf["sasl.mechanism"] = mechanism
+        conf["sasl.username"] = settings.kafka_sasl_username or ""
+        conf["sasl.password"] = _secret(settings.kafka_sasl_password)
     if settings.kafka_ssl_ca_file:
         conf["ssl.ca.location"] = str(settings.kafka_ssl_ca_file)
+    if settings.kafka_ssl_cert_file and settings.kafka_ssl_key_file:
+        conf["ssl.certificate.location"] = str(settings.kafka_ssl_cert_file)
+        conf["ssl.key.location"] = str(settings.kafka_ssl_key_file)
+        if settings.kafka_ssl_key_password is not None:
+            conf["ssl.key.password"] = _secret(settings.kafka_ssl_key_password)
+    return conf
+
+
+def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """librdkafka configuration: bootstrap, security, logging, then ``extra`` (the client's own
+    choices), then ``kafka_extra_config`` (the operator's, for keys Highway does not set — the
+    settings refuse the ones it does)."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        **security_config(settings),
+        "logger": librdkafka_logger(),
+    }
     conf.update(extra)
+    conf.update({key: value.get_secret_value() for key, value in settings.kafka_extra_config.items()})
+    return conf
+
+
+def registry_config(settings: Settings) -> dict[str, str]:
+    """The schema-registry client's configuration: URL, basic auth, CA bundle."""
+    conf = {"url": settings.kafka_schema_registry_url or ""}
+    if settings.kafka_schema_registry_username:
+        user, password = settings.kafka_schema_registry_username, settings.kafka_schema_registry_password
+        conf["basic.auth.user.info"] = f"{user}:{_secret(password)}"
+    if settings.kafka_schema_registry_ca_file:
+        conf["ssl.ca.location"] = str(settings.kafka_schema_registry_ca_file)
     return conf
 
 
@@ -60,22 +102,40 @@ def faust_broker_url(settings: Settings) -> list[str]:
     return [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",") if host.strip()]
 
 
-def faust_credentials(settings: Settings) -> CredentialsT | None:
-    """Faust (aiokafka) credentials matching :func:`confluent_config`."""
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return None
+def faust_ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of faust's aiokafka clients: the CA bundle and the mTLS client certificate."""
     context = ssl.create_default_context(
         cafile=str(settings.kafka_ssl_ca_file) if settings.kafka_ssl_ca_file else None
     )
+    if settings.kafka_ssl_cert_file and settings.kafka_ssl_key_file:
+        context.load_cert_chain(
+            str(settings.kafka_ssl_cert_file),
+            str(settings.kafka_ssl_key_file),
+            password=_secret(settings.kafka_ssl_key_password) or None,
+        )
+    return context
+
+
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    """Faust (aiokafka) credentials matching :func:`confluent_config`.
+
+    ``kafka_extra_config`` is librdkafka's vocabulary and does not reach aiokafka.
+    """
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = faust_ssl_context(settings) if protocol.endswith("SSL") else None
     if protocol == "SSL":
         return SSLCredentials(context)
-    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    if settings.kafka_sasl_mechanism == "OAUTHBEARER":
+        return OAuthCredentials(
+            oauth_cb=ClientCredentialsTokenProvider.from_settings(settings), ssl_context=context
+        )
     return SASLCredentials(
         username=settings.kafka_sasl_username or "",
-        password=password,
+        password=_secret(settings.kafka_sasl_password),
         mechanism=settings.kafka_sasl_mechanism or "PLAIN",
-        ssl_context=context if protocol == "SASL_SSL" else None,
+        ssl_context=context,
     )
 
 

@@ -27,6 +27,7 @@ import io
 import json
 import struct
 import threading
+from collections.abc import Mapping
 from functools import cache
 from typing import Any, Protocol
 
@@ -34,6 +35,7 @@ import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from connectors.kafka_config import registry_config
 from core.envelope import (
     FLAT,
     encode_json,
@@ -85,13 +87,16 @@ def _parsed_envelope() -> Any:
     return fastavro.parse_schema(_strip_logical_types(envelope_schema()))
 
 
-def registry_client(url: str) -> SchemaRegistryClient:
-    """One schema-registry client per URL in this process (``mock://…`` gives the in-memory one)."""
+def registry_client(url: str, auth: Mapping[str, str] | None = None) -> SchemaRegistryClient:
+    """One schema-registry client per URL and credentials in this process (``mock://…`` gives the
+    in-memory one); ``auth`` adds client settings such as basic auth and the CA bundle."""
+    conf = {**(auth or {}), "url": url}
+    key = "\n".join(f"{name}={value}" for name, value in sorted(conf.items()))
     with _clients_lock:
-        client = _clients.get(url)
+        client = _clients.get(key)
         if client is None:
-            client = SchemaRegistryClient.new_client({"url": url})
-            _clients[url] = client
+            client = SchemaRegistryClient.new_client(conf)
+            _clients[key] = client
         return client
 
 
@@ -217,5 +222,5 @@ def codec_for(settings: Settings, topic: str | None = None) -> WireCodec:
     if not settings.kafka_schema_registry_url:
         return JsonCodec()
     subject = f"{topic or settings.all_events_topic(settings.lanes[0])}-value"
-    avro = AvroCodec(registry_client(settings.kafka_schema_registry_url), subject)
+    avro = AvroCodec(registry_client(settings.kafka_schema_registry_url, registry_config(settings)), subject)
     return RegistryCodec(avro, write_avro=settings.kafka_wire_format == "avro")

@@ -6,6 +6,7 @@ parent's settings through the environment keeps one source of truth (the setting
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,9 +19,19 @@ from core.settings import ENV_PREFIX, Settings
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a subprocess build exactly ``settings`` (unset fields omitted)."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump(exclude_none=True).items():
+    dumped = settings.model_dump(exclude_none=True)
+    if "api_token_file" in dumped:
+        dumped.pop("api_token", None)  # the child reads the same file
+    for name, value in dumped.items():
         if isinstance(value, list):
             rendered = ",".join(str(item) for item in value)
+        elif isinstance(value, dict):
+            rendered = json.dumps(
+                {
+                    key: item.get_secret_value() if isinstance(item, SecretStr) else item
+                    for key, item in value.items()
+                }
+            )
         elif isinstance(value, SecretStr):
             rendered = value.get_secret_value()
         elif isinstance(value, dict):

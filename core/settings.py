@@ -11,30 +11,26 @@ prefix (``[kafka] bootstrap = "..."`` is ``kafka_bootstrap``).
 
 from __future__ import annotations
 
-import os
 import re
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.collect.cors import parse_origins
 from core.collect.keys import parse_api_keys
-from core.errors import ConfigError
 from core.realtime.cardinality import TOPIC_MESSAGE_BYTES, max_partial_bytes
-from core.settings_sources import describe, flatten_toml, unknown_keys
+from core.settings_rules import (
+    ENV_PREFIX,
+    http_access_problem,
+    kafka_security_problem,
+    split_csv,
+    token_from_file,
+)
 
-ENV_PREFIX = "HIGHWAY_"
 _LANE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-
-
-def _split_csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
 
 
 class Settings(BaseSettings):
@@ -59,13 +55,28 @@ class Settings(BaseSettings):
     # --- Kafka (kafka_*): brokers, security, wire format ---
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,…]")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_ca_file: Path | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    kafka_sasl_username: str | None = Field(None, description="PLAIN and SCRAM")
+    kafka_sasl_password: SecretStr | None = Field(None, description="PLAIN and SCRAM")
+    kafka_oauth_token_endpoint_url: str | None = Field(None, description="OAUTHBEARER: OIDC token endpoint")
+    kafka_oauth_client_id: str | None = Field(None, description="OAUTHBEARER client id")
+    kafka_oauth_client_secret: SecretStr | None = Field(None, description="OAUTHBEARER client secret")
+    kafka_oauth_scope: str | None = Field(None, description="OAUTHBEARER scope (optional)")
+    kafka_ssl_ca_file: Path | None = Field(None, description="CA bundle of the brokers' certificates")
+    kafka_ssl_cert_file: Path | None = Field(None, description="mTLS: client certificate (PEM)")
+    kafka_ssl_key_file: Path | None = Field(None, description="mTLS: client private key (PEM)")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="mTLS: password of an encrypted key")
+    kafka_extra_config: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="librdkafka settings Highway does not model, for every confluent-kafka client"
+        " (env: a JSON object; values are kept secret); keys Highway sets itself are refused",
+    )
     kafka_schema_registry_url: str | None = Field(
         None, description="Confluent schema registry; when set, events use the Avro wire format"
     )
+    kafka_schema_registry_username: str | None = Field(None, description="schema registry basic auth")
+    kafka_schema_registry_password: SecretStr | None = Field(None, description="schema registry basic auth")
+    kafka_schema_registry_ca_file: Path | None = Field(None, description="CA bundle of the registry's HTTPS")
     kafka_wire_format: Literal["json", "avro"] = "json"
 
     # --- Topics (topic_*): names and layout ---
@@ -196,9 +207,22 @@ class Settings(BaseSettings):
     )
     realtime_history_hours: int = Field(6, ge=1, description="closed windows kept for the HTTP API")
 
-    # --- HTTP (http_*) ---
-    http_host: str = "127.0.0.1"
+    # --- HTTP (http_*): the worker's web server ---
+    http_host: str = Field(
+        "127.0.0.1", description="bind address; any but a loopback address needs api_token (docs/security.md)"
+    )
     http_port: int = Field(6066, ge=0, le=65535)
+    http_tls_cert_file: Path | None = Field(None, description="serve HTTPS with this certificate (PEM)")
+    http_tls_key_file: Path | None = Field(None, description="private key of http_tls_cert_file (PEM)")
+
+    # --- HTTP API access (api_*, metrics_*) ---
+    api_token: SecretStr | None = Field(
+        None,
+        description="bearer token every endpoint but /health, /ready (and /metrics) requires;"
+        " user lookups are disabled without one",
+    )
+    api_token_file: Path | None = Field(None, description="read api_token from this file (a mounted secret)")
+    metrics_require_token: bool = Field(False, description="/metrics needs the api_token too")
 
     # --- Collector (collector_*): the HTTP front door, docs/collector.md ---
     collector_max_body_bytes: int = Field(
@@ -231,7 +255,7 @@ class Settings(BaseSettings):
     @field_validator("lanes", "plugins", "realtime_dimensions", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
-        return _split_csv(value)
+        return split_csv(value)
 
     @field_validator("lanes")
     @classmethod
@@ -276,6 +300,11 @@ class Settings(BaseSettings):
             data.setdefault("realtime_dimension_top_n", data["realtime_event_name_top_n"])
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: Any) -> Any:
+        return token_from_file(data) if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _consistency(self) -> Settings:
         for name in ("topic_all_events", "topic_common", "topic_dlq", "topic_concurrency"):
@@ -293,10 +322,9 @@ class Settings(BaseSettings):
                 f"a realtime partial could reach {partial} bytes, above Kafka's {TOPIC_MESSAGE_BYTES}: "
                 "lower realtime_dimension_top_n, realtime_max_dimension_chars or the dimensions"
             )
-        if self.kafka_security_protocol.startswith("SASL") and not (
-            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
-        ):
-            raise ValueError("SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
+        problem = kafka_security_problem(self) or http_access_problem(self)
+        if problem:
+            raise ValueError(problem)
         if self.lake_format == "iceberg" and self.lake_catalog == "projection":
             raise ValueError("lake_catalog 'projection' needs lake_format 'parquet'")
         if unknown := sorted(set(self.collector_api_keys) - set(self.lanes)):
@@ -351,48 +379,3 @@ class Settings(BaseSettings):
         # Explicit kwargs (which carry the TOML file, see load_settings) lose to the environment
         # so that an operator can override a shipped file with one variable.
         return (env_settings, init_settings)
-
-
-# ``HIGHWAY_*`` variables that are not settings: the config file, faust's own overrides, test modes.
-NOT_SETTINGS = ("HIGHWAY_CONFIG", "HIGHWAY_FAUST_", "HIGHWAY_LONG_TESTS", "HIGHWAY_SPARK_", "HIGHWAY_TEST_")
-
-
-_MAPPINGS = frozenset({"collector_api_keys"})
-
-
-def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
-    """``HIGHWAY_*`` variables that name no setting, each with its closest setting (pure)."""
-    ours = [name for name in environ if name.upper().startswith(ENV_PREFIX)]
-    candidates = [name.upper() for name in ours if not name.upper().startswith(NOT_SETTINGS)]
-    known = [f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields]
-    return unknown_keys(candidates, known)
-
-
-def load_settings(
-    config_file: Path | None = None, environ: Mapping[str, str] | None = None, **overrides: Any
-) -> Settings:
-    """Build the settings once at start-up; raise ConfigError naming every bad or unknown key."""
-    values: dict[str, Any] = {}
-    source = "environment"
-    if config_file is not None:
-        source = f"environment and {config_file}"
-        try:
-            values = flatten_toml(tomllib.loads(config_file.read_text()), mappings=_MAPPINGS)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {config_file} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from exc
-        unknown = unknown_keys(values, Settings.model_fields)
-        if unknown:
-            raise ConfigError(f"config file {config_file}: unknown keys {', '.join(unknown)}")
-    misspelt = misspelt_variables(os.environ if environ is None else environ)
-    if misspelt:
-        raise ConfigError(
-            f"unknown environment variables {', '.join(misspelt)}; every HIGHWAY_* variable must name "
-            f"a setting (docs/configuration.md), or start with one of {', '.join(NOT_SETTINGS)}"
-        )
-    values.update(overrides)
-    try:
-        return Settings(**values)
-    except ValidationError as exc:
-        raise ConfigError(describe(exc, source, ENV_PREFIX)) from exc

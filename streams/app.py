@@ -11,6 +11,7 @@ plugin — no process-global registry), whatever its roles.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Sequence
 
 import faust
@@ -20,12 +21,18 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from connectors.kafka_config import faust_broker_url, faust_credentials
 from core.errors import ConfigError
+from core.http_access import AccessPolicy, token_problem
 from core.settings import Settings
 from streams.health import health_board
+from streams.http_auth import access_middleware, tls_context
 from streams.plugins import load_plugins
 
 ROLES = ("router", "lake", "realtime", "collector")
 DEFAULT_ROLES = ("router", "lake", "realtime")
+
+PUBLIC_PATHS = ("/health", "/ready", "/v1/events", "/v1/highway.js")
+"""Routes answered without the API token: the probes, and the collector's routes (they check their
+own per-lane keys). ``/metrics`` joins them unless ``metrics_require_token``."""
 Registrar = Callable[[faust.App, Settings, CollectorRegistry], None]
 
 
@@ -47,6 +54,15 @@ def create_app(
     unknown = sorted(set(roles) - set(ROLES))
     if unknown:
         raise ValueError(f"unknown role(s) {unknown}; choose from {list(ROLES)}")
+    problem = token_problem(settings.http_host, settings.api_token is not None)
+    if problem:
+        raise ConfigError(problem)
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else None
+    policy = AccessPolicy(token, PUBLIC_PATHS, settings.metrics_require_token)
+    try:
+        web_tls = tls_context(settings)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"http_tls_cert_file/http_tls_key_file cannot be loaded: {exc}") from exc
     datadir = settings.state_dir / "faust"
     try:
         datadir.mkdir(parents=True, exist_ok=True)  # faust's table manager fails late without it
@@ -69,10 +85,12 @@ def create_app(
         web_host=settings.http_host,
         web_port=settings.http_port,
         web_transport="tcp://",
-        # The collector inflates gzip bodies itself, stopping at its size limit (zip bombs).
-        web_application_options={"handler_args": {"auto_decompress": False}}
-        if "collector" in roles
-        else None,
+        web_ssl_context=web_tls,
+        web_application_options={
+            "middlewares": [access_middleware(policy)],
+            # The collector inflates gzip bodies itself, stopping at its size limit (zip bombs).
+            **({"handler_args": {"auto_decompress": False}} if "collector" in roles else {}),
+        },
     )
     if registry is None:
         registry = CollectorRegistry()
@@ -92,6 +110,11 @@ def _serve_health_and_metrics(app: faust.App, roles: Sequence[str], registry: Co
     async def health(web: View, request: Request) -> Response:
         status, body = board.report()
         return web.json({**body, "roles": list(roles)}, status=status)
+
+    @app.page("/ready")
+    async def ready(web: View, request: Request) -> Response:
+        status, body = board.readiness()
+        return web.json(body, status=status)
 
     @app.page("/metrics")
     async def metrics(web: View, request: Request) -> Response:

@@ -39,6 +39,8 @@ from typing import Any
 import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from connectors.kafka_logging import RepeatThrottle
+
 log = logging.getLogger(__name__)
 
 CLIENT_ERROR_FRESH_S = 15.0
@@ -149,6 +151,7 @@ class ConsumerService(mode.Service):
         self._running_since = 0.0
         self._after_failure = False
         self._client_error: tuple[float, str] | None = None
+        self._error_throttle = RepeatThrottle()
         self.config.setdefault("error_cb", self._on_client_error)
 
     @property
@@ -208,7 +211,13 @@ class ConsumerService(mode.Service):
     def _on_client_error(self, error: KafkaError) -> None:
         """librdkafka's own errors (all brokers down, transport failures); it retries by itself."""
         self._client_error = (time.monotonic(), str(error))
-        log.warning("%s: kafka client: %s", self.name, error)
+        # librdkafka repeats a transport error on every reconnect (every few ms with the broker
+        # away); /health carries the fresh one, the log one line per kind and minute.
+        left_out = self._error_throttle.admit(error.code())
+        if left_out is not None:
+            log.warning(
+                "%s: kafka client: %s%s", self.name, error.str(), self._error_throttle.suffix(left_out)
+            )
 
     # --- the consumer thread ------------------------------------------------------------------
     def _run(self) -> None:

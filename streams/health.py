@@ -3,6 +3,9 @@
 Stages register a probe returning ``(state, reason)`` — ``ok``, ``degraded`` (working, impaired:
 a broker away, new topics late; it recovers unattended) or ``failed`` (not working; the worker keeps
 retrying, and answers 503 so an orchestrator may restart it).
+
+``/ready`` says whether the worker should get traffic: every stage has started and none failed.
+A stage passes a ``started`` check (e.g. its mode service's ``started``) when it registers.
 """
 
 from __future__ import annotations
@@ -12,15 +15,21 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 Probe = Callable[[], tuple[str, str | None]]
+Started = Callable[[], bool]
+
+
 _ORDER = {"ok": 0, "degraded": 1, "failed": 2}
 
 
 class HealthBoard:
     def __init__(self) -> None:
         self._probes: dict[str, Probe] = {}
+        self._started: dict[str, Started] = {}
 
-    def add(self, name: str, probe: Probe) -> None:
+    def add(self, name: str, probe: Probe, started: Started | None = None) -> None:
         self._probes[name] = probe
+        if started is not None:
+            self._started[name] = started
 
     def report(self) -> tuple[int, dict[str, Any]]:
         """HTTP status (503 when a stage failed) and the JSON body."""
@@ -36,6 +45,18 @@ class HealthBoard:
         if reasons:
             body["reason"] = "; ".join(reasons)
         return (503 if worst == "failed" else 200), body
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """200 when every stage has started and none failed, else 503 naming the ones holding it back."""
+        starting = sorted(name for name, started in self._started.items() if not started())
+        failed = sorted(name for name, probe in self._probes.items() if probe()[0] == "failed")
+        ready = not starting and not failed
+        body: dict[str, Any] = {"ready": ready}
+        if starting:
+            body["starting"] = starting
+        if failed:
+            body["failed"] = failed
+        return (200 if ready else 503), body
 
 
 _boards: WeakKeyDictionary[object, HealthBoard] = WeakKeyDictionary()

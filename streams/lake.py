@@ -383,7 +383,7 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
     which would only delay the lake.
     """
     stage = build_stage(settings, registry, beacon=app.beacon)
-    health_board(app).add(stage.service.name, stage.service.health)
+    health_board(app).add(stage.service.name, stage.service.health, lambda: stage.service.started)
     app.add_dependency(stage.service)
     register_maintenance(app, settings)
     log.info("lake: consuming %s into %s", topic_regex(settings), settings.lake_uri)

@@ -103,5 +103,5 @@ def register_maintenance(app: faust.App, settings: Settings) -> None:
     """Run :class:`LakeMaintenance` with the app (Iceberg lake, interval above 0) and report its health."""
     if settings.lake_format == "iceberg" and settings.lake_maintenance_interval_s > 0:
         maintenance = LakeMaintenance(settings, beacon=app.beacon)
-        health_board(app).add("lake-maintenance", maintenance.health)
+        health_board(app).add("lake-maintenance", maintenance.health, lambda: maintenance.started)
         app.add_dependency(maintenance)

@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry
 from connectors.heap import release_free_heap
 from connectors.kafka_config import confluent_config
 from connectors.metrics_topic import ConcurrencyPublisher, ConcurrencyView, ensure_concurrency_topics
+from core.errors import TransientError
 from core.realtime.ports import PartialPublisher
 from core.realtime.publish import Partial, PartialNotPublished, publish_in_order
 from core.settings import Settings
@@ -179,20 +180,49 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
 
 
 class RealtimeService(mode.Service):
-    """Creates the concurrency topics and view, then runs the consumer service; stops in reverse."""
+    """Creates the concurrency topics and view, then runs the consumer service; stops in reverse.
+
+    The set-up waits for the broker (backing off, health ``degraded``) instead of failing the
+    worker's start: a worker started before its broker comes up on its own.
+    """
+
+    RETRY_S = (1.0, 30.0)
 
     def __init__(self, settings: Settings, realtime: RealtimeState, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.realtime = realtime
         self.consumer: ConsumerService | None = None
+        self._waiting: str | None = None
+        self._set_up_failure: str | None = None
 
     async def on_start(self) -> None:
+        self.add_future(self._start_when_reachable())
+
+    async def _start_when_reachable(self) -> None:
+        wait = self.RETRY_S[0]
+        while not self.should_stop:
+            try:
+                await self._set_up()
+                self._waiting = self._set_up_failure = None
+                return
+            except TransientError as exc:
+                self._waiting, self._set_up_failure = str(exc), None
+                log.warning("realtime: waiting for Kafka (%s); retrying in %.0fs", exc, wait)
+            except Exception as exc:
+                # Not expected to pass by itself: /health says failed (503), and it is still retried.
+                self._set_up_failure = repr(exc)
+                log.exception("realtime: set-up failed; retrying in %.0fs", wait)
+            await self.sleep(wait)
+            wait = min(wait * 2, self.RETRY_S[1])
+
+    async def _set_up(self) -> None:
         settings = self.settings
         await asyncio.to_thread(ensure_concurrency_topics, settings)
-        view = ConcurrencyView(settings, keep_ms=settings.realtime_history_hours * 3600 * 1000)
-        await asyncio.to_thread(view.start)
-        self.realtime.view = view
+        if self.realtime.view is None:
+            view = ConcurrencyView(settings, keep_ms=settings.realtime_history_hours * 3600 * 1000)
+            await asyncio.to_thread(view.start)
+            self.realtime.view = view
         handler = RealtimeHandler(self.realtime, ConcurrencyPublisher(settings), RouterDrained(settings))
         self.consumer = ConsumerService(
             "realtime",
@@ -204,8 +234,19 @@ class RealtimeService(mode.Service):
         )
         await self.add_runtime_dependency(self.consumer)
 
+    @property
+    def running(self) -> bool:
+        """Set up and consuming (what ``/ready`` waits for)."""
+        return self.consumer is not None and self.consumer.started
+
     def health(self) -> tuple[str, str | None]:
-        return self.consumer.health() if self.consumer is not None else ("degraded", "realtime: starting")
+        if self.consumer is not None:
+            return self.consumer.health()
+        if self._set_up_failure is not None:
+            return "failed", f"realtime: set-up failed: {self._set_up_failure}"
+        if self._waiting is not None:
+            return "degraded", f"realtime: waiting for Kafka: {self._waiting}"
+        return "degraded", "realtime: starting"
 
     async def on_stop(self) -> None:
         # The consumer first (it waits for the last partials), then the view it restores from.
@@ -224,6 +265,6 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
     state = RealtimeState(settings, RealtimeMetrics.on(registry))
     register_gauges(registry, state)
     service = RealtimeService(settings, state, beacon=app.beacon)
-    health_board(app).add("realtime", service.health)
+    health_board(app).add("realtime", service.health, lambda: service.running)
     app.add_dependency(service)
     register_pages(app, state)

@@ -212,7 +212,7 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
             failure_deadline_s=settings.router_failure_deadline_s,
             beacon=app.beacon,
         )
-        board.add(service.name, service.health)
+        board.add(service.name, service.health, partial(getattr, service, "started"))
         metrics.restarts.labels(lane).set_function(partial(getattr, service, "restarts"))
         metrics.topic_retries.labels(lane).set_function(partial(getattr, handler.provisioner, "retries"))
         app.add_dependency(service)

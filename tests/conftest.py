@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from core.settings import Settings, load_settings
+from core.settings import Settings
+from core.settings_load import load_settings
 
 if TYPE_CHECKING:
     from connectors.local.stack import LocalStack

@@ -19,9 +19,20 @@ from confluent_kafka import Message
 from core.envvars import settings_env
 from core.settings import Settings
 
-__all__ = ["WorkerProcess", "committed_counts", "cpu_hog", "health", "settings_env", "wait_until"]
+__all__ = [
+    "TEST_API_TOKEN",
+    "WorkerProcess",
+    "committed_counts",
+    "cpu_hog",
+    "health",
+    "settings_env",
+    "wait_until",
+]
 
 T = TypeVar("T")
+
+TEST_API_TOKEN = "integration-test-api-token"
+"""For tests that call user lookups (which always need a token)."""
 
 
 def wait_until(
@@ -74,6 +85,12 @@ class WorkerProcess:
     @property
     def base_url(self) -> str:
         return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The API token's header (user lookups always need one; see docs/security.md)."""
+        token = self.settings.api_token
+        return {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from core.errors import ConfigError, HighwayError
-from core.settings import Settings, load_settings
+from core.settings import Settings
+from core.settings_load import load_settings
 
 console = Console(stderr=True)
 

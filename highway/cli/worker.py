@@ -7,11 +7,13 @@ acknowledged and leaves the consumer group before the process exits.
 from __future__ import annotations
 
 import gc
+import time
 from typing import Annotated
 
 import typer
 
-from core.errors import HighwayError
+from core.errors import HighwayError, TransientError
+from core.settings import Settings
 from highway.cli.common import console, fail, state
 
 
@@ -36,6 +38,28 @@ def quieten_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 50, 100)
+
+
+def wait_for_kafka(settings: Settings) -> None:
+    """Block until the brokers answer, one line per attempt (backing off to 30 s).
+
+    faust's own producer fails the worker's start with a traceback when the brokers are away; a
+    worker started before its brokers waits for them instead (its stages then ride out later outages).
+    """
+    from connectors.kafka_admin import KafkaAdmin
+
+    admin = KafkaAdmin(settings, timeout_s=10.0)
+    wait = 1.0
+    while True:
+        try:
+            admin.list_topics()
+            return
+        except TransientError as exc:
+            console.print(
+                f"waiting for Kafka: {exc}; retrying in {wait:.0f}s", soft_wrap=True, highlight=False
+            )
+        time.sleep(wait)
+        wait = min(wait * 2, 30.0)
 
 
 def worker(
@@ -63,8 +87,9 @@ def worker(
         raise fail(exc) from exc
     console.print(
         f"worker {app.conf.id} roles={','.join(roles)} broker={settings.kafka_bootstrap} "
-        f"http=http://{settings.http_host}:{settings.http_port}/health"
+        f"http={'https' if settings.http_tls_cert_file else 'http'}://{settings.http_host}:{settings.http_port}/health"
     )
+    wait_for_kafka(settings)
     quieten_garbage_collector()
     Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from connectors.kafka_admin import KafkaAdmin
 from connectors.producer import EventProducer
 from core.settings import Settings
-from tests.support import WorkerProcess, wait_until
+from tests.support import TEST_API_TOKEN, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 MIN = 60_000
@@ -91,7 +91,7 @@ class Traffic:
 
 
 def lane_settings(make_settings: Any) -> Settings:
-    settings: Settings = make_settings(realtime_allowed_lateness_s=60)
+    settings: Settings = make_settings(realtime_allowed_lateness_s=60, api_token=TEST_API_TOKEN)
     lane = settings.lanes[0]
     KafkaAdmin(settings).ensure_topics([settings.common_topic(lane)], partitions=3)
     return settings
@@ -113,7 +113,9 @@ def windows(
     }
     if by:
         params["by"] = by
-    body = httpx.get(f"{worker.base_url}/api/v1/concurrency", params=params, timeout=5).json()
+    body = httpx.get(
+        f"{worker.base_url}/api/v1/concurrency", params=params, headers=worker.auth_headers, timeout=5
+    ).json()
     return {(row["window_start"] - traffic.base_ms) // MIN: row for row in body["windows"]}
 
 
@@ -193,10 +195,19 @@ def test_closed_windows_exact_late_counted_metrics_parse(make_settings: Any) -> 
         assert int((start * 1000 - traffic.base_ms) // MIN) == 3
         assert closed == traffic.expected(3)[1]
         user = next(iter(traffic.users[traffic.base_ms + 5 * MIN]))
-        found = httpx.get(f"{worker.base_url}/api/v1/users/{user}", params={"lane": settings.lanes[0]}).json()
+        found = httpx.get(
+            f"{worker.base_url}/api/v1/users/{user}",
+            params={"lane": settings.lanes[0]},
+            headers=worker.auth_headers,
+        ).json()
         assert found["owned_here"] is True
         assert found["last_seen_ms"] >= traffic.base_ms + 5 * MIN
-        bad = httpx.get(f"{worker.base_url}/api/v1/concurrency", params={"from": "1e400"}, timeout=5)
+        bad = httpx.get(
+            f"{worker.base_url}/api/v1/concurrency",
+            params={"from": "1e400"},
+            headers=worker.auth_headers,
+            timeout=5,
+        )
         assert bad.status_code == 400
         assert "from='1e400' is not a finite number" in bad.json()["error"]
 

@@ -44,7 +44,7 @@ from tests.integration.test_realtime import (
     metric_samples,
     produce,
 )
-from tests.support import WorkerProcess, wait_until
+from tests.support import TEST_API_TOKEN, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 3
@@ -70,7 +70,9 @@ def counter(worker: WorkerProcess, name: str, **labels: str) -> float:
 def complete_rows(worker: WorkerProcess, path: str, params: dict[str, str], starts: list[int]) -> Any:
     """The API's rows of the windows ``starts`` (ms) once all of them are complete, else None."""
     try:
-        body = httpx.get(f"{worker.base_url}{path}", params=params, timeout=5).json()
+        body = httpx.get(
+            f"{worker.base_url}{path}", params=params, headers=worker.auth_headers, timeout=5
+        ).json()
     except httpx.HTTPError:
         return None
     rows = {row["window_start"]: row for row in body["windows"]}
@@ -218,6 +220,7 @@ def test_far_future_event_neither_applied_nor_poisoning_the_watermark(make_setti
                 "from": str(YEAR_2100_MS - MIN),
                 "to": str(YEAR_2100_MS + MIN),
             },
+            headers=worker.auth_headers,
             timeout=5,
         ).json()
         assert future["windows"] == [], "no window of 2100 was opened"
@@ -227,6 +230,7 @@ def test_idle_partitions_close_windows_by_wall_clock_exact(make_settings: Any) -
     window_s, lateness_s, idle_s = 5, 1, 3
     settings = lane_settings(
         make_settings,
+        api_token=TEST_API_TOKEN,
         realtime_window_s=window_s,
         realtime_sliding_window_s=2 * window_s,
         realtime_allowed_lateness_s=lateness_s,
@@ -270,7 +274,9 @@ def test_idle_partitions_close_windows_by_wall_clock_exact(make_settings: Any) -
 
         def found() -> dict[str, Any] | None:
             url = f"{worker.base_url}/api/v1/users/{traffic[-1]['user_id']}"
-            body: dict[str, Any] = httpx.get(url, params={"lane": settings.lanes[0]}, timeout=5).json()
+            body: dict[str, Any] = httpx.get(
+                url, params={"lane": settings.lanes[0]}, headers=worker.auth_headers, timeout=5
+            ).json()
             return body if body["owned_here"] else None
 
         assert wait_until(found, 10, 0.1, "the last user applied")["partition"] == 0, (

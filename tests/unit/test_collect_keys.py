@@ -8,7 +8,8 @@ from core.collect.cors import origin_allowed, preflight_headers, response_header
 from core.collect.keys import KeyRing, hash_key, parse_api_keys, presented_key
 from core.envvars import settings_env
 from core.errors import ConfigError
-from core.settings import Settings, load_settings
+from core.settings import Settings
+from core.settings_load import load_settings
 
 WEB, MOBILE = hash_key("web-secret"), hash_key("mobile-secret")
 

@@ -23,7 +23,8 @@ import typer.main
 import yaml
 from pydantic import SecretStr
 
-from core.settings import ENV_PREFIX, Settings, load_settings
+from core.settings import ENV_PREFIX, Settings
+from core.settings_load import load_settings
 from highway.cli import app as cli_app
 from streams.app import ROLES
 

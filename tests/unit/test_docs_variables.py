@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.settings import ENV_PREFIX, NOT_SETTINGS, Settings
+from core.settings import ENV_PREFIX, Settings
+from core.settings_rules import NOT_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIABLE = re.compile(rf"\b{ENV_PREFIX}[A-Z0-9_]+")

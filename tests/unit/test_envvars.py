@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.envvars import settings_env
-from core.settings import ENV_PREFIX, Settings, load_settings
+from core.settings import ENV_PREFIX, Settings
+from core.settings_load import load_settings
 
 
 def test_environment_rebuilds_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from core.settings import ENV_PREFIX, Settings, load_settings
+from core.settings import ENV_PREFIX, Settings
+from core.settings_load import load_settings
 from streams.app import ROLES
 from tests.go_tools import go_tool, run_tool
 

@@ -6,7 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from core.errors import ConfigError
-from core.settings import ENV_PREFIX, NOT_SETTINGS, load_settings, misspelt_variables, unknown_keys
+from core.settings import ENV_PREFIX
+from core.settings_load import load_settings, misspelt_variables
+from core.settings_rules import NOT_SETTINGS, unknown_keys
 from highway.cli import app as cli_app
 
 
