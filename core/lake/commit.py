@@ -18,26 +18,20 @@ ended before the next step starts), and a failure ends the flush at that step:
    after every file it vouches for. A partition's rows count as in the lake from here on: its
    buffer is emptied and its manifest adopted as soon as its own manifest is written;
 4. **catalog** — tables/partitions registered (Glue); a failure keeps them pending;
-5. **Kafka offsets** — ``committed_offset + 1``, only once everything before succeeded. Offsets are
-   a convenience (lag monitoring); the manifest is the truth.
+5. **Kafka offsets** — ``committed_offset + 1`` (lag monitoring only: the manifest is the truth).
 
 A failure before step 3 leaves the buffers as they were: the caller retries the flush (same keys,
-overwritten) or, after a crash, the next owner replays from the manifest. Steps 4 and 5 never lose
-data; what they could not do stays pending and is retried by :meth:`LakeCommitter.settle`.
+overwritten) or, after a crash, the next owner replays from the manifest. Steps 4 and 5 stay
+pending when they fail and are retried by :meth:`LakeCommitter.settle`.
 
 **Fencing** (:mod:`core.lake.fence`). Every manifest write is a compare-and-swap; on assignment a
 writer claims the partition (a new epoch), so a writer that lost it (a zombie: cut off, paused, or
-blocked in a flush for longer than the group allows) has its next intent or manifest refused. It
-then drops that partition's rows, commits no Kafka offset for it, and deletes the data files of that
-flush — they carry its epoch in their key, so they are its own and nobody else's.
+blocked in a flush too long) has its next intent or manifest refused: it drops the partition's
+rows, commits no offset, and deletes that flush's files (its epoch is in their keys) not vouched for.
 
-Recovery on assignment (:meth:`LakeCommitter.recover`): claim, then delete the files of that
-partition under the declared Hive partitions whose first offset is above ``committed_offset`` and
-whose epoch is older than the claim, and resume at ``committed_offset + 1``. docs/lake.md has the
-argument.
-
-Everything here is plain code over :mod:`core.lake.ports` and :class:`core.ports.OffsetStore`;
-``streams.lake`` passes the real store, catalog, thread pool and consumer offsets in.
+Recovery on assignment (:meth:`LakeCommitter.recover`): claim, delete the partition's files whose
+first offset is above ``committed_offset`` and whose epoch is older than the claim, resume at
+``committed_offset + 1``. docs/lake.md has the argument. Plain code over :mod:`core.lake.ports`.
 """
 
 from __future__ import annotations
@@ -51,7 +45,15 @@ from dataclasses import dataclass, field
 
 from core.envelope import parse_json_event
 from core.lake.encode import build_table, parquet_bytes
-from core.lake.fence import Claim, Fenced, Recovery, claim_partition, put_manifest, sweep_prefixes
+from core.lake.fence import (
+    Claim,
+    Fenced,
+    ManifestGone,
+    Recovery,
+    claim_partition,
+    put_manifest,
+    sweep_prefixes,
+)
 from core.lake.fence import recover_partition as recover_partition  # where callers found it before
 from core.lake.flush import PartitionBuffer, plan_files
 from core.lake.layout import PartitionValue, epoch_key, lane_table, manifest_key
@@ -311,15 +313,18 @@ class LakeCommitter:
         pending = [item for tp, item in self.unsure.items() if tp in self.manifests]
         keys = [manifest_key(item.lane, *item.tp) for item in pending]
         found = list(self.pool.map(self.store.get_tagged, keys))
+        gone = [key for key, tagged in zip(keys, found, strict=True) if tagged is None]
+        if gone:
+            raise ManifestGone(gone[0])
         self.unsure = {}
         fenced: set[TP] = set()
-        for item, key, tagged in zip(pending, keys, found, strict=True):
-            stored = Manifest.from_bytes(tagged[0]) if tagged else None
-            if tagged is not None and stored == item.advanced:
-                self.tags[item.tp] = tagged[1]
+        for item, key, (data, tag) in zip(pending, keys, (t for t in found if t), strict=True):
+            stored = Manifest.from_bytes(data)
+            if stored == item.advanced:
+                self.tags[item.tp] = tag
                 self._adopt(item, item.advanced)
                 log.info("lake: the unanswered manifest write of %s[%d] had landed", *item.tp)
-            elif stored is None or (stored.epoch, stored.owner) != (item.advanced.epoch, item.advanced.owner):
+            elif (stored.epoch, stored.owner) != (item.advanced.epoch, item.advanced.owner):
                 self._fence(item, Fenced(key, stored), written=[plan.key for plan in item.plans])
                 fenced.add(item.tp)
         return fenced

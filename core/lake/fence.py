@@ -36,22 +36,32 @@ class Fenced(Exception):
         super().__init__(f"{key}: manifest is now {holder}")
 
 
+class ManifestGone(TransientError):
+    """The manifest this writer holds vanished from the store (a bucket deleted, or being restored):
+    no other writer's claim. Nothing is written for the partition until it is back (the same bytes
+    carry the same tag), so a restore in progress is never overwritten by a start from scratch."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"{key}: the manifest vanished from the store; waiting for it to come back "
+            "(restarting the worker instead starts the partition over from its stored state)"
+        )
+
+
 def put_manifest(store: ObjectStore, key: str, manifest: Manifest, tag: str | None) -> str:
     """Write ``manifest`` if the stored one is still at ``tag``; its new tag. A refusal whose stored
     manifest is this writer's own (same epoch and owner) is a write of ours whose answer was lost
-    (a retried PUT that had landed): it is adopted and the write repeated. Any other refusal raises
-    :class:`Fenced`."""
+    (a retried PUT that had landed): it is adopted and the write repeated. A refusal because the
+    manifest is gone raises :class:`ManifestGone`; any other refusal raises :class:`Fenced`."""
     for _ in range(OWN_WRITE_ATTEMPTS):
         try:
             return store.put_if(key, manifest.to_bytes(), tag)
         except PreconditionFailed:
             found = store.get_tagged(key)
-            stored = Manifest.from_bytes(found[0]) if found else None
-            if (
-                found is None
-                or stored is None
-                or (stored.epoch, stored.owner) != (manifest.epoch, manifest.owner)
-            ):
+            if found is None:
+                raise ManifestGone(key) from None
+            stored = Manifest.from_bytes(found[0])
+            if (stored.epoch, stored.owner) != (manifest.epoch, manifest.owner):
                 raise Fenced(key, stored) from None
             tag = found[1]
     raise Fenced(key, None)

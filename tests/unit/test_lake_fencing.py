@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from core.lake.commit import LakeCommitter
-from core.lake.fence import recover_partition
+from core.lake.fence import ManifestGone, recover_partition
 from core.lake.flush import PartitionBuffer
 from core.lake.layout import manifest_key, parse_data_file
 from core.lake.manifest import Manifest
@@ -324,3 +324,25 @@ def test_zombies_never_lose_or_duplicate_a_row(seed: int) -> None:
         final.read_on(lambda start: end)
         final.commit.flush(final.buffers.values(), world)
     assert world.lake_offsets() == {tp: list(range(end)) for tp in TPS}
+
+
+def test_a_vanished_manifest_is_waited_for_not_taken_for_a_fence() -> None:
+    """The bucket deleted and being restored: a manifest this writer holds is gone. That is no
+    other writer's claim — the flush fails (retried), deletes and re-claims nothing, and goes on
+    once the same manifest is back; a claim from scratch would have rewritten restored rows."""
+    world = World()
+    with ThreadPoolExecutor(4) as pool:
+        commit = committer(world, pool)
+        commit.flush(filled(0, 10).values(), world)
+        saved = dict(world.objects)
+        buffers = filled(10, 10)
+        world.objects.clear()  # the bucket is gone (and recreated empty)
+        for _ in range(2):
+            with pytest.raises(ManifestGone):
+                commit.flush(buffers.values(), world)
+        assert commit.take_fenced() == {}
+        assert set(commit.manifests) == set(TPS), "nothing released: no other writer claimed them"
+        world.objects.update(saved)  # the restore: the same bytes, so the same tags
+        result = commit.flush(buffers.values(), world)
+        assert (result.fenced, result.rows) == ((), 30)
+    assert world.lake_offsets() == {tp: list(range(20)) for tp in TPS}, "rows lost or duplicated"
