@@ -146,26 +146,47 @@ def test_conditional_writes_refuse_a_stale_version(
     assert store.list_keys("l/_manifests/t/0000") == [key]  # a name prefix, as on S3
 
 
+EVENT_TYPES = 8
+
+
+class TwoWriters:
+    """Two lake workers sharing the group: ``cut_off`` reaches S3 through a door this test can shut."""
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.aws_s3_endpoint_url is not None
+        self.door = Door(settings.aws_s3_endpoint_url).open()
+        self.cut_off = WorkerProcess(
+            with_overrides(settings, aws_s3_endpoint_url=self.door.url), roles="lake"
+        )
+        self.owner = WorkerProcess(with_overrides(settings, http_port=free_ports(1)[0]), roles="lake")
+
+    def start_both_writing(self) -> None:
+        for worker in (self.cut_off, self.owner):
+            worker.start()
+            worker.wait_healthy()
+
+        def both_working() -> bool:
+            states = lake_state(self.cut_off), lake_state(self.owner)
+            assigned = sum(state["assigned"] for state in states)
+            return assigned == 2 * EVENT_TYPES and all(s["rows"] > 0 and s["assigned"] for s in states)
+
+        wait_until(both_working, 90, 0.5, "both workers assigned and writing")
+
+    def stop(self) -> None:
+        for worker in (self.cut_off, self.owner):
+            if worker.alive() and worker.proc is not None:
+                os.killpg(worker.proc.pid, signal.SIGCONT)
+            worker.stop()
+        self.door.shut()
+
+
 def test_a_zombie_writer_is_fenced_and_nothing_is_lost_or_duplicated(make_settings: MakeSettings) -> None:
     settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 2, "lake_format": "parquet"})
-    assert settings.aws_s3_endpoint_url is not None
-    door = Door(settings.aws_s3_endpoint_url).open()
-    zombie = WorkerProcess(with_overrides(settings, aws_s3_endpoint_url=door.url), roles="lake")
-    owner = WorkerProcess(with_overrides(settings, http_port=free_ports(1)[0]), roles="lake")
-    event_types = 8
+    writers = TwoWriters(settings)
+    door, zombie, owner = writers.door, writers.cut_off, writers.owner
     try:
-        with BackgroundTraffic(settings, event_types=event_types, batch=200, pause_s=0.1) as traffic:
-            zombie.start()
-            zombie.wait_healthy()
-            owner.start()
-            owner.wait_healthy()
-
-            def both_working() -> bool:
-                states = lake_state(zombie), lake_state(owner)
-                assigned = sum(state["assigned"] for state in states)
-                return assigned == 2 * event_types and all(s["rows"] > 0 and s["assigned"] for s in states)
-
-            wait_until(both_working, 90, 0.5, "both workers assigned and writing")
+        with BackgroundTraffic(settings, event_types=EVENT_TYPES, batch=200, pause_s=0.1) as traffic:
+            writers.start_both_writing()
             retries = lake_state(zombie)["s3_retries"]
             door.shut()  # S3 goes away for the zombie only
             wait_until(
@@ -178,7 +199,7 @@ def test_a_zombie_writer_is_fenced_and_nothing_is_lost_or_duplicated(make_settin
 
                 def owner_holds_everything() -> bool:
                     held = owners(settings)
-                    return len(held) == 2 * event_types and not any(
+                    return len(held) == 2 * EVENT_TYPES and not any(
                         writer.startswith(zombie_writer) for writer in held.values()
                     )
 
@@ -197,11 +218,7 @@ def test_a_zombie_writer_is_fenced_and_nothing_is_lost_or_duplicated(make_settin
         assert zombie.alive()
         assert owner.alive()
     finally:
-        for worker in (zombie, owner):
-            if worker.alive() and worker.proc is not None:
-                os.killpg(worker.proc.pid, signal.SIGCONT)
-            worker.stop()
-        door.shut()
+        writers.stop()
     log = (zombie.log_dir / f"worker-{settings.http_port}-1.log").read_text(errors="replace")
     assert "FENCED out of" in log
     print(f"zombie fencing: {produced.total} events, {report}")
@@ -220,24 +237,11 @@ def test_an_iceberg_writer_cut_off_from_s3_and_paused_loses_and_duplicates_nothi
     worker's flush is fenced by the owner's newer snapshots or its partitions are taken from it
     first depends on timing; either way the tables hold every event exactly once."""
     settings = make_settings(**{**LAKE_SETTINGS, "topic_partitions": 2, "lake_format": "iceberg"})
-    assert settings.aws_s3_endpoint_url is not None
-    door = Door(settings.aws_s3_endpoint_url).open()
-    cut_off = WorkerProcess(with_overrides(settings, aws_s3_endpoint_url=door.url), roles="lake")
-    owner = WorkerProcess(with_overrides(settings, http_port=free_ports(1)[0]), roles="lake")
-    event_types = 8
+    writers = TwoWriters(settings)
+    door, cut_off, owner = writers.door, writers.cut_off, writers.owner
     try:
-        with BackgroundTraffic(settings, event_types=event_types, batch=200, pause_s=0.1) as traffic:
-            cut_off.start()
-            cut_off.wait_healthy()
-            owner.start()
-            owner.wait_healthy()
-
-            def both_working() -> bool:
-                states = lake_state(cut_off), lake_state(owner)
-                assigned = sum(state["assigned"] for state in states)
-                return assigned == 2 * event_types and all(s["rows"] > 0 and s["assigned"] for s in states)
-
-            wait_until(both_working, 90, 0.5, "both workers assigned and writing")
+        with BackgroundTraffic(settings, event_types=EVENT_TYPES, batch=200, pause_s=0.1) as traffic:
+            writers.start_both_writing()
             door.shut()
             wait_until(
                 lambda: status(cut_off) == "degraded", 60, 0.5, "the cut-off worker reporting degraded"
@@ -246,7 +250,7 @@ def test_an_iceberg_writer_cut_off_from_s3_and_paused_loses_and_duplicates_nothi
             os.killpg(cut_off.proc.pid, signal.SIGSTOP)  # past the session timeout: the group moves on
             try:
                 wait_until(
-                    lambda: lake_state(owner)["assigned"] == 2 * event_types,
+                    lambda: lake_state(owner)["assigned"] == 2 * EVENT_TYPES,
                     90,
                     0.5,
                     "the owner assigned every partition",
@@ -266,11 +270,7 @@ def test_an_iceberg_writer_cut_off_from_s3_and_paused_loses_and_duplicates_nothi
         assert cut_off.alive()
         assert owner.alive()
     finally:
-        for worker in (cut_off, owner):
-            if worker.alive() and worker.proc is not None:
-                os.killpg(worker.proc.pid, signal.SIGCONT)
-            worker.stop()
-        door.shut()
+        writers.stop()
     print(f"iceberg cut off: {produced.total} events, fenced (returning, owner) {fenced}, {report}")
     assert report.ok, report
     assert (report.found, report.missing, report.duplicates) == (produced.total, 0, 0)
