@@ -13,16 +13,9 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
+from tests.deploy_env import HOST_ENV, worker_settings
 from tests.go_tools import go_tool, run_tool
-from tests.unit.test_compose import (
-    COMPOSE_FILE,
-    HIGHWAY_IMAGE_SERVICES,
-    HOST_ENV,
-    IMAGES,
-    ROOT,
-    WORKERS,
-    worker_settings,
-)
+from tests.unit.test_compose import COMPOSE_FILE, HIGHWAY_IMAGE_SERVICES, IMAGES, ROOT, WORKERS
 
 HOST_ARGS = [f"{name}={value}" for name, value in HOST_ENV.items()]
 

@@ -19,8 +19,8 @@ import yaml
 from core.errors import ConfigError
 from core.settings import ENV_PREFIX, Settings
 from streams.app import ROLES
+from tests.deploy_env import worker_settings
 from tests.go_tools import go_tool, run_tool
-from tests.unit.test_compose import worker_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
