@@ -42,6 +42,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from connectors.collector_js import SNIPPET_CONTENT_TYPE, snippet_bytes
 from core.collect.keys import hash_key
 from core.envvars import with_overrides
+from core.errors import TransientError
 from tests.integration.collector_support import topic_events
 from tests.support import WorkerProcess
 from tests.support import wait_until as wait_for
@@ -258,7 +259,10 @@ def test_real_collector_stores_every_tracked_event_once(
     )
 
     def stored_once(count: int) -> list[dict[str, Any]] | None:
-        events = topic_events(settings)
+        try:
+            events = topic_events(settings)
+        except TransientError:  # a just-created topic's partition leader is not known yet: ask again
+            return None
         return events if len(events) >= count else None
 
     with WorkerProcess(settings, roles="collector") as worker:
