@@ -2,15 +2,20 @@
 
 A page on one origin loads ``highway.js`` from the collector's origin (``/v1/highway.js``), tracks
 events, and sends them: by fetch (a CORS preflight, then POSTs with the key in the Authorization
-header; one answered 503 first, so the retry path runs), by ``navigator.sendBeacon`` when its tab is
-hidden (``visibilitychange``), and again by beacon when the page is left (``visibilitychange`` and
-``pagehide``). The collector
-must receive every event exactly once (among answered requests) with the snippet's fields, and the
-browser's console must hold no error but the one the scripted 503 causes.
+header), by ``navigator.sendBeacon`` when its tab is hidden (``visibilitychange``), and again by
+beacon when the page is left (``visibilitychange`` and ``pagehide``).
 
-The collector is the ``collector`` fixture: for now a recording fake speaking the contract
-(docs/collector-clients.md); swapping it for the real ``collector`` role only needs a fixture that
-offers the same ``url``, ``key``, ``lane``, ``received()``, ``preflights`` and ``answer_next``.
+* ``test_real_collector_stores_every_tracked_event_once``: the real ``collector`` role (a
+  ``highway worker --role collector`` process on the session broker) with the lane's key and the
+  page's origin allowed; every tracked event must be in ``<lane>.events.all`` exactly once, with the
+  snippet's fields, in the requests the snippet batched.
+* ``test_fake_collector_sees_the_wire_contract_and_a_503_retry``: a recording fake speaking the
+  contract (docs/collector-clients.md). The real collector answers 503 only when Kafka is away or it
+  is stopping — not on demand for one request — so the retry path (same body, not before
+  ``Retry-After``) and the exact requests on the wire (preflight headers, beacon content type and
+  ``?key=``) are checked here.
+
+In both, the browser's console must hold no error but the one a scripted 503 causes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from selenium import webdriver
@@ -34,6 +40,12 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
 from connectors.collector_js import SNIPPET_CONTENT_TYPE, snippet_bytes
+from core.collect.keys import hash_key
+from core.envvars import with_overrides
+from core.errors import TransientError
+from tests.integration.collector_support import topic_events
+from tests.support import WorkerProcess
+from tests.support import wait_until as wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +54,8 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".highway" / "artifacts"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 WAIT_S = 20.0
+KAFKA_WAIT_S = 60.0
+REAL_KEY = "browser-test-key-real-collector"
 
 
 @dataclass
@@ -166,24 +180,38 @@ def collector(loop_thread: LoopThread) -> Iterator[FakeCollector]:
 
 
 @pytest.fixture
-def page_origin(loop_thread: LoopThread, collector: FakeCollector) -> Iterator[str]:
-    """A second origin serving the test page (and a page to navigate away to)."""
-    page = PAGE.format(collector=collector.url, key=collector.key, lane=collector.lane)
+def serve_page(loop_thread: LoopThread) -> Iterator[Callable[[str, str, str], str]]:
+    """``serve_page(collector_url, key, lane)``: a second origin serving the test page (and a page to
+    navigate away to); returns that origin."""
+    runners: list[web.AppRunner] = []
 
-    async def index(request: web.Request) -> web.Response:
-        return web.Response(text=page, content_type="text/html")
+    def start(collector_url: str, key: str, lane: str) -> str:
+        page = PAGE.format(collector=collector_url, key=key, lane=lane)
 
-    async def elsewhere(request: web.Request) -> web.Response:
-        text = '<!doctype html><link rel="icon" href="data:,"><title>elsewhere</title>'
-        return web.Response(text=text, content_type="text/html")
+        async def index(request: web.Request) -> web.Response:
+            return web.Response(text=page, content_type="text/html")
 
-    app = web.Application()
-    app.router.add_get("/", index)
-    app.router.add_get("/elsewhere", elsewhere)
-    runner, url = loop_thread.run(serve(app))
+        async def elsewhere(request: web.Request) -> web.Response:
+            text = '<!doctype html><link rel="icon" href="data:,"><title>elsewhere</title>'
+            return web.Response(text=text, content_type="text/html")
+
+        app = web.Application()
+        app.router.add_get("/", index)
+        app.router.add_get("/elsewhere", elsewhere)
+        runner, url = loop_thread.run(serve(app))
+        runners.append(runner)
+        return url
+
+    yield start
+    for runner in runners:
+        loop_thread.run(runner.cleanup())
+
+
+@pytest.fixture
+def page_origin(serve_page: Callable[[str, str, str], str], collector: FakeCollector) -> str:
+    url = serve_page(collector.url, collector.key, collector.lane)
     collector.origin_allowed = url
-    yield url
-    loop_thread.run(runner.cleanup())
+    return url
 
 
 @pytest.fixture
@@ -220,7 +248,82 @@ def wait_until(driver: webdriver.Chrome, condition: Callable[[], bool], what: st
     WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(lambda _: condition(), what)
 
 
-def test_snippet_sends_every_event_once_by_fetch_and_beacon(
+def test_real_collector_stores_every_tracked_event_once(
+    browser: webdriver.Chrome, serve_page: Callable[[str, str, str], str], make_settings: Any
+) -> None:
+    base = make_settings()
+    lane = base.lanes[0]
+    page_origin = serve_page(f"http://{base.http_host}:{base.http_port}", REAL_KEY, lane)
+    settings = with_overrides(
+        base, collector_api_keys={lane: [hash_key(REAL_KEY)]}, collector_cors_origins=[page_origin]
+    )
+
+    def stored_once(count: int) -> list[dict[str, Any]] | None:
+        try:
+            events = topic_events(settings)
+        except TransientError:  # a just-created topic's partition leader is not known yet: ask again
+            return None
+        return events if len(events) >= count else None
+
+    with WorkerProcess(settings, roles="collector") as worker:
+        worker.wait_healthy()
+        wait_for(
+            lambda: httpx.get(f"{worker.base_url}/ready", timeout=2).status_code == 200, 60, 0.2, "/ready"
+        )
+        browser.get(page_origin + "/")  # the snippet itself comes from the collector's /v1/highway.js
+        wait_until(
+            browser, lambda: browser.find_element("id", "state").text == "ready", "the page initialised"
+        )
+
+        # fetch: two full batches of 5, each preflighted (cross-origin JSON with Authorization).
+        browser.execute_script("for (var i = 0; i < 10; i++) highway.track('page_view', {n: i});")
+        wait_for(lambda: stored_once(10), KAFKA_WAIT_S, 0.5, "10 fetched events in the topic")
+
+        # visibilitychange → hidden: 3 buffered events go by beacon (text/plain, ?key=).
+        browser.execute_script("for (var i = 10; i < 13; i++) highway.track('scroll', {n: i});")
+        page_tab = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        wait_for(lambda: stored_once(13), KAFKA_WAIT_S, 0.5, "3 events beaconed when the tab was hidden")
+        browser.close()
+        browser.switch_to.window(page_tab)
+
+        # Leaving the page: 2 more by beacon, once although Chromium fires visibilitychange and pagehide.
+        browser.execute_script("for (var i = 13; i < 15; i++) highway.track('click', {n: i});")
+        logs = browser.get_log("browser")
+        errors = browser.execute_script("return window.highwayErrors")
+        browser.get(page_origin + "/elsewhere")
+        events = wait_for(lambda: stored_once(15), KAFKA_WAIT_S, 0.5, "2 events beaconed on pagehide")
+        metrics = httpx.get(f"{worker.base_url}/metrics", timeout=5).text
+
+    assert sorted(e["properties"]["n"] for e in events) == list(range(15)), "an event is missing or twice"
+    ids = [e["event_id"] for e in events]
+    assert len(set(ids)) == 15
+    assert all(UUID_RE.match(event_id) for event_id in ids)
+    # One request per batch, in order: fetch 5 + 5, beacon 3 (hidden tab), beacon 2 (left page).
+    per_request: dict[str, list[int]] = {}
+    for event in events:
+        per_request.setdefault(event["request_id"], []).append(event["properties"]["n"])
+    assert sorted(map(sorted, per_request.values())) == [
+        [0, 1, 2, 3, 4],
+        [5, 6, 7, 8, 9],
+        [10, 11, 12],
+        [13, 14],
+    ]
+    assert 'highway_collector_requests_total{code="200"} 4.0' in metrics
+    assert {e["user_id"] for e in events} == {"browser-user-1"}
+    assert len({e["session_id"] for e in events}) == 1
+    assert len({e["device_id"] for e in events}) == 1
+    assert {e["platform"] for e in events} == {"web"}
+    assert {e["lane"] for e in events} == {lane}
+    assert all(isinstance(e["client_ts"], int) and e["client_ts"] > 1_600_000_000_000 for e in events)
+    assert all(e["server_ts"] >= e["client_ts"] - 60_000 for e in events)  # stamped by the collector
+    assert {e["event_name"] for e in events} == {"page_view", "scroll", "click"}
+    assert errors == []
+    logs += browser.get_log("browser")
+    assert [entry["message"] for entry in logs if entry["level"] == "SEVERE"] == []
+
+
+def test_fake_collector_sees_the_wire_contract_and_a_503_retry(
     browser: webdriver.Chrome, collector: FakeCollector, page_origin: str
 ) -> None:
     browser.get(page_origin + "/")

@@ -10,7 +10,6 @@ tests/integration/test_compose_s3.py runs the s3 and s3-init commands themselves
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,10 +22,12 @@ import typer.main
 import yaml
 from pydantic import SecretStr
 
+from core.collect.keys import parse_api_keys
+from core.errors import ConfigError
 from core.settings import ENV_PREFIX, Settings
-from core.settings_load import load_settings
 from highway.cli import app as cli_app
 from streams.app import ROLES
+from tests.deploy_env import HOST_ENV, environment, settings_from, worker_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -38,9 +39,7 @@ IMAGES = {
     "prometheus": "prom/prometheus:",
     "grafana": "grafana/grafana:",
 }
-# The collector role comes with issue 13's collector branch; until streams.app.ROLES has it, the
-# compose file may already name it. Once merged this adds nothing and the check is exact.
-KNOWN_ROLES = {*ROLES, "collector"}
+KNOWN_ROLES = set(ROLES)
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +54,6 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     found = compose["services"]
     assert isinstance(found, dict)
     return found
-
-
-def environment(service: dict[str, Any]) -> dict[str, str]:
-    """A service's environment as a dict (compose allows a mapping or a list of KEY=VALUE)."""
-    env = service.get("environment", {})
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {str(key): str(value) for key, value in env.items()}
 
 
 def bind_mounts(service: dict[str, Any]) -> dict[PurePosixPath, Path]:
@@ -155,6 +146,10 @@ def test_kafka_is_a_single_kraft_node_reachable_on_the_compose_network(
 
 def same_value(loaded: Any, raw: str) -> bool:
     """Whether a settings value is what the raw environment string says (numbers compared as numbers)."""
+    if isinstance(loaded, dict):  # collector_api_keys: lane:digest,…
+        return loaded == parse_api_keys(raw)
+    if isinstance(loaded, bool):
+        return str(loaded).lower() == raw.lower()
     if isinstance(loaded, SecretStr):
         return loaded.get_secret_value() == raw
     if isinstance(loaded, list):
@@ -168,25 +163,61 @@ def test_every_highway_variable_is_a_settings_field_and_validates(
     services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sources = {name: environment(service) for name, service in services.items()}
-    sources["Dockerfile"] = dockerfile_env()
+    # The image binds 0.0.0.0: whoever runs it passes the token (see the test below).
+    sources["Dockerfile"] = {**dockerfile_env(), "HIGHWAY_API_TOKEN": HOST_ENV["HIGHWAY_API_TOKEN"]}
     checked = 0
     for source, env in sources.items():
         highway_env = {key: value for key, value in env.items() if key.startswith(ENV_PREFIX)}
         for key in highway_env:
             field = key.removeprefix(ENV_PREFIX).lower()
             assert field in Settings.model_fields, f"{source}: {key} is not a field of core.settings"
-        with monkeypatch.context() as patch:
-            for key in [key for key in os.environ if key.startswith(ENV_PREFIX)]:
-                patch.delenv(key)
-            for key, value in highway_env.items():
-                patch.setenv(key, value)
-            settings = load_settings()
+        settings = settings_from(highway_env, monkeypatch)
         for key, value in highway_env.items():
             field = key.removeprefix(ENV_PREFIX).lower()
             loaded = getattr(settings, field)
             assert same_value(loaded, value), f"{source}: {key}={value} loaded as {loaded!r}"
         checked += len(highway_env)
     assert checked > 20
+
+
+def test_workers_start_only_with_the_api_token(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers bind 0.0.0.0: the settings they load must carry the token, and without it they stop."""
+    for name in WORKERS:
+        env = environment(services[name])
+        settings = worker_settings(env, monkeypatch)
+        assert settings.http_host == "0.0.0.0", name
+        assert settings.api_token is not None, name
+        assert settings.api_token.get_secret_value() == HOST_ENV["HIGHWAY_API_TOKEN"], name
+        assert settings.metrics_require_token is False, f"{name}: Prometheus scrapes /metrics without a token"
+        without = {key: value for key, value in env.items() if key != "HIGHWAY_API_TOKEN"}
+        with pytest.raises(ConfigError, match="api_token"):
+            worker_settings(without, monkeypatch)
+    with pytest.raises(ConfigError, match="api_token"):
+        worker_settings(dockerfile_env(), monkeypatch)  # the image's worker without a token stops, saying why
+
+
+def test_secrets_have_no_defaults_in_the_file(services: dict[str, dict[str, Any]]) -> None:
+    for name in WORKERS:
+        host_env = {key: value for key, value in HOST_ENV.items() if key != "HIGHWAY_API_TOKEN"}
+        with pytest.raises(KeyError, match=r"HIGHWAY_API_TOKEN.*docs/security\.md"):
+            environment(services[name], host_env)
+    with pytest.raises(KeyError, match="HIGHWAY_COLLECTOR_API_KEYS"):
+        environment(services["collector"], {"HIGHWAY_API_TOKEN": HOST_ENV["HIGHWAY_API_TOKEN"]})
+
+
+def test_the_collector_has_its_lane_keys_and_cors_origins(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from(environment(services["collector"]), monkeypatch)
+    lane, digest = HOST_ENV["HIGHWAY_COLLECTOR_API_KEYS"].split(":")
+    assert settings.collector_api_keys == {lane: [digest]}
+    assert set(settings.collector_api_keys) <= set(settings.lanes)
+    assert settings.collector_cors_origins == ["http://localhost:8080"]
+    chosen = {**HOST_ENV, "HIGHWAY_COLLECTOR_CORS_ORIGINS": "https://shop.example"}
+    settings = settings_from(environment(services["collector"], chosen), monkeypatch)
+    assert settings.collector_cors_origins == ["https://shop.example"]
 
 
 def test_workers_listen_on_all_interfaces_and_their_healthcheck_port(

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError
+from tests.deploy_env import HOST_ENV, worker_settings
 from tests.go_tools import go_tool, run_tool
 from tests.unit.test_compose import COMPOSE_FILE, HIGHWAY_IMAGE_SERVICES, IMAGES, ROOT, WORKERS
+
+HOST_ARGS = [f"{name}={value}" for name, value in HOST_ENV.items()]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +26,7 @@ def composecheck() -> Path:
 
 
 def test_compose_go_loads_and_validates_the_file(composecheck: Path) -> None:
-    result = run_tool(composecheck, str(COMPOSE_FILE))
+    result = run_tool(composecheck, str(COMPOSE_FILE), *HOST_ARGS)
     assert result.returncode == 0, result.stderr
     project = json.loads(result.stdout)
     assert project["name"] == "highway"
@@ -33,12 +37,41 @@ def test_compose_go_loads_and_validates_the_file(composecheck: Path) -> None:
         assert loaded[name]["environment"]["HIGHWAY_KAFKA_BOOTSTRAP"] == "kafka:9092", name
         assert loaded[name]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
         assert loaded[name]["healthcheck"]["test"][0] == "CMD", name
+        assert loaded[name]["environment"]["HIGHWAY_API_TOKEN"] == HOST_ENV["HIGHWAY_API_TOKEN"], name
     published = {(s["published"], s["target"]) for s in loaded["collector"]["ports"]}
     assert ("6068", 6066) in published
     for name, service in loaded.items():
         for volume in service.get("volumes", []):
             if volume["type"] == "bind":
                 assert Path(volume["source"]).exists(), f"{name} mounts missing {volume['source']}"
+
+
+def test_workers_as_compose_go_resolves_them_need_the_token(
+    composecheck: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_tool(composecheck, str(COMPOSE_FILE), *HOST_ARGS)
+    assert result.returncode == 0, result.stderr
+    loaded = json.loads(result.stdout)["services"]
+    for name in WORKERS:
+        env = {key: str(value) for key, value in loaded[name]["environment"].items()}
+        settings = worker_settings(env, monkeypatch)
+        assert settings.api_token is not None, name
+        assert settings.metrics_require_token is False, name
+        env.pop("HIGHWAY_API_TOKEN")
+        with pytest.raises(ConfigError, match="api_token"):
+            worker_settings(env, monkeypatch)
+    assert (
+        loaded["collector"]["environment"]["HIGHWAY_COLLECTOR_API_KEYS"]
+        == HOST_ENV["HIGHWAY_COLLECTOR_API_KEYS"]
+    )
+
+
+@pytest.mark.parametrize("missing", sorted(HOST_ENV))
+def test_compose_go_refuses_the_file_without_a_secret(composecheck: Path, missing: str) -> None:
+    given = [arg for arg in HOST_ARGS if not arg.startswith(f"{missing}=")]
+    result = run_tool(composecheck, str(COMPOSE_FILE), *given)
+    assert result.returncode != 0, result.stdout[:500]
+    assert f"set {missing}" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -65,6 +98,6 @@ def test_compose_go_rejects_a_broken_file(
     broken.write_text(text.replace(mistake[0], mistake[1], 1))
     for mount in ("deploy", "Dockerfile"):
         (tmp_path / mount).symlink_to(ROOT / mount)
-    result = run_tool(composecheck, str(broken))
+    result = run_tool(composecheck, str(broken), *HOST_ARGS)
     assert result.returncode != 0, result.stdout[:500]
     assert message in result.stderr

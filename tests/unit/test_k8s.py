@@ -9,7 +9,6 @@ settings that the settings model accepts, and enough partitions for every consum
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,18 @@ from typing import Any
 import pytest
 import yaml
 
+from core.errors import ConfigError
 from core.settings import ENV_PREFIX, Settings
-from core.settings_load import load_settings
 from streams.app import ROLES
+from tests.deploy_env import worker_settings
 from tests.go_tools import go_tool, run_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 MANIFESTS = sorted(K8S.glob("*.yaml"))
-# The collector role comes with issue 13's collector branch; once merged this adds nothing.
-KNOWN_ROLES = {*ROLES, "collector"}
+KNOWN_ROLES = set(ROLES)
+# What the operator puts in place of the Secrets' placeholders (the shipped token is refused, below).
+REPLACED_SECRETS = {("highway-api-token", "token"): "k8s-test-api-token-0123456789abcdef"}
 CONSUMER_ROLES = {"router", "lake", "realtime"}  # members of a consumer group on the lane's topics
 WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
 
@@ -119,6 +120,24 @@ MISTAKES = {
         "  name: lake\n  namespace: highway\nspec:\n  minAvailable: 1\n  # One",
         "exactly one",
     ),
+    "missing-token-secret": (
+        "30-lake.yaml",
+        "            secretName: highway-api-token\n",
+        "            secretName: highway-api-tokn\n",
+        "highway-api-tokn",
+    ),
+    "missing-key-secret": (
+        "50-collector.yaml",
+        "                  name: highway-collector\n",
+        "                  name: highway-colector\n",
+        "highway-colector",
+    ),
+    "unmounted-volume": (
+        "40-realtime.yaml",
+        "            - name: api-token\n              mountPath",
+        "            - name: api-tokens\n              mountPath",
+        "api-tokens",
+    ),
     "missing-config": (
         "10-settings.yaml",
         "  name: highway-settings\n",
@@ -181,8 +200,10 @@ def test_probes_ask_the_worker_health_page_on_its_http_port(objects: list[dict[s
         spec = container(workload)
         ports = {port["name"]: port["containerPort"] for port in spec["ports"]}
         assert ports == {"http": int(settings["HIGHWAY_HTTP_PORT"])}, workload["metadata"]["name"]
-        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        expected = {"startupProbe": "/health", "livenessProbe": "/health", "readinessProbe": "/ready"}
+        for probe, path in expected.items():
             get = spec[probe]["httpGet"]
+            assert get["path"] == path, f"{workload['metadata']['name']} {probe}: {get['path']}, not {path}"
             assert get["path"] in pages, f"{workload['metadata']['name']} {probe}: {get['path']} not served"
             assert get["port"] == "http"
         annotations = workload["spec"]["template"]["metadata"]["annotations"]
@@ -190,33 +211,89 @@ def test_probes_ask_the_worker_health_page_on_its_http_port(objects: list[dict[s
         assert annotations["prometheus.io/path"] in pages
 
 
+def secret_value(objects: list[dict[str, Any]], name: str, key: str, replaced: bool = True) -> str:
+    data = named(objects, "Secret", name)["stringData"]
+    assert key in data, f"Secret/{name} has no key {key}"
+    return REPLACED_SECRETS.get((name, key), str(data[key])) if replaced else str(data[key])
+
+
+def pod_env(
+    objects: list[dict[str, Any]], workload: dict[str, Any], files: Path, replaced: bool = True
+) -> dict[str, str]:
+    """A workload's HIGHWAY_* environment as its pod sees it: envFrom, env (a pod name for fieldRefs,
+    the Secret's value for secretKeyRefs), and *_FILE settings pointing at the mounted Secret's file
+    (written under ``files``)."""
+    spec = container(workload)
+    env: dict[str, str] = {}
+    for source in spec.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(named(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
+        if "secretRef" in source:
+            env.update(named(objects, "Secret", source["secretRef"]["name"])["stringData"])
+    for variable in spec.get("env", []):
+        source = variable.get("valueFrom", {})
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            env[variable["name"]] = secret_value(objects, ref["name"], ref["key"], replaced)
+        elif "fieldRef" in source:
+            env[variable["name"]] = f"{workload['metadata']['name']}-0"
+        else:
+            env[variable["name"]] = str(variable["value"])
+    volumes = {volume["name"]: volume for volume in workload["spec"]["template"]["spec"]["volumes"]}
+    for key, value in list(env.items()):
+        if not key.endswith("_FILE"):
+            continue
+        wanted = Path(value)
+        mounts = [m for m in spec.get("volumeMounts", []) if Path(m["mountPath"]) == wanted.parent]
+        assert mounts, f"{workload['metadata']['name']}: nothing is mounted at {wanted.parent} ({key})"
+        secret = volumes[mounts[0]["name"]].get("secret")
+        assert secret, f"{workload['metadata']['name']}: {wanted.parent} is not a Secret volume"
+        local = files / workload["metadata"]["name"] / wanted.name
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(secret_value(objects, secret["secretName"], wanted.name, replaced))
+        env[key] = str(local)
+    return {key: str(value) for key, value in env.items() if key.startswith(ENV_PREFIX)}
+
+
 def test_settings_are_fields_of_the_model_and_validate(
-    objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+    objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    env = {
-        **named(objects, "ConfigMap", "highway-settings")["data"],
-        **named(objects, "Secret", "highway-secrets")["stringData"],
-    }
-    for workload in of_kind(objects, *WORKLOAD_KINDS):
-        for variable in container(workload).get("env", []):
-            env[variable["name"]] = variable.get("value", "router-0")  # a pod name stands in for fieldRefs
-    highway = {key: str(value) for key, value in env.items() if key.startswith(ENV_PREFIX)}
-    assert highway
-    for key in highway:
-        assert key.removeprefix(ENV_PREFIX).lower() in Settings.model_fields, f"{key} is not a setting"
-    with monkeypatch.context() as patch:
-        for key in [key for key in os.environ if key.startswith(ENV_PREFIX)]:
-            patch.delenv(key)
-        for key, value in highway.items():
-            patch.setenv(key, value)
-        settings = load_settings()
-    assert settings.lake_uri.startswith("s3://")
-    assert settings.aws_s3_endpoint_url is None  # AWS S3 itself, not a local S3 API
-    assert settings.topic_replication_factor >= 3
-    consumers = [w for w in of_kind(objects, *WORKLOAD_KINDS) if role_of(w) in CONSUMER_ROLES]
+    workloads = of_kind(objects, *WORKLOAD_KINDS)
+    for workload in workloads:
+        name = workload["metadata"]["name"]
+        env = pod_env(objects, workload, tmp_path)
+        for key in env:
+            assert key.removeprefix(ENV_PREFIX).lower() in Settings.model_fields, (
+                f"{name}: {key} is not a setting"
+            )
+        # As `highway worker` starts: on 0.0.0.0 it stops without the token.
+        settings = worker_settings(env, monkeypatch)
+        assert settings.http_host == "0.0.0.0", name
+        assert settings.api_token is not None, name
+        assert settings.api_token.get_secret_value() == REPLACED_SECRETS[("highway-api-token", "token")], name
+        assert settings.metrics_require_token is False, f"{name}: Prometheus scrapes /metrics without a token"
+        assert settings.lake_uri.startswith("s3://")
+        assert settings.aws_s3_endpoint_url is None  # AWS S3 itself, not a local S3 API
+        assert settings.topic_replication_factor >= 3
+        if role_of(workload) == "collector":
+            assert settings.collector_api_keys, "the collector has no client keys"
+            assert settings.collector_cors_origins
+        without = {key: value for key, value in env.items() if key != "HIGHWAY_API_TOKEN_FILE"}
+        with pytest.raises(ConfigError, match="api_token"):
+            worker_settings(without, monkeypatch)
+    consumers = [w for w in workloads if role_of(w) in CONSUMER_ROLES]
     # A consumer group's members beyond the partition count sit idle.
     most = max(int(workload["spec"]["replicas"]) for workload in consumers)
     assert settings.topic_partitions >= most
+
+
+def test_the_shipped_token_placeholder_stops_the_workers(
+    objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Applied unedited, the manifests must not serve an API guarded by a token printed here."""
+    for workload in of_kind(objects, *WORKLOAD_KINDS):
+        with pytest.raises(ConfigError, match="at least 16 characters"):
+            worker_settings(pod_env(objects, workload, tmp_path, replaced=False), monkeypatch)
 
 
 def test_routers_keep_their_transactional_id_across_restarts(objects: list[dict[str, Any]]) -> None:

@@ -49,8 +49,8 @@ type workload struct {
 	pod    corev1.PodSpec
 }
 
-// A ConfigMap or Secret a container takes its environment from; checked once every file is read.
-type reference struct{ where, kind, name string }
+// A ConfigMap or Secret a pod takes its environment or files from; checked once every file is read.
+type reference struct{ where, how, kind, name string }
 
 type manifests struct {
 	refs       []reference
@@ -227,8 +227,23 @@ func (m *manifests) workload(where, name string, selector *metav1.LabelSelector,
 	if len(template.Spec.Containers) == 0 {
 		m.addf("%s: no containers", where)
 	}
+	volumes := map[string]bool{}
+	for _, volume := range template.Spec.Volumes {
+		volumes[volume.Name] = true
+		if volume.Secret != nil {
+			m.refs = append(m.refs, reference{where, "volume " + volume.Name, "Secret", volume.Secret.SecretName})
+		}
+		if volume.ConfigMap != nil {
+			m.refs = append(m.refs, reference{where, "volume " + volume.Name, "ConfigMap", volume.ConfigMap.Name})
+		}
+	}
 	for _, container := range template.Spec.Containers {
 		m.container(where+": container "+container.Name, container)
+		for _, mount := range container.VolumeMounts {
+			if !volumes[mount.Name] {
+				m.addf("%s: container %s mounts volume %q, which the pod does not define", where, container.Name, mount.Name)
+			}
+		}
 	}
 	m.workloads = append(m.workloads, workload{name: name, labels: template.Labels, pod: template.Spec})
 }
@@ -270,10 +285,21 @@ func (m *manifests) container(where string, c corev1.Container) {
 	}
 	for _, source := range c.EnvFrom {
 		if source.ConfigMapRef != nil {
-			m.refs = append(m.refs, reference{where, "ConfigMap", source.ConfigMapRef.Name})
+			m.refs = append(m.refs, reference{where, "envFrom", "ConfigMap", source.ConfigMapRef.Name})
 		}
 		if source.SecretRef != nil {
-			m.refs = append(m.refs, reference{where, "Secret", source.SecretRef.Name})
+			m.refs = append(m.refs, reference{where, "envFrom", "Secret", source.SecretRef.Name})
+		}
+	}
+	for _, env := range c.Env {
+		if env.ValueFrom == nil {
+			continue
+		}
+		if ref := env.ValueFrom.SecretKeyRef; ref != nil {
+			m.refs = append(m.refs, reference{where, "env " + env.Name, "Secret", ref.Name})
+		}
+		if ref := env.ValueFrom.ConfigMapKeyRef; ref != nil {
+			m.refs = append(m.refs, reference{where, "env " + env.Name, "ConfigMap", ref.Name})
 		}
 	}
 }
@@ -302,7 +328,7 @@ func (m *manifests) crossCheck() {
 	for _, ref := range m.refs {
 		defined := map[string]map[string]bool{"ConfigMap": m.configMaps, "Secret": m.secrets}[ref.kind]
 		if !defined[ref.name] {
-			m.addf("%s: envFrom %s %q is not defined", ref.where, ref.kind, ref.name)
+			m.addf("%s: %s: %s %q is not defined", ref.where, ref.how, ref.kind, ref.name)
 		}
 	}
 	for _, pdb := range m.pdbs {
