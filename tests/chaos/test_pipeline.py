@@ -1,0 +1,208 @@
+"""One fault suite across every stage: faults during live simulator traffic, then the truth.
+
+A router, a lake and a realtime worker (separate processes, as in production) run while the
+simulator feeds the lane at a steady rate, with a busy loop competing for the cores. During the
+traffic each round, in a random order: kill -9 of each stage (restarted at once), the broker
+stopped and started again with every stage running, and S3 away for longer than the lake's poll and
+flush interval. Afterwards everything is reconciled against the simulator's truth: every per-event
+and common topic exact (nothing missing, nothing doubled), no dead letters, the lake exact in both
+rows and ids, every closed concurrency window exact.
+
+``HIGHWAY_LONG_TESTS=1`` runs three rounds instead of one (the faults land at random moments: the
+seed is printed).
+
+**Opt-in (``HIGHWAY_TEST_FAULT_SUITE=1``), because it does not pass yet.** Written in stop 18, it found
+and had fixed: the router's output partitioner (CRC32, unlike the producers' murmur2) mixing input
+partitions so a backlog after a broker restart put events behind later ones (realtime undercounts);
+quiet realtime partitions closing windows while the router was down or the broker away; an admin
+client that stopped answering after a broker restart; the lake stage dying when S3 was away during a
+rebalance. Still failing in some runs (9 runs: topics exact in every run, lake exact in 8): the last
+windows not closing after a broker restart, a stage not back to ok within 180 s after a broker
+restart, and once the lake short of rows after a kill -9 that followed an S3 outage. Issue 12 stays
+open on it; it joins CI once it passes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.local.process import free_ports
+from connectors.local.stack import LocalStack
+from core.settings import Settings
+from core.sim.truth import load_truth
+from highway.verify.framework import CheckResult, VerifyContext, registered_checks, run_checks
+from tests.conftest import MakeSettings
+from tests.integration.test_lake import LAKE_SETTINGS
+from tests.integration.test_realtime import RealtimeWorker
+from tests.integration.test_realtime_chaos import (
+    CHURN_SETTINGS,
+    LiveTraffic,
+    assert_every_window_exact,
+    churn_settings,
+    router_worker,
+)
+from tests.support import WorkerProcess, cpu_hog, health, wait_until
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        os.environ.get("HIGHWAY_TEST_FAULT_SUITE") != "1",
+        reason="opt-in, NOT run: does not pass yet (see the docstring); HIGHWAY_TEST_FAULT_SUITE=1",
+    ),
+]
+LONG = os.environ.get("HIGHWAY_LONG_TESTS") == "1"  # test-mode switch, not product configuration
+OUTAGE_S = 12.0  # longer than the lake's flush age and the consumers' poll interval
+
+
+def lake_worker(settings: Settings) -> WorkerProcess:
+    return WorkerProcess(settings.model_copy(update={"http_port": free_ports(1)[0]}), roles="lake")
+
+
+def realtime_worker(settings: Settings) -> WorkerProcess:
+    return RealtimeWorker(settings.model_copy(update={"http_port": free_ports(1)[0]}))
+
+
+def status(worker: WorkerProcess) -> str | None:
+    return health(worker)[1].get("status")
+
+
+def realtime_state(worker: WorkerProcess) -> str:
+    """What the realtime worker says of its partitions (printed when its windows disappoint)."""
+    wanted = ("highway_consumer_lag", "highway_late_events", "highway_window_start", "highway_realtime_part")
+    try:
+        text = httpx.get(f"{worker.base_url}/metrics", timeout=5).text
+    except httpx.HTTPError as exc:
+        return f"realtime /metrics: {exc!r}"
+    return "\n".join(line for line in text.splitlines() if line.startswith(wanted))
+
+
+def pause(rng: random.Random, low: float, high: float) -> None:
+    """A random moment inside the traffic (when the next fault lands), not a wait for a condition."""
+    threading.Event().wait(rng.uniform(low, high))
+
+
+class Pipeline:
+    """The three stage workers, each restartable after a kill -9."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.workers: dict[str, WorkerProcess] = {
+            "router": router_worker(settings),
+            "lake": lake_worker(settings),
+            "realtime": realtime_worker(settings),
+        }
+
+    def start(self) -> None:
+        for worker in self.workers.values():
+            worker.start()
+        for worker in self.workers.values():
+            worker.wait_healthy(120)
+
+    def kill_and_restart(self, stage: str) -> None:
+        worker = self.workers[stage]
+        worker.kill()
+        worker.start()
+        worker.wait_healthy(120)
+
+    def all_ok(self) -> bool:
+        return all(worker.alive() and status(worker) == "ok" for worker in self.workers.values())
+
+    def stop(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+
+
+def faults(pipeline: Pipeline, stack: LocalStack, rng: random.Random) -> list[tuple[str, Callable[[], None]]]:
+    def broker_restart() -> None:
+        stack.kafka.stop()
+        try:
+            pause(rng, OUTAGE_S, OUTAGE_S + 4)
+            assert all(w.alive() for w in pipeline.workers.values()), "a worker died with the broker away"
+        finally:
+            stack.kafka.start()
+
+    def s3_away() -> None:
+        stack.s3.stop()
+        try:
+            pause(rng, OUTAGE_S, OUTAGE_S + 4)
+            assert pipeline.workers["lake"].alive(), "the lake worker died with S3 away"
+        finally:
+            stack.s3.start()
+
+    kills = [
+        (f"kill -9 {stage}", lambda stage=stage: pipeline.kill_and_restart(stage))
+        for stage in pipeline.workers
+    ]
+    return [*kills, ("broker restart", broker_restart), ("S3 away", s3_away)]
+
+
+def exact_topics_and_lake(settings: Settings, truth_path: Path) -> dict[str, CheckResult]:
+    context = VerifyContext(settings, load_truth(truth_path), settings.lanes[0])
+    checks = registered_checks(["per-event-topics", "common", "dlq", "lake"])
+
+    def settled() -> dict[str, CheckResult] | None:
+        results = {result.name: result for result in run_checks(context, checks)}
+        lake = results["lake rows"]
+        return results if lake.present and (lake.missing == 0 or lake.duplicates) else None
+
+    results: dict[str, CheckResult] = wait_until(settled, 240, 2.0, "the lake caught up with the truth")
+    return results
+
+
+def test_every_stage_killed_broker_restarted_and_s3_away_during_live_traffic(
+    make_settings: MakeSettings, local_stack: LocalStack, tmp_path: Path
+) -> None:
+    if not (local_stack.kafka.restartable and local_stack.s3.restartable):
+        pytest.fail("the fault suite restarts the broker and S3: it needs the local stack, not external ones")
+    rounds = 3 if LONG else 1
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+
+    def settings_with_lake(**overrides: Any) -> Settings:
+        return make_settings(**{**overrides, **LAKE_SETTINGS, "topic_partitions": 3})
+
+    settings = churn_settings(settings_with_lake, partitions=3)
+    assert settings.realtime_window_s == CHURN_SETTINGS["realtime_window_s"]
+    pipeline = Pipeline(settings)
+    done: list[str] = []
+    try:
+        pipeline.start()
+        with cpu_hog(1):
+            traffic = LiveTraffic(settings, tmp_path, seconds=60 + 100 * rounds, rate=200.0).start()
+            for _ in range(rounds):
+                for name, fault in rng.sample(faults(pipeline, local_stack, rng), 5):
+                    pause(rng, 2, 6)
+                    assert traffic.running(), (
+                        f"the traffic ended before {name}: the faults must land during it"
+                    )
+                    fault()
+                    done.append(name)
+                    try:
+                        wait_until(pipeline.all_ok, 180, 0.5, f"every stage ok again after {name}")
+                    except AssertionError:
+                        print({stage: health(w) for stage, w in pipeline.workers.items()})
+                        raise
+            traffic.wait(600)
+        print(f"\nfault suite seed {seed}: {', '.join(done)}")
+        results = exact_topics_and_lake(settings, traffic.truth_path)
+        for name, result in results.items():
+            print(f"  {name}: {result.detail or 'exact'} (expected {result.expected}, found {result.actual})")
+        for name in ("per-event-topics", "common", "lake rows"):
+            result = results[name]
+            assert (result.missing, result.duplicates) == (0, 0), result
+        assert results["dlq"].passed, results["dlq"]
+        assert results["lake tables"].passed, results["lake tables"]
+        try:
+            assert_every_window_exact(settings, traffic)
+        except AssertionError:
+            print(realtime_state(pipeline.workers["realtime"]))
+            raise
+    finally:
+        pipeline.stop()
