@@ -171,6 +171,8 @@ class KafkaAdmin:
         over its partitions; None when the group has committed nothing on the topic (no such
         consumer). Raises ``TransientError`` when the broker does not answer."""
         ends = self.end_offsets(topic)
+        if not ends:  # no such topic: nothing of it to consume
+            return None
         request = [ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in sorted(ends)])]
         try:
             (future,) = self._client.list_consumer_group_offsets(
