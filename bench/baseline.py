@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import typer
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
@@ -243,3 +244,18 @@ def spawn(settings: Settings, args: list[str], log_file: Path) -> subprocess.Pop
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def wait_until_healthy(proc: subprocess.Popen[bytes], url: str, what: str, timeout_s: float = 120) -> None:
+    """Wait for a spawned worker's ``/health`` to answer 200; raise when it exits or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become healthy")

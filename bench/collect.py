@@ -21,13 +21,12 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from bench.baseline import SettingsFor, bench_settings, spawn
+from bench.baseline import SettingsFor, bench_settings, spawn, wait_until_healthy
 from bench.collect_load import run_load
 from bench.stats import percentile, rotated, spread
 from connectors.kafka_admin import KafkaAdmin
@@ -79,17 +78,7 @@ class CollectorProcess:
         self.url = f"http://{settings.http_host}:{settings.http_port}"
 
     def wait_healthy(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"collector exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("collector did not become healthy")
+        wait_until_healthy(self.proc, self.url, "collector", timeout_s)
 
     def load(self, **spec: Any) -> dict[str, Any]:
         """Run the generator in a process of its own (spawned: no state shared with this one)."""

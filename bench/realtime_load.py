@@ -19,7 +19,7 @@ import httpx
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.baseline import spawn
+from bench.baseline import spawn, wait_until_healthy
 from connectors.kafka_config import producer_config
 from core.errors import TransientError
 from core.settings import Settings
@@ -89,17 +89,7 @@ class Worker:
         return self.proc.poll() is None
 
     def wait_healthy(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"realtime worker exited with {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("realtime worker did not become healthy")
+        wait_until_healthy(self.proc, self.url, "realtime worker", timeout_s)
 
     def applied(self) -> int:
         """Events applied so far (its ``highway_events_total``)."""
