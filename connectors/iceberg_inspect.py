@@ -67,8 +67,19 @@ def column_owners(table: Table) -> dict[str, str]:
     stored = table.properties.get(SCHEMA_PROPERTY)
     if not stored:
         return {}
-    schema = TableSchema.from_bytes(stored.encode())
-    return {column: name for name, owned in schema.properties.items() for column in owned.values()}
+    return TableSchema.from_bytes(stored.encode()).owners()
+
+
+def columns(table: Table) -> list[dict[str, str]]:
+    """The current schema's columns with their Iceberg types, and the property each property column holds."""
+    owners = column_owners(table)
+    described: list[dict[str, str]] = []
+    for column in table.schema().fields:
+        one = {"name": column.name, "type": str(column.field_type)}
+        if column.name in owners:
+            one["property"] = owners[column.name]
+        described.append(one)
+    return described
 
 
 def describe(lane: str, name: str, table: Table) -> dict[str, Any]:
@@ -81,13 +92,6 @@ def describe(lane: str, name: str, table: Table) -> dict[str, Any]:
         if snapshot is not None
         else None
     )
-    owners = column_owners(table)
-    columns: list[dict[str, Any]] = []
-    for column in table.schema().fields:
-        described = {"name": column.name, "type": str(column.field_type)}
-        if column.name in owners:
-            described["property"] = owners[column.name]
-        columns.append(described)
     return {
         "table": name,
         "lane": lane,
@@ -103,5 +107,5 @@ def describe(lane: str, name: str, table: Table) -> dict[str, Any]:
         "last_partition": last,
         "max_files_per_partition": max(stats.partitions.values(), default=0),
         "offsets": table_offsets(table),
-        "columns": columns,
+        "columns": columns(table),
     }

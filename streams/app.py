@@ -23,6 +23,7 @@ from connectors.kafka_config import faust_broker_url, faust_credentials
 from core.errors import ConfigError
 from core.http_access import AccessPolicy, token_problem
 from core.settings import Settings
+from streams import console, console_catalog
 from streams.health import health_board
 from streams.http_auth import access_middleware, tls_context
 from streams.plugins import load_plugins
@@ -30,9 +31,10 @@ from streams.plugins import load_plugins
 ROLES = ("router", "lake", "realtime", "collector")
 DEFAULT_ROLES = ("router", "lake", "realtime")
 
-PUBLIC_PATHS = ("/health", "/ready", "/v1/events", "/v1/highway.js")
-"""Routes answered without the API token: the probes, and the collector's routes (they check their
-own per-lane keys). ``/metrics`` joins them unless ``metrics_require_token``."""
+PUBLIC_PATHS = ("/health", "/ready", "/v1/events", "/v1/highway.js", *console.PUBLIC_CONSOLE_PATHS)
+"""Routes answered without the API token: the probes, the collector's routes (they check their
+own per-lane keys) and the console's pages (code, no data: its data calls need the token).
+``/metrics`` joins them unless ``metrics_require_token``."""
 Registrar = Callable[[faust.App, Settings, CollectorRegistry], None]
 
 
@@ -96,6 +98,8 @@ def create_app(
         registry = CollectorRegistry()
         ProcessCollector(registry=registry)
     _serve_health_and_metrics(app, roles, registry)
+    console.register(app, settings)
+    console_catalog.register(app, settings)
     registrars = _registrars()
     for role in roles:
         registrars[role](app, settings, registry)

@@ -46,6 +46,7 @@ from core.errors import TransientError
 from core.realtime.ports import PartialPublisher
 from core.realtime.publish import Partial, PartialNotPublished, publish_in_order
 from core.settings import Settings
+from streams.console_catalog import catalog_sources
 from streams.consumer import BatchHandler, ConsumerService
 from streams.health import health_board
 from streams.realtime_api import register_pages
@@ -268,3 +269,4 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
     health_board(app).add("realtime", service.health, lambda: service.running)
     app.add_dependency(service)
     register_pages(app, state)
+    catalog_sources(app).records = state.records

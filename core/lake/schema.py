@@ -233,6 +233,10 @@ class TableSchema:
         self.routes.clear()
         return changed
 
+    def owners(self) -> dict[str, str]:
+        """Property column → the event property it holds."""
+        return {column: name for name, owned in self.properties.items() for column in owned.values()}
+
     # --- persistence ---------------------------------------------------------------------------------
     def to_bytes(self, table: str) -> bytes:
         return orjson.dumps(

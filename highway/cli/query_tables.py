@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -28,38 +27,11 @@ from connectors.iceberg_catalog import LakeTables
 from connectors.iceberg_inspect import TABLE_COLUMNS as ICEBERG_TABLE_COLUMNS
 from connectors.iceberg_inspect import describe, table_stats
 from connectors.lake_fs import LakeStore
+from connectors.lake_inventory import table_files
 from core.errors import TerminalError
 from core.settings import Settings
 
 TABLE_COLUMNS = ["table", "files", "bytes", "partitions", "first_partition", "last_partition"]
-
-
-@dataclass
-class TableFiles:
-    """The Parquet files of one table: key → size, and their ``dt=…/hour=…`` partitions."""
-
-    name: str
-    sizes: dict[str, int] = field(default_factory=dict)
-    partitions: dict[str, int] = field(default_factory=dict)  # "dt=…/hour=…" → files
-
-    def add(self, key: str, size: int) -> None:
-        self.sizes[key] = size
-        partition = "/".join(part for part in key.split("/")[2:-1] if part.startswith(("dt=", "hour=")))
-        self.partitions[partition] = self.partitions.get(partition, 0) + 1
-
-    def row(self) -> tuple[Any, ...]:
-        ordered = sorted(self.partitions)
-        return (self.name, len(self.sizes), sum(self.sizes.values()), len(ordered), ordered[0], ordered[-1])
-
-
-def table_files(store: LakeStore, lane: str) -> dict[str, TableFiles]:
-    """Every table of the lane with its Parquet files (one listing of the lane)."""
-    tables: dict[str, TableFiles] = {}
-    for key, size in store.sizes(f"{lane}/").items():
-        parts = key.split("/")
-        if len(parts) > 2 and key.endswith(".parquet") and not parts[1].startswith("_"):
-            tables.setdefault(parts[1], TableFiles(parts[1])).add(key, size)
-    return tables
 
 
 def list_tables(settings: Settings, store: LakeStore, lane: str) -> tuple[list[str], list[tuple[Any, ...]]]:

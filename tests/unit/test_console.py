@@ -1,0 +1,102 @@
+"""The console's pages and metadata call on a worker's real web app (no broker: no stage runs).
+
+The pages are public and hold no data; every data call needs the token (docs/security.md). Asset
+names are plain file names of the console's package directory, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from streams.app import create_app
+from streams.console import asset, page
+from tests.conftest import isolated_settings
+
+TOKEN = "console-t0ken-long-enough"
+
+
+@pytest.mark.parametrize("name", ["../console.py", "..%2Fapp.py", ".hidden.js", "console.py", "nope.js", ""])
+def test_only_files_of_the_console_are_assets(name: str) -> None:
+    assert asset(name) is None
+
+
+def test_pages_say_whether_the_worker_needs_a_token() -> None:
+    assert b'content="token"' in page("index.html", token_required=True)
+    assert b'content="open"' in page("login.html", token_required=False)
+    assert asset("charts.js") is not None
+    assert asset("console.css") is not None
+
+
+def _get_all(token: str | None, requests: list[tuple[str, dict[str, str]]], tmp_path: Any) -> list[Any]:
+    settings = isolated_settings(api_token=token, state_dir=tmp_path, lanes=["web", "app"])
+    app = create_app(settings, roles=())
+
+    async def run() -> list[tuple[int, dict[str, str], bytes]]:
+        runner = web.AppRunner(app.web.web_app)  # type: ignore[attr-defined]
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        answers = []
+        try:
+            async with aiohttp.ClientSession() as session:
+                for path, headers in requests:
+                    url = f"http://127.0.0.1:{port}{path}"
+                    async with session.get(url, headers=headers, allow_redirects=False) as response:
+                        answers.append((response.status, dict(response.headers), await response.read()))
+        finally:
+            await runner.cleanup()
+        return answers
+
+    return asyncio.run(run())
+
+
+def test_pages_are_public_and_data_calls_need_the_token(tmp_path: Any) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    answers = _get_all(
+        TOKEN,
+        [
+            ("/console", {}),
+            ("/console/login", {}),
+            ("/console/static/console.js", {}),
+            ("/console/static/..%2Fconsole.py", {}),
+            ("/api/v1/console", {}),
+            ("/api/v1/console", {"Authorization": "Bearer wrong-token-of-length"}),
+            ("/api/v1/console", auth),
+            ("/api/v1/catalog", {}),
+            ("/api/v1/catalog?lane=nope", auth),
+        ],
+        tmp_path,
+    )
+    statuses = [status for status, _, _ in answers]
+    assert statuses == [200, 200, 200, 404, 401, 401, 200, 401, 400]
+    index_headers = answers[0][1]
+    assert index_headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in index_headers["Content-Security-Policy"]
+    assert "connect-src 'self'" in index_headers["Content-Security-Policy"]
+    assert b'content="token"' in answers[0][2]
+    assert answers[2][1]["Content-Type"].startswith("text/javascript")
+    meta = json.loads(answers[6][2])
+    assert meta["lanes"] == ["web", "app"]
+    assert meta["token_required"] is True
+    # No stage runs here: only the console's own catalogue is served.
+    assert meta["features"] == {
+        "concurrency": False,
+        "catalog": True,
+        "funnel": False,
+        "paths": False,
+        "sessions": False,
+    }
+    assert b"unknown lane 'nope'" in answers[8][2]
+
+
+def test_without_a_token_the_console_is_open_on_loopback(tmp_path: Any) -> None:
+    answers = _get_all(None, [("/console", {}), ("/api/v1/console", {})], tmp_path)
+    assert [status for status, _, _ in answers] == [200, 200]
+    assert b'content="open"' in answers[0][2]
