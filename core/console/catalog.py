@@ -29,6 +29,7 @@ from core.routing.naming import topic_name_for
 
 SAMPLE_CHARS = 400
 SAMPLES_PER_REASON = 3
+HOUR_MS = 3_600_000
 UNNAMED = ""  # the group of dead letters whose bytes name no event
 
 
@@ -142,7 +143,7 @@ def partition_ms(partition: str | None) -> int | None:
     parts = dict(part.split("=", 1) for part in partition.split("/") if "=" in part)
     try:
         day = datetime.strptime(parts["dt"], "%Y-%m-%d").replace(tzinfo=UTC)
-        return int(day.timestamp() * 1000) + int(parts.get("hour", "0")) * 3_600_000
+        return int(day.timestamp() * 1000) + int(parts.get("hour", "0")) * HOUR_MS
     except (KeyError, ValueError):
         return None
 
@@ -179,14 +180,18 @@ def dlq_summary(by_reason: Mapping[str, list[DeadLetter]]) -> dict[str, Any]:
 
 
 def _seen(rate: Rate | None, table: LakeTable | None) -> tuple[int | None, int | None]:
-    """First and last seen: realtime windows (minutes, within its history) and lake partitions (hours)."""
-    firsts = [rate.first_ms] if rate is not None and rate.first_ms is not None else []
-    lasts = [rate.last_ms] if rate is not None and rate.last_ms is not None else []
+    """First and last seen. The realtime windows are exact to a window but cover only its history;
+    the lake's partitions cover everything, to the hour. The lake's hour wins only where it says
+    more: a first hour before the realtime's first window's hour, a last hour after its last window."""
+    first = rate.first_ms if rate is not None else None
+    last = rate.last_ms if rate is not None else None
     if table is not None:
-        first, last = partition_ms(table.first_partition), partition_ms(table.last_partition)
-        firsts += [first] if first is not None else []
-        lasts += [last] if last is not None else []
-    return (min(firsts) if firsts else None), (max(lasts) if lasts else None)
+        lake_first, lake_last = partition_ms(table.first_partition), partition_ms(table.last_partition)
+        if lake_first is not None and (first is None or lake_first + HOUR_MS <= first):
+            first = lake_first
+        if lake_last is not None and (last is None or lake_last >= last):
+            last = lake_last
+    return first, last
 
 
 def catalog(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,24 +35,20 @@ import httpx
 import pytest
 from aiohttp import web
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.support.ui import WebDriverWait
 
 from connectors.collector_js import SNIPPET_CONTENT_TYPE, snippet_bytes
 from core.collect.keys import hash_key
 from core.envvars import with_overrides
 from core.errors import TransientError
+from tests.integration.browser_support import WAIT_S, chromium, wait_until
 from tests.integration.collector_support import topic_events
 from tests.support import WorkerProcess
 from tests.support import wait_until as wait_for
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".highway" / "artifacts"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-WAIT_S = 20.0
 KAFKA_WAIT_S = 60.0
 REAL_KEY = "browser-test-key-real-collector"
 
@@ -216,36 +211,8 @@ def page_origin(serve_page: Callable[[str, str, str], str], collector: FakeColle
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.fail(
-            f"{CHROMIUM} and {CHROMEDRIVER} are required (.ci/run installs chromium, chromium-driver)"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # An explicit driver path: Selenium Manager never runs, so nothing is downloaded.
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    try:
+    with chromium(tmp_path / "chromium-profile") as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def wait_until(driver: webdriver.Chrome, condition: Callable[[], bool], what: str) -> None:
-    WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(lambda _: condition(), what)
 
 
 def test_real_collector_stores_every_tracked_event_once(

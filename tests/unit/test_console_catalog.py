@@ -125,3 +125,14 @@ def test_partition_names_map_to_their_hour() -> None:
     assert partition_ms("dt=2025-12-03") == T0 - 12 * 3_600_000
     assert partition_ms("nonsense") is None
     assert partition_ms(None) is None
+
+
+def test_the_realtime_window_is_kept_where_the_lake_only_knows_the_same_hour() -> None:
+    found = rates([window(T0 + 15 * MIN, True, page_view=3)], 60)
+    same_hour = {"page_view": LakeTable("page_view", [], 1, 1, 3, f"{DAY}/hour=12", f"{DAY}/hour=12")}
+    (entry,) = catalog("web", found, same_hour, [])["types"]
+    assert entry["first_seen"] == "2025-12-03T12:15:00+00:00"
+    assert entry["last_seen"] == "2025-12-03T12:16:00+00:00"
+    later = {"page_view": LakeTable("page_view", [], 1, 1, 3, f"{DAY}/hour=12", f"{DAY}/hour=13")}
+    (entry,) = catalog("web", found, later, [])["types"]
+    assert entry["last_seen"] == "2025-12-03T13:00:00+00:00"
