@@ -20,13 +20,11 @@ In both, the browser's console must hold no error but the one a scripted 503 cau
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +38,7 @@ from connectors.collector_js import SNIPPET_CONTENT_TYPE, snippet_bytes
 from core.collect.keys import hash_key
 from core.envvars import with_overrides
 from core.errors import TransientError
-from tests.integration.browser_support import WAIT_S, chromium, wait_until
+from tests.integration.browser_support import LoopThread, chromium, serve, wait_until
 from tests.integration.collector_support import topic_events
 from tests.support import WorkerProcess
 from tests.support import wait_until as wait_for
@@ -115,33 +113,6 @@ class FakeCollector:
         """Events of the requests the collector answered 200: what it accepted."""
         with self.lock:
             return [event for post in self.posts if post.status == 200 for event in post.events]
-
-
-class LoopThread:
-    """An asyncio loop on a thread, for aiohttp servers the synchronous test drives."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Any) -> Any:
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        return future.result(timeout=WAIT_S)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}"
 
 
 PAGE = """<!doctype html><html><head><title>highway snippet test</title><link rel="icon" href="data:,">

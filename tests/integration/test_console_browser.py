@@ -36,8 +36,7 @@ from selenium.webdriver.common.by import By
 from connectors.kafka_admin import KafkaAdmin
 from connectors.producer import EventProducer
 from streams.console import CONTENT_TYPES, SECURITY_HEADERS, asset, page
-from tests.integration.browser_support import chromium, wait_until
-from tests.integration.test_collector_browser import LoopThread, serve
+from tests.integration.browser_support import LoopThread, chromium, serve, wait_until
 from tests.support import TEST_API_TOKEN, WorkerProcess
 from tests.support import wait_until as wait_for
 
@@ -193,7 +192,9 @@ def test_console_on_a_real_worker(browser: webdriver.Chrome, make_settings: Any,
             return found if ready else None
 
         try:
-            found = wait_for(catalog, PIPELINE_WAIT_S, 1.0, "the catalogue shows the lake rows, rates and DLQ")
+            found = wait_for(
+                catalog, PIPELINE_WAIT_S, 1.0, "the catalogue shows the lake rows, rates and DLQ"
+            )
         except AssertionError:
             print("last catalogue:", json.dumps(last, indent=1))
             raise
@@ -486,7 +487,7 @@ def test_funnel_paths_and_sessions_against_the_contract(
         (names[link["source"]], names[link["target"]], str(link["value"]))
         for link in PATHS["sankey"]["links"]
     )
-    nodes = {name: value for name, value in data_values(browser, "rect.node", "data-name", "data-value")}
+    nodes = dict(data_values(browser, "rect.node", "data-name", "data-value"))
     assert nodes == {
         "1: lobby_view": "100",
         "2: team_create": "80",
