@@ -268,12 +268,12 @@
     api("/api/v1/funnel", query).then(function (answer) {
       if (generation !== state.generation) return;
       say("");
-      drawFunnel(answer, chart, details);
+      drawFunnel(answer, chart, details, params.get("by"));
       rendered("funnel");
     }).catch(function (error) { say(error.message, true); });
   }
 
-  function drawFunnel(answer, chart, details) {
+  function drawFunnel(answer, chart, details, by) {
     var steps = answer.steps || [];
     charts.bars(chart, steps.map(function (step, i) {
       return { label: step.name, value: step.users, caption: i ? percent(step.conversion_from_previous) + " of previous" : "" };
@@ -285,7 +285,7 @@
     var groups = answer.groups || {};
     var names = Object.keys(groups).sort();
     if (!names.length) return;
-    details.appendChild(el("h3", { text: "By " + (answer.by || "group") }));
+    details.appendChild(el("h3", { text: "By " + (by || "group") }));
     var rows = names.map(function (name) {
       var group = groups[name];
       var groupSteps = Array.isArray(group) ? group : group.steps || [];
@@ -329,8 +329,11 @@
       if (generation !== state.generation) return;
       say("");
       charts.sankey(chart, answer.sankey, { label: "user paths " + (params.get("direction") || "after") + " " + params.get("event") });
+      var anchor = params.get("event");
+      var before = (params.get("direction") || "after") === "before";
+      // The API's steps leave the anchor event out; the table shows it where the path meets it.
       details.appendChild(table(["path", "users"], (answer.paths || []).map(function (p) {
-        return [p.steps.join(" → "), charts.format(p.users)];
+        return [(before ? p.steps.concat([anchor]) : [anchor].concat(p.steps)).join(" → "), charts.format(p.users)];
       }), [false, true]));
       rendered("paths");
     }).catch(function (error) { say(error.message, true); });
@@ -350,31 +353,29 @@
   }
 
   function drawSessions(answer) {
-    // The answer's shape belongs to the sessions stage: numbers become a table, lists of rows tables of their own.
-    var scalars = [];
-    var nested = [];
-    Object.keys(answer).forEach(function (key) {
-      var item = answer[key];
-      if (item !== null && typeof item === "object") nested.push(key);
-      else scalars.push([key, typeof item === "number" ? charts.format(item) : item]);
-    });
-    var summary = table(["statistic", "value"], scalars, [false, true]);
+    // The sessions stage's answer: sessions, duration_s {median, p90}, events_per_session {mean,
+    // median}, and the same per platform in by_platform.
+    function row(name, stats) {
+      var duration = stats.duration_s || {};
+      var events = stats.events_per_session || {};
+      return [name, charts.format(stats.sessions), seconds_or_dash(duration.median), seconds_or_dash(duration.p90),
+        number_or_dash(events.mean), number_or_dash(events.median)];
+    }
+    var byPlatform = answer.by_platform || {};
+    var platforms = Object.keys(byPlatform).sort();
+    var chart = el("div", { id: "sessions-chart" });
+    view.appendChild(chart);
+    charts.bars(chart, platforms.map(function (name) { return { label: name, value: byPlatform[name].sessions }; }),
+      { label: "sessions per platform", empty: "no sessions yet" });
+    var summary = table(["", "sessions", "median duration", "p90 duration", "events per session (mean)", "(median)"],
+      [row("all platforms", answer)].concat(platforms.map(function (name) { return row(name, byPlatform[name]); })),
+      [false, true, true, true, true, true]);
     summary.id = "sessions-summary";
     view.appendChild(summary);
-    nested.forEach(function (key) {
-      var item = answer[key];
-      view.appendChild(el("h3", { text: key }));
-      if (Array.isArray(item) && item.length && typeof item[0] === "object") {
-        var headers = Object.keys(item[0]);
-        view.appendChild(table(headers, item.map(function (row) { return headers.map(function (h) { return row[h]; }); })));
-      } else if (!Array.isArray(item)) {
-        var rows = Object.keys(item).map(function (k) { return [k, typeof item[k] === "object" ? JSON.stringify(item[k]) : item[k]]; });
-        view.appendChild(table([key, "value"], rows, [false, true]));
-      } else {
-        view.appendChild(el("pre", { text: JSON.stringify(item) }));
-      }
-    });
   }
+
+  function seconds_or_dash(value) { return value === null || value === undefined ? "—" : seconds(value); }
+  function number_or_dash(value) { return value === null || value === undefined ? "—" : charts.format(value); }
 
   /* ---- routing ----------------------------------------------------------------------------- */
   var VIEWS = { concurrency: concurrency, catalog: catalog, funnel: funnel, paths: paths, sessions: sessions };

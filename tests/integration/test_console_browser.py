@@ -288,75 +288,77 @@ def test_console_on_a_real_worker(browser: webdriver.Chrome, make_settings: Any,
 
 
 # --- the analytics contract, faked ----------------------------------------------------------------
+def funnel_steps(names: list[str], users: list[int], medians: list[float | None]) -> list[dict[str, Any]]:
+    """Steps as h-analytics' ``core/analytics/funnel.py`` shapes them."""
+    return [
+        {
+            "name": name,
+            "users": n,
+            "conversion_from_previous": n / users[k - 1] if k else 1.0,
+            "conversion_from_first": n / users[0],
+            "median_seconds_to_convert": median,
+        }
+        for k, (name, n, median) in enumerate(zip(names, users, medians, strict=True))
+    ]
+
+
+STEPS = ["lobby_view", "team_create", "contest_join"]
 FUNNEL: dict[str, Any] = {
-    "steps": [
-        {
-            "name": "lobby_view",
-            "users": 1000,
-            "conversion_from_previous": None,
-            "conversion_from_first": 1.0,
-            "median_seconds_to_convert": None,
-        },
-        {
-            "name": "team_create",
-            "users": 420,
-            "conversion_from_previous": 0.42,
-            "conversion_from_first": 0.42,
-            "median_seconds_to_convert": 95.5,
-        },
-        {
-            "name": "contest_join",
-            "users": 105,
-            "conversion_from_previous": 0.25,
-            "conversion_from_first": 0.105,
-            "median_seconds_to_convert": 240.0,
-        },
-    ],
+    "lane": "web",
+    "steps": funnel_steps(STEPS, [1000, 420, 105], [None, 95.5, 240.0]),
     "groups": {
-        "android": {
-            "steps": [
-                {"name": "lobby_view", "users": 600},
-                {"name": "team_create", "users": 300},
-                {"name": "contest_join", "users": 80},
-            ]
-        },
-        "ios": {
-            "steps": [
-                {"name": "lobby_view", "users": 400},
-                {"name": "team_create", "users": 120},
-                {"name": "contest_join", "users": 25},
-            ]
-        },
+        "android": funnel_steps(STEPS, [600, 300, 80], [None, 80.0, 200.0]),
+        "ios": funnel_steps(STEPS, [400, 120, 25], [None, 120.0, 300.0]),
     },
 }
 PATHS: dict[str, Any] = {
+    "lane": "web",
+    "event": "lobby_view",
+    "direction": "after",
+    "users": 100,
     "paths": [
-        {"steps": ["lobby_view", "team_create", "contest_join"], "users": 50},
-        {"steps": ["lobby_view", "team_create", "lobby_view"], "users": 30},
-        {"steps": ["lobby_view", "wallet_open"], "users": 20},
+        {"steps": ["team_create", "contest_join"], "users": 50},
+        {"steps": ["team_create", "lobby_view"], "users": 30},
+        {"steps": ["wallet_open"], "users": 20},
     ],
     "sankey": {
         "nodes": [
-            {"name": "1: lobby_view"},
-            {"name": "2: team_create"},
-            {"name": "2: wallet_open"},
-            {"name": "3: contest_join"},
-            {"name": "3: lobby_view"},
+            {"name": "lobby_view", "event": "lobby_view", "step": 0},
+            {"name": "+1 team_create", "event": "team_create", "step": 1},
+            {"name": "+2 contest_join", "event": "contest_join", "step": 2},
+            {"name": "+2 lobby_view", "event": "lobby_view", "step": 2},
+            {"name": "+1 wallet_open", "event": "wallet_open", "step": 1},
         ],
         "links": [
             {"source": 0, "target": 1, "value": 80},
-            {"source": 0, "target": 2, "value": 20},
-            {"source": 1, "target": 3, "value": 50},
-            {"source": 1, "target": 4, "value": 30},
+            {"source": 1, "target": 2, "value": 50},
+            {"source": 1, "target": 3, "value": 30},
+            {"source": 0, "target": 4, "value": 20},
         ],
     },
 }
+
+
+def session_summary(
+    sessions: int, median: float, p90: float, mean: float, events_median: float
+) -> dict[str, Any]:
+    """As h-sessions' ``core/sessions/stats.py`` shapes one summary."""
+    return {
+        "sessions": sessions,
+        "duration_s": {"median": median, "p90": p90},
+        "events_per_session": {"mean": mean, "median": events_median},
+    }
+
+
 SESSIONS: dict[str, Any] = {
     "lane": "web",
-    "sessions": 1234,
-    "users": 456,
-    "median_duration_s": 312.5,
-    "by_platform": [{"platform": "android", "sessions": 800}, {"platform": "ios", "sessions": 434}],
+    "from": None,
+    "to": None,
+    **session_summary(1234, 312.5, 1800.0, 7.25, 6.0),
+    "by_platform": {
+        "android": session_summary(800, 300.0, 1700.0, 7.5, 6.0),
+        "ios": session_summary(434, 330.0, 1900.0, 6.79, 5.0),
+    },
 }
 
 
@@ -489,34 +491,43 @@ def test_funnel_paths_and_sessions_against_the_contract(
     )
     nodes = dict(data_values(browser, "rect.node", "data-name", "data-value"))
     assert nodes == {
-        "1: lobby_view": "100",
-        "2: team_create": "80",
-        "2: wallet_open": "20",
-        "3: contest_join": "50",
-        "3: lobby_view": "30",
+        "lobby_view": "100",
+        "+1 team_create": "80",
+        "+1 wallet_open": "20",
+        "+2 contest_join": "50",
+        "+2 lobby_view": "30",
     }
     widths = {
         (s, t): float(w or 0)
         for s, t, w in data_values(browser, "path.link", "data-source", "data-target", "stroke-width")
     }
-    assert widths[("1: lobby_view", "2: team_create")] / widths[
-        ("1: lobby_view", "2: wallet_open")
+    assert widths[("lobby_view", "+1 team_create")] / widths[
+        ("lobby_view", "+1 wallet_open")
     ] == pytest.approx(4.0)
     path_rows = [
         [c.text for c in r.find_elements(By.TAG_NAME, "td")]
         for r in browser.find_elements(By.CSS_SELECTOR, "#paths-table tbody tr")
     ]
-    assert path_rows == [[" → ".join(p["steps"]), str(p["users"])] for p in PATHS["paths"]]
+    assert path_rows == [[" → ".join(["lobby_view", *p["steps"]]), str(p["users"])] for p in PATHS["paths"]]
     browser.save_screenshot(str(artifacts / "paths.png"))
 
-    # (5) session statistics, whatever numbers the stage reports, as a table.
+    # (5) session statistics: sessions per platform as bars, the summaries as a table.
     browser.get(f"{url}/console#sessions")
     rendered(browser, "sessions")
-    summary = {
-        row.find_elements(By.TAG_NAME, "td")[0].text: row.find_elements(By.TAG_NAME, "td")[1].text
+    assert fake.queries["/api/v1/sessions/stats"] == [{"lane": "web"}]
+    assert data_values(browser, "#sessions-chart rect.bar", "data-label", "data-value") == [
+        ("android", "800"),
+        ("ios", "434"),
+    ]
+    summary = [
+        [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
         for row in browser.find_elements(By.CSS_SELECTOR, "#sessions-summary tbody tr")
-    }
-    assert summary == {"lane": "web", "sessions": "1,234", "users": "456", "median_duration_s": "312.5"}
+    ]
+    assert summary == [
+        ["all platforms", "1,234", "5.2 min", "30.0 min", "7.25", "6"],
+        ["android", "800", "5.0 min", "28.3 min", "7.5", "6"],
+        ["ios", "434", "5.5 min", "31.7 min", "6.79", "5"],
+    ]
     browser.save_screenshot(str(artifacts / "sessions.png"))
     print_timings(browser, "analytics contract")
     errors = severe(browser)
