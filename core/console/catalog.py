@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from core.errors import SchemaError
-from core.routing.naming import topic_name_for
+from core.routing.naming import is_topic_safe_name, topic_name_for
 
 SAMPLE_CHARS = 400
 SAMPLES_PER_REASON = 3
@@ -206,7 +206,8 @@ def catalog(
     for name in found_rates.by_name if found_rates else ():
         names[table_of(name) or name] = name
     for table_name in tables or ():
-        names.setdefault(table_name, table_name)
+        if is_topic_safe_name(table_name):  # the lake's other tables (a lane's common table) hold no one type
+            names.setdefault(table_name, table_name)
     groups = _dlq_groups(letters or ())
     for key in groups:
         if key != UNNAMED:
