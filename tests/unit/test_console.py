@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -100,3 +101,36 @@ def test_without_a_token_the_console_is_open_on_loopback(tmp_path: Any) -> None:
     answers = _get_all(None, [("/console", {}), ("/api/v1/console", {})], tmp_path)
     assert [status for status, _, _ in answers] == [200, 200]
     assert b'content="open"' in answers[0][2]
+
+
+def test_a_source_that_cannot_be_read_is_named_and_the_rest_still_answers(tmp_path: Any) -> None:
+    """No broker (the DLQ cannot be read), an empty parquet lake, the realtime partials of one window."""
+    from streams.console_catalog import CatalogReader, CatalogSources
+
+    settings = isolated_settings(
+        kafka_bootstrap="127.0.0.1:1",
+        lake_uri=f"file://{tmp_path}/lake",
+        lake_format="parquet",
+        lanes=["web"],
+        state_dir=tmp_path,
+    )
+    start = (int(time.time()) // 60 - 2) * 60_000
+    partial = {
+        "partition": 0,
+        "partitions": 1,
+        "window_start": start,
+        "window_s": 60,
+        "events": {"all": 6, "by": {"event_name": {"page_view": 6}}},
+        "checkpoint": {"closed_until": start + 60_000},
+    }
+    reader = CatalogReader(settings, CatalogSources(records=lambda lane: [partial] if lane == "web" else []))
+    answer = asyncio.run(reader.answer("web"))
+    assert set(answer["errors"]) == {"dlq"}
+    assert answer["dlq_read"] is None
+    (entry,) = answer["types"]
+    assert (entry["event_name"], entry["rate_per_s"], entry["events_in_history"]) == ("page_view", 0.1, 6)
+    assert entry["lake"] is None
+    assert entry["dlq"] is None
+
+    without_realtime = CatalogReader(settings, CatalogSources())
+    assert "realtime" in asyncio.run(without_realtime.answer("web"))["errors"]
