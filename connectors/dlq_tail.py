@@ -48,6 +48,9 @@ def dlq_tail(
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
+                # The broker would hold each fetch up to 500 ms waiting for more data that a tail
+                # of a topic never gets: answer at once.
+                "fetch.wait.max.ms": 10,
             },
         )
     )

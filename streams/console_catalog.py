@@ -10,7 +10,8 @@ tables and the dead letters:
 * the lake's tables (:mod:`connectors.lake_inventory`, metadata only);
 * the DLQ's newest records (:mod:`connectors.dlq_tail`, a short-lived consumer, no group).
 
-An answer is kept for ``CACHE_S`` per lane: a console tab polling it costs one read of each source.
+Answers are cached per lane (:class:`CatalogReader`): a console tab polling it costs one read of
+each source per ``FRESH_S``, and after the first read a page never waits for the sources.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from faust.web import Request, Response, View
 from connectors.dlq_tail import dlq_tail
 from connectors.lake_fs import LakeStore
 from connectors.lake_inventory import lake_tables
-from core.console.catalog import LakeTable, Rates, catalog, rates
+from core.console.catalog import LakeTable, Rates, catalog, iso, rates
 from core.realtime.params import BadParameter, lane_param
 from core.realtime.partials import merge
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
-CACHE_S = 10.0
+FRESH_S = 10.0
+STALE_S = 300.0
 SOURCE_DEADLINE_S = 8.0
 T = TypeVar("T")
 Records = Callable[[str], list[dict[str, Any]]]
@@ -59,17 +61,33 @@ def catalog_sources(app: object) -> CatalogSources:
 
 
 class CatalogReader:
+    """Answers from a per-lane cache: fresh for ``FRESH_S``; then, up to ``STALE_S``, the cached answer
+    at once while a new read runs in the background (a console page never waits for the sources but
+    the first time); older, a new read first. ``read_at`` says when the answer was read."""
+
     def __init__(self, settings: Settings, sources: CatalogSources) -> None:
         self.settings = settings
         self.sources = sources
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._refreshing: dict[str, asyncio.Task[dict[str, Any]]] = {}
 
     async def answer(self, lane: str) -> dict[str, Any]:
+        cached = self._cache.get(lane)
+        age = time.monotonic() - cached[0] if cached is not None else None
+        if cached is None or age is None or age >= STALE_S:
+            return await self._read(lane)
+        if age >= FRESH_S:
+            running = self._refreshing.get(lane)
+            if running is None or running.done():
+                self._refreshing[lane] = asyncio.create_task(self._read(lane))
+        return cached[1]
+
+    async def _read(self, lane: str) -> dict[str, Any]:
         lock = self._locks.setdefault(lane, asyncio.Lock())
         async with lock:  # one read of the sources at a time per lane; the others get its answer
             cached = self._cache.get(lane)
-            if cached is not None and time.monotonic() - cached[0] < CACHE_S:
+            if cached is not None and time.monotonic() - cached[0] < FRESH_S:
                 return cached[1]
             errors: dict[str, str] = {}
             found_rates = self.rates(lane, errors)
@@ -80,6 +98,7 @@ class CatalogReader:
             answer = {
                 **catalog(lane, found_rates, tables, letters),
                 "lake_format": self.settings.lake_format,
+                "read_at": iso(int(time.time() * 1000)),
                 "errors": errors,
             }
             self._cache[lane] = (time.monotonic(), answer)

@@ -75,7 +75,7 @@
     });
     var note = answer.window_s ? "Rate: events of the last complete " + answer.window_s + " s window (" +
       (answer.last_complete_window || "none yet") + ")." : "No realtime rates on this worker.";
-    view.appendChild(el("p", { class: "note", text: note + " Lake format: " + answer.lake_format +
+    view.appendChild(el("p", { class: "note", text: note + " Read at " + answer.read_at + ". Lake format: " + answer.lake_format +
       (answer.dlq_read === null ? "." : "; dead letters read: " + answer.dlq_read + " (newest).") }));
     var chart = el("div", { id: "catalog-chart" });
     view.appendChild(chart);

@@ -122,6 +122,13 @@ class FakeAnalytics:
 
     def __init__(self) -> None:
         self.queries: dict[str, list[dict[str, str]]] = defaultdict(list)
+        self.features = {
+            "concurrency": False,
+            "catalog": False,
+            "funnel": True,
+            "paths": True,
+            "sessions": True,
+        }
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -153,7 +160,6 @@ class FakeAnalytics:
         return web.Response(body=body, headers=headers)
 
     async def meta(self, request: web.Request) -> web.Response:
-        features = {"concurrency": False, "catalog": False, "funnel": True, "paths": True, "sessions": True}
         return web.json_response(
             {
                 "lanes": ["web"],
@@ -161,7 +167,7 @@ class FakeAnalytics:
                 "windows": ["1m", "5m"],
                 "lake_format": "iceberg",
                 "token_required": False,
-                "features": features,
+                "features": self.features,
             }
         )
 

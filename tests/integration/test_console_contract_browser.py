@@ -153,6 +153,16 @@ def test_funnel_paths_and_sessions_against_the_contract(
         ["ios", "434", "5.5 min", "31.7 min", "6.79", "5"],
     ]
     browser.save_screenshot(str(artifacts / "sessions.png"))
+
+    # A worker without the analytics routes: each page says so and asks nothing.
+    fake.features.update(funnel=False, paths=False, sessions=False)
+    asked = sum(len(queries) for queries in fake.queries.values())
+    for name in ("sessions", "funnel", "paths"):
+        browser.get(f"{url}/console#{name}")
+        browser.refresh()
+        wait_until(browser, lambda: browser.find_elements(By.ID, "unavailable"), f"{name}: not available")
+        assert "not available" in browser.find_element(By.ID, "unavailable").text
+    assert sum(len(queries) for queries in fake.queries.values()) == asked
     print_timings(browser, "analytics contract")
     errors = severe(browser)
     assert errors == [], errors

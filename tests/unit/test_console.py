@@ -134,3 +134,44 @@ def test_a_source_that_cannot_be_read_is_named_and_the_rest_still_answers(tmp_pa
 
     without_realtime = CatalogReader(settings, CatalogSources())
     assert "realtime" in asyncio.run(without_realtime.answer("web"))["errors"]
+
+
+def test_a_stale_answer_is_served_at_once_while_a_new_read_runs(tmp_path: Any, monkeypatch: Any) -> None:
+    from streams import console_catalog
+    from streams.console_catalog import CatalogReader, CatalogSources
+
+    settings = isolated_settings(
+        lake_uri=f"file://{tmp_path}/lake", lake_format="parquet", lanes=["web"], state_dir=tmp_path
+    )
+    monkeypatch.setattr(console_catalog, "dlq_tail", lambda settings, lane: [])
+    start = (int(time.time()) // 60 - 2) * 60_000
+    counts = {"page_view": 1}
+
+    def records(lane: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "partition": 0,
+                "partitions": 1,
+                "window_start": start,
+                "window_s": 60,
+                "events": {"all": sum(counts.values()), "by": {"event_name": dict(counts)}},
+                "checkpoint": {"closed_until": start + 60_000},
+            }
+        ]
+
+    reader = CatalogReader(settings, CatalogSources(records=records))
+
+    async def scenario() -> list[int]:
+        seen = []
+        first = await reader.answer("web")
+        counts["page_view"] = 2
+        seen.append(first["types"][0]["events_in_history"])
+        seen.append((await reader.answer("web"))["types"][0]["events_in_history"])  # still fresh
+        monkeypatch.setattr(console_catalog, "FRESH_S", 0.0)
+        seen.append((await reader.answer("web"))["types"][0]["events_in_history"])  # stale, at once
+        await reader._refreshing["web"]
+        monkeypatch.setattr(console_catalog, "FRESH_S", 60.0)
+        seen.append((await reader.answer("web"))["types"][0]["events_in_history"])
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 2]
