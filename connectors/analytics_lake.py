@@ -12,15 +12,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 
+from connectors.glue import glue_table_name
+from connectors.iceberg_catalog import table_identifier
+from connectors.kafka_admin import KafkaAdmin
 from connectors.lake_fs import LakeStore
 from connectors.lake_query import lake_connection, within_deadline
+from connectors.producer import EventProducer
 from core.analytics.funnel import funnel_result, funnel_sql
 from core.analytics.params import FunnelSpec, PathSpec
 from core.analytics.paths import paths_result, paths_sql
 from core.analytics.segment import segment_sql
-from core.analytics.sql import Source, literal, quote
+from core.analytics.sql import ATHENA, Source, literal, quote
 from core.analytics.users import history_result, last_events_sql, summary_sql
 from core.lake.layout import COMMON_TABLE
 from core.settings import Settings
@@ -104,6 +109,29 @@ def user_history(
         timeout_s,
     )
     return history_result(summary[0], events)
+
+
+def athena_source(settings: Settings, lane: str) -> Source:
+    """The lane's common table as Athena sees it through Glue: the table ``lake_catalog = "glue"``
+    registers (parquet: ``connectors.glue``; Iceberg: the catalog's Glue namespace and name)."""
+    if settings.lake_format == "iceberg":
+        space, table = table_identifier(
+            settings.model_copy(update={"lake_catalog": "glue"}), lane, COMMON_TABLE
+        )
+        relation = f"{quote(space)}.{quote(table)}"
+    else:
+        relation = f"{quote(settings.lake_glue_database)}.{quote(glue_table_name(lane, COMMON_TABLE))}"
+    return Source(relation, ATHENA, prune_days=settings.lake_partition_time == "server")
+
+
+def export_segment(settings: Settings, topic: str, user_ids: Sequence[str]) -> int:
+    """Each user id to ``topic`` (created if absent), keyed by the id, value ``{"user_id": id}``."""
+    KafkaAdmin(settings).ensure_topics([topic])
+    with EventProducer(settings) as producer:
+        for user_id in user_ids:
+            producer.produce_raw(topic, orjson.dumps({"user_id": user_id}), user_id.encode())
+        producer.flush()
+    return len(user_ids)
 
 
 def segment_user_ids(settings: Settings, lane: str, sql: str, timeout_s: float | None = None) -> list[str]:
