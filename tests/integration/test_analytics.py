@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
+import orjson
 import pytest
+from typer.testing import CliRunner
 
+from bench.analytics_data import common_rows, write_lake_files
 from connectors.lake_query import run_query
 from connectors.simulator_feed import produce_simulated_traffic
 from core.lake.layout import COMMON_TABLE
 from core.settings import Settings
 from core.sim import MatchDaySimulator, SimConfig
+from highway.cli import app
 from tests import analytics_reference as reference
-from tests.support import TEST_API_TOKEN, WorkerProcess, wait_until
+from tests.support import TEST_API_TOKEN, WorkerProcess, settings_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +146,37 @@ def test_simulator_events_give_the_reference_funnel_paths_and_history(
         assert "within" in bad.json()["error"]
         assert "depth" in get(worker, "/api/v1/paths", lane=lane, event="x", depth=0).json()["error"]
         assert "lane" in get(worker, "/api/v1/funnel", lane="nope", steps="a,b").json()["error"]
+
+
+def test_segment_to_a_kafka_topic_delivers_each_user_id_once(make_settings: Any, tmp_path: Path) -> None:
+    from highway.verify.kafka_read import scan_topics
+
+    settings = make_settings(lake_uri=f"file://{tmp_path}/lake", lake_format="parquet")
+    lane = settings.lanes[0]
+    rows = common_rows(3_000, 200, int(time.time() * 1000) - 3_600_000, seed=2, rate=10.0)
+    write_lake_files(rows, tmp_path / "lake", lane)
+    topic = f"{lane}.segments.android"
+    env = settings_env(settings)
+    result = CliRunner().invoke(
+        app,
+        ["segment", """SELECT user_id FROM "events--common" WHERE platform = 'android'""", "--topic", topic],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    expected = Counter(
+        {
+            user: 1
+            for user, platform in zip(rows["user_id"].to_pylist(), rows["platform"].to_pylist(), strict=True)
+            if platform == "android"
+        }
+    )
+    delivered: Counter[str] = Counter()
+
+    def take(batch: list[Any]) -> None:
+        for message in batch:
+            assert message.key().decode() == orjson.loads(message.value())["user_id"]
+            delivered[message.key().decode()] += 1
+
+    scan_topics(settings, [topic], take)
+    assert delivered == expected
+    assert len(expected) > 10
