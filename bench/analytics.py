@@ -55,6 +55,31 @@ def _timed(work: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - started, answer
 
 
+def _bare(sql: str) -> Callable[[], list[tuple[Any, ...]]]:
+    """``sql`` on a fresh DuckDB connection: the column names, then the rows."""
+
+    def run() -> list[tuple[Any, ...]]:
+        with duckdb.connect() as connection:
+            result = connection.execute(sql)
+            columns = [column[0] for column in result.description or []]
+            return [tuple(columns), *result.fetchall()]
+
+    return run
+
+
+def _interleaved(
+    measurements: dict[str, Callable[[], Any]], repeat: int
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Seconds of each measurement per repetition (the order rotates), and each one's last answer."""
+    seconds: dict[str, list[float]] = {name: [] for name in measurements}
+    answers: dict[str, Any] = {}
+    for repetition in range(repeat):
+        for name in rotated(list(measurements), repetition):
+            took, answers[name] = _timed(measurements[name])
+            seconds[name].append(took)
+    return seconds, answers
+
+
 def _duckdb_threads() -> int:
     with duckdb.connect() as connection:
         row = connection.execute("SELECT current_setting('threads')").fetchone()
@@ -81,27 +106,13 @@ def run_analytics_bench(settings: Settings, events: int, repeat: int, root: Path
     path = PathSpec.parse({"event": names[0], "depth": "3", "top": "10"})
     direct = _direct(root)
 
-    def bare(sql: str) -> Callable[[], list[tuple[Any, ...]]]:
-        def run() -> list[tuple[Any, ...]]:
-            with duckdb.connect() as connection:
-                result = connection.execute(sql)
-                columns = [column[0] for column in result.description or []]
-                return [tuple(columns), *result.fetchall()]
-
-        return run
-
     measurements: dict[str, Callable[[], Any]] = {
         "funnel ours": lambda: run_funnel(lake, LANE, funnel),
-        "funnel direct": bare(funnel_sql(funnel, direct)),
+        "funnel direct": _bare(funnel_sql(funnel, direct)),
         "paths ours": lambda: run_paths(lake, LANE, path),
-        "paths direct": bare(paths_sql(path, direct)),
+        "paths direct": _bare(paths_sql(path, direct)),
     }
-    seconds: dict[str, list[float]] = {name: [] for name in measurements}
-    answers: dict[str, Any] = {}
-    for repetition in range(repeat):
-        for name in rotated(list(measurements), repetition):
-            took, answers[name] = _timed(measurements[name])
-            seconds[name].append(took)
+    seconds, answers = _interleaved(measurements, repeat)
     columns, *funnel_rows = answers["funnel direct"]
     same_funnel = funnel_result(funnel, columns, funnel_rows) == answers["funnel ours"]
     same_paths = paths_result(path, answers["paths direct"][1:]) == answers["paths ours"]
