@@ -119,6 +119,7 @@ def test_bench_analytics_runs_at_a_tiny_size(tmp_path: Path) -> None:
     figures = orjson.loads((tmp_path / "b.json").read_bytes())
     assert figures["same_answers"] is True
     assert set(figures["seconds"]) == {"funnel ours", "funnel direct", "paths ours", "paths direct"}
+    assert set(figures["cpu_seconds"]) == set(figures["seconds"])
     assert "answers ours = direct: yes" in result.stdout
 
 
@@ -150,6 +151,7 @@ def test_the_report_gives_both_times_the_goal_and_the_bound() -> None:
             "paths ours": spread(2.0),
             "paths direct": spread(1.0),
         },
+        "cpu_seconds": {"funnel ours": spread(3.0), "funnel direct": spread(2.0)},
         "goal_funnel_s": 5.0,
     }
     out = io.StringIO()
@@ -157,6 +159,7 @@ def test_the_report_gives_both_times_the_goal_and_the_bound() -> None:
     text = out.getvalue()
     assert "6.00 s (5.50-7.00, n=3)" in text
     assert "1.50x (+2.00 s)" in text
+    assert "3.00 s, 50% of wall" in text
     assert "goal funnel ≤ 5 s over 10,000,000 events: MISSED (6.00 s)" in text
     assert "1,000 → 500 → 20" in text
     assert "bound: CPU" in text
