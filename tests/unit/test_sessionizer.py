@@ -24,7 +24,12 @@ def test_gap_splits_a_users_events_into_sessions_once_the_watermark_passes() -> 
     assert len(s.closed) == 1
     row = s.closed[0]
     assert (row.start_ms, row.end_ms, row.event_count) == (0, 20 * MIN, 3)
-    assert (row.first_event, row.last_event, row.session_key, row.closing_offset) == ("open", "close", "0-0", 4)
+    assert (row.first_event, row.last_event, row.session_key, row.closing_offset) == (
+        "open",
+        "close",
+        "0-0",
+        4,
+    )
     assert row.session_id == "u1-t0"
     assert row.duration_s == 1200.0
     assert s.open_count() == 2
@@ -46,7 +51,9 @@ def test_an_event_bridging_two_gap_sessions_merges_them() -> None:
     s.feed([ev(0, 0), ev(1, 15 * MIN), ev(2, 7 * MIN)])  # the third is within 10 min of both
     assert s.open_count() == 1
     s.feed([ev(3, 60 * MIN, user="u2")])
-    assert [(r.event_count, r.session_key, r.start_ms, r.end_ms) for r in s.closed] == [(3, "0-0", 0, 15 * MIN)]
+    assert [(r.event_count, r.session_key, r.start_ms, r.end_ms) for r in s.closed] == [
+        (3, "0-0", 0, 15 * MIN)
+    ]
 
 
 def test_late_event_for_a_closed_session_opens_its_own_row_counted_as_late() -> None:
@@ -58,7 +65,11 @@ def test_late_event_for_a_closed_session_opens_its_own_row_counted_as_late() -> 
     s.feed([ev(3, 80 * MIN, user="u2", sid="c")])
     late_rows = [r for r in s.closed if r.session_id == "a" and r.late_events]
     assert len(late_rows) == 1
-    assert (late_rows[0].event_count, late_rows[0].session_key, late_rows[0].first_event) == (1, "0-2", "straggler")
+    assert (late_rows[0].event_count, late_rows[0].session_key, late_rows[0].first_event) == (
+        1,
+        "0-2",
+        "straggler",
+    )
 
 
 def test_replay_offset_is_the_oldest_open_session_and_its_watermark() -> None:
