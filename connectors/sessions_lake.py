@@ -108,9 +108,10 @@ class IcebergSessionTables(SessionTables):
                 time.sleep(min(0.05 * 2**attempt, 1.0))
         raise CommitFailedException(f"{lane}.{SESSIONS_TABLE}: no commit after {MAX_ATTEMPTS} attempts")
 
-    def read(self, lane: str) -> pa.Table:
-        """Every row of the lane's sessions table (empty when there is none)."""
+    def read(self, lane: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """The lane's sessions (``columns`` only, when given; empty when there is no table yet)."""
         found = self.tables.load(lane, SESSIONS_TABLE)
         if found is None:
-            return pa.table({name: pa.array([], kind) for name, kind in COLUMNS})
-        return found.scan().to_arrow()
+            wanted = [(name, kind) for name, kind in COLUMNS if columns is None or name in columns]
+            return pa.table({name: pa.array([], kind) for name, kind in wanted})
+        return found.scan(selected_fields=tuple(columns) if columns else ("*",)).to_arrow()

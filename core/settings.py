@@ -215,7 +215,9 @@ class Settings(BaseSettings):
         120, ge=0, description="the watermark trails the latest event time by this much"
     )
     sessions_clock_skew_s: int = Field(
-        300, ge=0, description="a client_ts further than this from server_ts is not trusted: server_ts is used"
+        300,
+        ge=0,
+        description="a client_ts further than this from server_ts is not trusted: server_ts is used",
     )
     sessions_idle_timeout_s: int = Field(
         30, ge=0, description="a partition without records this long follows the wall clock (0: never)"

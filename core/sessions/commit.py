@@ -59,6 +59,7 @@ class Flushed:
     rows: int = 0
     commits: int = 0
     fenced: tuple[TP, ...] = ()
+    by_lane: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,13 +103,13 @@ class SessionCommitter:
         for tp in chosen:
             if tp in self.sessionizers and self.sessionizers[tp].closed:
                 by_lane.setdefault(self.lane_of[tp[0]], []).append(tp)
-        rows = commits = 0
+        rows: dict[str, int] = {}
         fenced: list[TP] = []
         for lane, tps in sorted(by_lane.items()):
-            written, refused = self._commit(lane, sorted(tps))
-            rows, commits = rows + written, commits + (not refused)
+            rows[lane], refused = self._commit(lane, sorted(tps))
             fenced += refused
-        return Flushed(rows, commits, tuple(fenced))
+        commits = sum(1 for lane in by_lane if rows[lane] or not any(tp in fenced for tp in by_lane[lane]))
+        return Flushed(sum(rows.values()), commits, tuple(fenced), rows)
 
     def _commit(self, lane: str, tps: list[TP]) -> tuple[int, list[TP]]:
         taken = {tp: self.sessionizers[tp].take() for tp in tps}

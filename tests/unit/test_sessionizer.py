@@ -95,25 +95,28 @@ def test_a_quiet_partition_closes_on_the_wall_clock_and_a_replay_repeats_it() ->
     again = PartitionSessionizer(0, SPEC, checkpoint)
     assert again.start_offset == 1
     again.feed([ev(1, 10 * MIN, user="b")])
-    assert again.closed == [] and again.skipped == 0 and again.open_count() == 1
+    assert again.closed == []
+    assert again.skipped == 0
+    assert again.open_count() == 1
     assert again.watermark == s.watermark
 
 
-def run(
-    script: list[tuple[str, object]], crash_at: set[int], commit_at: set[int]
-) -> tuple[list[ClosedSession], int]:
+Step = SessionEvent | int  # an event read, or a wall-clock advance to that clock
+
+
+def run(script: list[Step], crash_at: set[int], commit_at: set[int]) -> tuple[list[ClosedSession], int]:
     """Drive a sessionizer through ``script``; commit and crash (restart from the last commit,
     replaying the events from its replay offset) at the given steps. Rows committed, restarts."""
-    events = [step[1] for step in script if step[0] == "event"]
+    events = [step for step in script if isinstance(step, SessionEvent)]
     lake: list[ClosedSession] = []
     committed: Checkpoint | None = None
     s = PartitionSessionizer(3, SPEC)
     restarts = 0
-    for index, (kind, value) in enumerate(script):
-        if kind == "event":
-            s.feed([value])  # type: ignore[list-item]
+    for index, step in enumerate(script):
+        if isinstance(step, SessionEvent):
+            s.feed([step])
         else:
-            s.advance(value)  # type: ignore[arg-type]
+            s.advance(step)
         if index in commit_at:
             rows, committed = s.take()
             lake += rows
@@ -121,29 +124,24 @@ def run(
             restarts += 1
             s = PartitionSessionizer(3, SPEC, committed)
             start = s.start_offset or 0
-            through = _read(script, index)
-            s.feed([e for e in events if start <= e.offset <= through])  # type: ignore[union-attr]
+            through = max((e.offset for e in script[: index + 1] if isinstance(e, SessionEvent)), default=-1)
+            s.feed([e for e in events if start <= e.offset <= through])
     s.advance(10**15)
     lake += s.take()[0]
     return lake, restarts
 
 
-def _read(script: list[tuple[str, object]], index: int) -> int:
-    offsets = [v.offset for k, v in script[: index + 1] if k == "event"]  # type: ignore[union-attr]
-    return max(offsets, default=-1)
-
-
-def random_script(seed: int, with_advances: bool) -> list[tuple[str, object]]:
+def random_script(seed: int, with_advances: bool) -> list[Step]:
     rng = random.Random(seed)
-    clock, script = 0, []
+    clock, script = 0, list[Step]()
     for offset in range(400):
         clock += rng.randrange(0, 3 * MIN)
         ts = clock - rng.randrange(0, 40 * MIN) if rng.random() < 0.1 else clock
         user = f"u{rng.randrange(8)}"
         sid = f"{user}-s{rng.randrange(3)}" if rng.random() < 0.5 else None
-        script.append(("event", ev(offset, ts, user, sid)))
+        script.append(ev(offset, ts, user, sid))
         if with_advances and rng.random() < 0.05:
-            script.append(("advance", clock + rng.randrange(0, 60 * MIN)))
+            script.append(clock + rng.randrange(0, 60 * MIN))
     return script
 
 
@@ -165,7 +163,7 @@ def test_a_crash_replay_gives_the_rows_of_an_uninterrupted_run() -> None:
         script = random_script(seed, with_advances=True)
         # Advances right before a commit are never lost by a crash: the replay must then rebuild
         # exactly the uninterrupted run's sessions.
-        commits = {i for i, step in enumerate(script) if step[0] == "advance"}
+        commits = {i for i, step in enumerate(script) if not isinstance(step, SessionEvent)}
         rng = random.Random(seed)
         commits |= {i for i in range(len(script)) if rng.random() < 0.1}
         crashes = {i for i in commits if rng.random() < 0.5}

@@ -123,7 +123,9 @@ def test_a_fenced_commit_drops_the_partition_and_recovers_from_the_head() -> Non
     )
     table.checkpoints[tp_key(*TP)] = Checkpoint(5, 6, 40 * MIN)  # another writer got there first
     flushed = mine.flush()
-    assert flushed.fenced == (TP,) and flushed.rows == 0 and table.rows == []
+    assert flushed.fenced == (TP,)
+    assert flushed.rows == 0
+    assert table.rows == []
     assert mine.sessionizers[TP].start_offset == 6
 
 
