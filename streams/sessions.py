@@ -89,7 +89,8 @@ class SessionsHandler(BatchHandler):
         self.should_stop = should_stop
         # Per partition: monotonic time of its last record, and its event clock then.
         self.last_record: dict[TP, tuple[float, int]] = {}
-        self.advanced_at: dict[TP, float] = {}
+        self.checked_at = 0.0
+        self.behind: dict[TP, int] = {}  # records not read yet (consumer lag): not quiet, catching up
         self.next_flush_at = 0.0
         self.error: str | None = None
         self.backoff_s = 0.0
@@ -125,7 +126,7 @@ class SessionsHandler(BatchHandler):
         self.committer.release(partitions)
         for tp in partitions:
             self.last_record.pop(tp, None)
-            self.advanced_at.pop(tp, None)
+            self.behind.pop(tp, None)
 
     # --- records ---------------------------------------------------------------------------------
     def batch(self, consumer: Consumer, messages: list[Message]) -> None:
@@ -133,7 +134,9 @@ class SessionsHandler(BatchHandler):
         skew_ms = self.settings.sessions_clock_skew_s * 1000
         for message in messages:
             topic, partition, offset = message.topic(), message.partition(), message.offset()
-            assert topic is not None and partition is not None and offset is not None
+            assert topic is not None
+            assert partition is not None
+            assert offset is not None
             try:
                 event = session_event(offset, self.decode(message.value() or b""), skew_ms)
             except Exception as exc:
@@ -149,6 +152,17 @@ class SessionsHandler(BatchHandler):
             sessionizer.feed(events)
             self.metrics.late.inc(sessionizer.late - late)
             self.last_record[tp] = (now, sessionizer.max_ts)
+        self._measure_lag(consumer, list(by_tp))
+
+    def _measure_lag(self, consumer: Consumer, tps: list[TP]) -> None:
+        # From the consumer's position, not the last offset read: the router writes in
+        # transactions, whose commit markers take offsets never delivered as messages.
+        if not tps:
+            return
+        for tp in consumer.position([TopicPartition(*key) for key in tps]):
+            if tp.offset >= 0:
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                self.behind[(tp.topic, tp.partition)] = max(0, (high or 0) - tp.offset)
 
     def _unusable(self, topic: str, partition: int, offset: int, exc: Exception) -> None:
         self.unusable += 1
@@ -167,7 +181,13 @@ class SessionsHandler(BatchHandler):
 
     def idle(self, consumer: Consumer) -> None:
         now = time.monotonic()
-        self._advance_quiet(now)
+        if now - self.checked_at >= ADVANCE_EVERY_S:
+            self.checked_at = now
+            # One that looked behind may have been a transaction marker behind: measured again.
+            self._measure_lag(
+                consumer, [tp for tp, n in self.behind.items() if n and tp in self.committer.sessionizers]
+            )
+            self._advance_quiet(now)
         self.metrics.open.set(sum(s.open_count() for s in self.committer.sessionizers.values()))
         if now >= self.next_flush_at:
             self.next_flush_at = now + self.settings.sessions_flush_age_s
@@ -182,13 +202,12 @@ class SessionsHandler(BatchHandler):
         for tp, sessionizer in self.committer.sessionizers.items():
             since, clock = self.last_record.get(tp, (now, NO_TIME))
             quiet = now - since - timeout
-            if quiet < 0 or clock == NO_TIME or now - self.advanced_at.get(tp, 0.0) < ADVANCE_EVERY_S:
+            if quiet < 0 or clock == NO_TIME or self.behind.get(tp, 0) > 0:
                 continue
             if drained is None:
                 drained = self.upstream_drained()
             if not drained:
                 return
-            self.advanced_at[tp] = now
             sessionizer.advance(clock + int(quiet * 1000))
 
     def stopping(self, consumer: Consumer) -> None:
