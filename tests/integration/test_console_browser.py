@@ -1,12 +1,13 @@
 """The web console in a real headless browser (Debian's chromium through Selenium) on a real worker.
 
-A worker with the router, lake and realtime roles and an API token; known events go through the
-real pipeline (``<lane>.events.all`` → router → per-event topics, the lake, the realtime windows,
-the DLQ). The user logs in on ``/console/login`` (a wrong token is refused); the concurrency
-chart's points and legend, and the catalogue's table, bars and DLQ reasons, must show the API's
-numbers, which must equal the truth computed here from the events produced. Session statistics
-must say "not available" gracefully while the worker has no sessions stage. The funnel, paths and
-sessions pages against the analytics contract: ``test_console_contract_browser.py``.
+A worker with the default roles (router, lake, realtime, sessions) and an API token; known events go
+through the real pipeline (``<lane>.events.all`` → router → per-event and common topics, the lake,
+the realtime windows, the sessions table, the DLQ). The user logs in on ``/console/login`` (a wrong
+token is refused); each page must show the API's numbers, which must equal the truth computed here
+from the events produced: the concurrency chart's points and legend, the catalogue's table, bars and
+DLQ reasons, the funnel's bars and groups, the paths' Sankey links, the sessions per platform. The
+pages against the analytics contract and without the analytics routes:
+``test_console_contract_browser.py``.
 
 The browser's console must hold no error but the 401 of the wrong token. Each view's time from
 navigation to its data on screen is printed (not asserted); screenshots are kept under the pytest
@@ -22,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -103,6 +105,10 @@ def test_console_on_a_real_worker(browser: webdriver.Chrome, make_settings: Any,
         realtime_allowed_lateness_s=30,
         realtime_idle_timeout_s=2,
         lake_flush_age_s=2,
+        sessions_gap_s=5,
+        sessions_allowed_lateness_s=30,
+        sessions_idle_timeout_s=2,
+        sessions_flush_age_s=2,
     )
     lane = settings.lanes[0]
     now = int(time.time() * 1000)
@@ -252,10 +258,65 @@ def test_console_on_a_real_worker(browser: webdriver.Chrome, make_settings: Any,
         assert {"platform", "user_id", "p_n"} <= set(columns)
         browser.save_screenshot(str(artifacts / "catalog.png"))
 
-        # (5) without the sessions stage the page says so instead of failing.
+        # (3) the funnel over the lake's common table: page_view → team_create (every second user).
+        users = {p: sum((w + 1) * (i + 1) for w in range(WINDOWS)) for i, p in enumerate(PLATFORMS)}
+        converted = {
+            p: sum(((w + 1) * (i + 1) + 1) // 2 for w in range(WINDOWS)) for i, p in enumerate(PLATFORMS)
+        }
+        query = {"steps": "page_view,team_create", "within": "30m", "by": "platform", "order": "strict"}
+
+        def funnel() -> dict[str, Any] | None:
+            answer = api(worker, "/api/v1/funnel", lane=lane, **query)
+            return answer if [s["users"] for s in answer["steps"]] == [60, 32] else None
+
+        found = wait_for(funnel, PIPELINE_WAIT_S, 1.0, "the funnel over the common table")
+        assert {p: [s["users"] for s in steps] for p, steps in found["groups"].items()} == {
+            p: [users[p], converted[p]] for p in PLATFORMS
+        }
+        browser.execute_script("location.hash = arguments[0]", "funnel?" + urlencode(query))
+        rendered(browser, "funnel")
+        funnel_bars = data_values(browser, "#funnel-chart rect.bar", "data-label", "data-value")
+        assert funnel_bars == [(s["name"], str(s["users"])) for s in found["steps"]]
+        groups = [
+            [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in browser.find_elements(By.CSS_SELECTOR, "#funnel-groups tbody tr")
+        ]
+        assert groups == [[p, str(users[p]), str(converted[p])] for p in PLATFORMS]
+        browser.save_screenshot(str(artifacts / "real-funnel.png"))
+
+        # (4) the paths after page_view: team_create for every second user, nothing for the others.
+        paths = api(
+            worker, "/api/v1/paths", lane=lane, event="page_view", direction="after", depth="3", top="10"
+        )
+        assert {"steps": ["team_create"], "users": 32} in paths["paths"]
+        assert sum(p["users"] for p in paths["paths"]) == paths["users"] == 60
+        browser.execute_script(
+            "location.hash = arguments[0]", "paths?event=page_view&direction=after&depth=3&top=10"
+        )
+        rendered(browser, "paths")
+        names = [node["name"] for node in paths["sankey"]["nodes"]]
+        links = data_values(browser, "path.link", "data-source", "data-target", "data-value")
+        assert sorted(links) == sorted(
+            (names[link["source"]], names[link["target"]], str(link["value"]))
+            for link in paths["sankey"]["links"]
+        )
+        assert ("page_view", "+1 team_create", "32") in links
+        browser.save_screenshot(str(artifacts / "real-paths.png"))
+
+        # (5) session statistics: one session per user (each sent its own session_id).
+        def sessions() -> dict[str, Any] | None:
+            answer = api(worker, "/api/v1/sessions/stats", lane=lane)
+            return answer if answer["sessions"] == 60 else None
+
+        stats = wait_for(sessions, PIPELINE_WAIT_S, 1.0, "every session in the sessions table")
+        assert {p: stats["by_platform"][p]["sessions"] for p in PLATFORMS} == users
         browser.find_element(By.CSS_SELECTOR, 'nav a[data-view="sessions"]').click()
-        wait_until(browser, lambda: browser.find_elements(By.ID, "unavailable"), "sessions: not available")
-        assert "not available" in browser.find_element(By.ID, "unavailable").text
+        rendered(browser, "sessions")
+        session_bars = data_values(browser, "#sessions-chart rect.bar", "data-label", "data-value")
+        assert session_bars == [(p, str(users[p])) for p in PLATFORMS]
+        first_row = browser.find_element(By.CSS_SELECTOR, "#sessions-summary tbody tr td:nth-child(2)")
+        assert first_row.text == "60"
+        browser.save_screenshot(str(artifacts / "real-sessions.png"))
         print_timings(browser, "real worker")
         errors = severe(browser)
     assert errors == [], errors
