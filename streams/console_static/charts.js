@@ -34,9 +34,10 @@ window.HighwayCharts = (function () {
     return Number.isInteger(value) ? value.toLocaleString("en-US") : value.toLocaleString("en-US", { maximumFractionDigits: 2 });
   }
 
-  function clock(ms) {
+  function clock(ms, withSeconds) {
     var d = new Date(ms);
-    return String(d.getUTCHours()).padStart(2, "0") + ":" + String(d.getUTCMinutes()).padStart(2, "0");
+    var text = String(d.getUTCHours()).padStart(2, "0") + ":" + String(d.getUTCMinutes()).padStart(2, "0");
+    return withSeconds ? text + ":" + String(d.getUTCSeconds()).padStart(2, "0") : text;
   }
 
   function yAxis(svg, box, max) {
@@ -65,9 +66,10 @@ window.HighwayCharts = (function () {
     var sx = function (x) { return box.left + (box.right - box.left) * (x - x0) / (x1 - x0); };
     var sy = function (y) { return box.bottom - (box.bottom - box.top) * y / top; };
     yAxis(svg, box, top);
+    var fine = x1 - x0 < 10 * 60000;  // ticks minutes apart or less: show the seconds
     for (var i = 0; i <= 5; i++) {
       var t = x0 + (x1 - x0) * i / 5;
-      node("text", { x: sx(t), y: H - 8, "text-anchor": "middle" }, svg, clock(t));
+      node("text", { x: sx(t), y: H - 8, "text-anchor": "middle" }, svg, clock(t, fine));
     }
     series.forEach(function (s, index) {
       var color = PALETTE[index % PALETTE.length];
@@ -78,7 +80,7 @@ window.HighwayCharts = (function () {
       points.forEach(function (p) {
         var dot = node("circle", { class: "point", cx: sx(p[0]).toFixed(1), cy: sy(p[1]).toFixed(1), r: 3, fill: color,
           "data-series": s.name, "data-x": p[0], "data-value": p[1], "data-complete": p[2] === false ? "false" : "true" }, group);
-        node("title", {}, dot, s.name + " " + clock(p[0]) + ": " + format(p[1]));
+        node("title", {}, dot, s.name + " " + clock(p[0], true) + " UTC: " + format(p[1]));
       });
       var last = points[points.length - 1];
       var ly = box.top + 6 + index * 18;

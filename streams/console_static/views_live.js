@@ -52,7 +52,7 @@
     var rows = names.map(function (name) {
       var complete = series[name].filter(function (p) { return p[2]; });
       var last = complete[complete.length - 1];
-      return [name, last ? new Date(last[0]).toISOString().slice(0, 16).replace("T", " ") : null, last ? last[1] : null];
+      return [name, last ? new Date(last[0]).toISOString().slice(0, 19).replace("T", " ") : null, last ? last[1] : null];
     });
     latest.textContent = "";
     latest.append(el("h3", { text: "Last complete window" }), table([by || "users", "window start (UTC)", "users"], rows, [false, false, true]));

@@ -120,7 +120,7 @@ def test_console_on_a_real_worker(browser: webdriver.Chrome, make_settings: Any,
         for _ in range(3)
     ]
 
-    with WorkerProcess(settings) as worker:
+    with WorkerProcess(settings, roles="router,lake,realtime,sessions") as worker:
         worker.wait_healthy()
         # Without the token the data calls are refused; the pages themselves are code, not data.
         for path in ("/api/v1/catalog", "/api/v1/concurrency", "/api/v1/console"):
