@@ -51,6 +51,10 @@ def dlq_tail(
                 # The broker would hold each fetch up to 500 ms waiting for more data that a tail
                 # of a topic never gets: answer at once.
                 "fetch.wait.max.ms": 10,
+                # A dead letter may hold up to 3 MiB of original bytes, of which 400 characters are
+                # kept: a small prefetch queue bounds the memory one catalogue read takes.
+                "queued.max.messages.kbytes": 16 * 1024,
+                "fetch.max.bytes": 8 * 1024 * 1024,
             },
         )
     )
@@ -64,7 +68,7 @@ def dlq_tail(
 def _read(consumer: Consumer, open_partitions: set[int], deadline: float) -> list[DeadLetter]:
     letters: list[DeadLetter] = []
     while open_partitions and (left := deadline - time.monotonic()) > 0:
-        for message in consumer.consume(500, min(left, 0.5)):
+        for message in consumer.consume(100, min(left, 0.5)):
             error = message.error()
             partition = int(message.partition() or 0)
             if error is not None:
