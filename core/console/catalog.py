@@ -207,8 +207,8 @@ def catalog(
     tables: Mapping[str, LakeTable] | None,
     letters: Sequence[DeadLetter] | None,
 ) -> dict[str, Any]:
-    """The ``/api/v1/catalog`` answer: one entry per event type, sorted by name; a None source was
-    not available (its entry fields are null and ``sources`` says so)."""
+    """The ``/api/v1/catalog`` answer: one entry per event type, sorted by name. A source given as
+    None could not be read: its fields are null (not zero)."""
     names: dict[str, str] = {}  # key → event name as best known
     for name in found_rates.by_name if found_rates else ():
         names[table_of(name) or name] = name
@@ -229,11 +229,7 @@ def catalog(
             {
                 "event_name": name,
                 "table": key if table_of(name) == key or table is not None else None,
-                "rate_per_s": (rate.last_window_events / window_s if rate and window_s else 0.0)
-                if found_rates
-                else None,
-                "events_last_window": (rate.last_window_events if rate else 0) if found_rates else None,
-                "events_in_history": (rate.history_events if rate else 0) if found_rates else None,
+                **_rate_fields(found_rates, rate),
                 "first_seen": iso(first),
                 "last_seen": iso(last),
                 "lake": None if table is None else _lake(table),
@@ -248,6 +244,18 @@ def catalog(
         "types": types,
         "unnamed_dlq": dlq_summary(groups.get(UNNAMED, {})) if letters is not None else None,
         "dlq_read": None if letters is None else len(letters),
+    }
+
+
+def _rate_fields(found_rates: Rates | None, rate: Rate | None) -> dict[str, Any]:
+    """Null without realtime counts; zero for a type the counts do not hold."""
+    if found_rates is None:
+        return {"rate_per_s": None, "events_last_window": None, "events_in_history": None}
+    rate = rate or Rate()
+    return {
+        "rate_per_s": rate.last_window_events / found_rates.window_s,
+        "events_last_window": rate.last_window_events,
+        "events_in_history": rate.history_events,
     }
 
 
