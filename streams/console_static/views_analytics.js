@@ -7,6 +7,15 @@
   var select = hw.select, table = hw.table, unavailable = hw.unavailable, percent = hw.percent;
   var value = hw.value, seconds = hw.seconds, state = hw.state, view = hw.view, POLL_MS = hw.POLL_MS;
 
+  /* The catalogue's event names as suggestions for the builders (cached by the worker; optional). */
+  function suggestNames(generation, target) {
+    if (!state.meta.features.catalog) return;
+    api("/api/v1/catalog", { lane: lane() }).then(function (answer) {
+      if (generation !== state.generation) return;
+      answer.types.forEach(function (t) { target.appendChild(el("option", { value: t.event_name, text: t.event_name })); });
+    }).catch(function () { /* suggestions only: the form works without them */ });
+  }
+
   /* ---- (3) funnel builder ------------------------------------------------------------------ */
   function funnel(params, generation) {
     view.append(el("h2", { text: "Funnel" }));
@@ -14,11 +23,18 @@
     var form = el("form", { class: "controls", id: "funnel-form" }, [
       field("Steps (comma-separated event names)", el("input", { id: "steps", class: "wide", required: "", value: params.get("steps") || "" })),
       field("Within", el("input", { id: "within", value: params.get("within") || "30m", size: "6" })),
-      field("By", select("funnel-by", [["", "(none)"]].concat(state.meta.dimensions.filter(function (d) { return d !== "event_name"; })),
-        params.get("by") || "")),
+      field("By", select("funnel-by", [["", "(none)"], "platform", "app_version", "lane"], params.get("by") || "")),
       field("Order", select("order", ["strict", "relaxed"], params.get("order") || "strict")),
       el("button", { type: "submit", id: "run-funnel", text: "Run" })
     ]);
+    var addStep = select("add-step", [["", "+ add a step"]], "");
+    form.insertBefore(field("Event types", addStep), form.children[1]);
+    addStep.addEventListener("change", function () {
+      var steps = document.getElementById("steps");
+      steps.value = steps.value.split(",").map(function (s) { return s.trim(); }).filter(Boolean).concat([addStep.value]).join(",");
+      addStep.value = "";
+    });
+    suggestNames(generation, addStep);
     var chart = el("div", { id: "funnel-chart" });
     var details = el("div", { id: "funnel-table" });
     view.append(form, chart, details);
@@ -70,12 +86,15 @@
     view.append(el("h2", { text: "User paths" }));
     if (!state.meta.features.paths) return unavailable("User paths are", "this worker has no /api/v1/paths (analytics API)");
     var form = el("form", { class: "controls", id: "paths-form" }, [
-      field("Event", el("input", { id: "event", required: "", value: params.get("event") || "" })),
+      field("Event", el("input", { id: "event", required: "", list: "event-names", value: params.get("event") || "" })),
       field("Direction", select("direction", ["after", "before"], params.get("direction") || "after")),
       field("Depth", el("input", { id: "depth", type: "number", min: "1", max: "10", value: params.get("depth") || "3" })),
       field("Top", el("input", { id: "top", type: "number", min: "1", max: "100", value: params.get("top") || "10" })),
       el("button", { type: "submit", id: "run-paths", text: "Run" })
     ]);
+    var names = el("datalist", { id: "event-names" });
+    form.appendChild(names);
+    suggestNames(generation, names);
     var chart = el("div", { id: "paths-chart" });
     var details = el("div", { id: "paths-table" });
     view.append(form, chart, details);

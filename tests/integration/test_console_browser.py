@@ -282,6 +282,14 @@ def test_console_on_a_real_worker(browser: webdriver.Chrome, make_settings: Any,
             for row in browser.find_elements(By.CSS_SELECTOR, "#funnel-groups tbody tr")
         ]
         assert groups == [[p, str(users[p]), str(converted[p])] for p in PLATFORMS]
+
+        # The builder offers the catalogue's event types as steps.
+        def offered() -> list[str]:
+            options = browser.find_elements(By.CSS_SELECTOR, "#add-step option")
+            return [str(option.get_attribute("value")) for option in options]
+
+        wait_until(browser, lambda: len(offered()) > 1, "the catalogue's types offered as steps")
+        assert offered() == ["", "page_view", "purchase", "team_create"]
         browser.save_screenshot(str(artifacts / "real-funnel.png"))
 
         # (4) the paths after page_view: team_create for every second user, nothing for the others.
