@@ -40,6 +40,7 @@ import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from connectors.kafka_logging import RepeatThrottle
+from streams.consumer_stall import StallWatch, stalled
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class ConsumerService(mode.Service):
         restart_on_failure: bool = False,
         failure_deadline_s: float = 600.0,
         restart_backoff_s: tuple[float, float] = (1.0, 30.0),
+        stall_s: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -145,6 +147,8 @@ class ConsumerService(mode.Service):
         self.restart_on_failure = restart_on_failure
         self.failure_deadline_s = failure_deadline_s
         self.restart_backoff_s = restart_backoff_s
+        self.stall_s = stall_s if restart_on_failure else None
+        """Starving this long with records waiting restarts the consumer (only where restarts are)."""
         self.restarts = 0
         self._failing_since: float | None = None
         self._backoff = restart_backoff_s[0]
@@ -287,17 +291,31 @@ class ConsumerService(mode.Service):
         )
         log.info("%s: subscribed to %s", self.name, self.topics)
         handler = self.handler
+        watch = StallWatch(self.stall_s) if self.stall_s else None
         while not self._stop_requested.is_set():
+            asked_at = time.monotonic()
             messages = consumer.consume(self.batch_size, self.batch_wait_s)
             good = [message for message in messages if message.error() is None]
             if len(good) < len(messages):
                 self._check_errors(messages)
+            if watch is not None:
+                self._watch_for_stall(consumer, watch, bool(good), time.monotonic() - asked_at)
             if good:
                 handler.batch(consumer, good)
             handler.idle(consumer)
             if self._failing_since is not None:
                 self._recovered()
         handler.stopping(consumer)
+
+    def _watch_for_stall(
+        self, consumer: Consumer, watch: StallWatch, delivered: bool, waited_s: float
+    ) -> None:
+        if delivered:
+            watch.delivered()
+        elif watch.waited(waited_s):
+            stall = stalled(consumer, watch.starved_s)
+            if stall is not None:
+                raise stall
 
     def _check_errors(self, messages: list[Message]) -> None:
         for message in messages:

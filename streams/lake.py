@@ -368,6 +368,7 @@ def build_stage(
         # An error outside a flush (S3 away while a rebalance recovers Iceberg offsets) restarts the
         # consumer after a backoff — its partitions lost, replayed from the lake — never the worker.
         restart_on_failure=True,
+        stall_s=settings.kafka_consumer_stall_s,
         **service_kwargs,
     )
     stop.service = service

@@ -209,6 +209,7 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
             batch_size=settings.router_batch_size,
             batch_wait_s=settings.router_batch_wait_s,
             restart_on_failure=True,
+            stall_s=settings.kafka_consumer_stall_s,
             failure_deadline_s=settings.router_failure_deadline_s,
             beacon=app.beacon,
         )
