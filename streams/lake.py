@@ -371,6 +371,7 @@ def build_stage(
         **service_kwargs,
     )
     stop.service = service
+    handler.metrics.lag.set_function(lambda: service.lag)
     return LakeStage(service, handler, store)
 
 
