@@ -35,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.baseline import SettingsFor, bench_settings, spawn, wait_until_healthy
 from bench.events import BenchEvents, create_source, drop_lane, load, precreate_event_topics, simulate
 from bench.router_run import committed_counter, stop_process, wait_group_ready
-from bench.soak_report import HEADER, Sample, Summary, format_row, summarize, summary_lines
+from bench.soak_report import HEADER, Sample, Summary, format_row, lag_bounds, summarize, summary_lines
 from connectors.producer import EventProducer
 from core.envvars import with_overrides
 from core.settings import Settings
@@ -216,7 +216,7 @@ def run_soak(
     finally:
         stop_process(worker.proc)
         drop_lane(settings, lane, settle_s=0)
-    summary = summarize(samples, duration_s, rate)
+    summary = summarize(samples, duration_s, lag_bounds(rate, settings.lake_flush_age_s))
     emit(f"offered: {offered:,.0f} events/s on average")
     for line in summary_lines(summary):
         emit(line)

@@ -85,6 +85,10 @@ class BatchHandler:
         """Why the stage is working but impaired, or None (called from the event loop: read only)."""
         return None
 
+    def held_records(self) -> int:
+        """Records read but not done with yet (e.g. buffered for a flush): they count in the lag."""
+        return 0
+
 
 class ConsumerOffsets:
     """The :class:`core.ports.OffsetStore` of a consumer: synchronous commits of next offsets."""
@@ -157,7 +161,8 @@ class ConsumerService(mode.Service):
         self._error_throttle = RepeatThrottle()
         self.config.setdefault("error_cb", self._on_client_error)
         self.lag = 0
-        """Records in the assigned partitions not read yet (measured every ``LAG_EVERY_S``)."""
+        """Records in the assigned partitions not read yet, plus those the handler holds (measured
+        every ``LAG_EVERY_S``)."""
         self._lag_measured_at = 0.0
 
     @property
@@ -317,7 +322,7 @@ class ConsumerService(mode.Service):
                 if tp.offset >= 0:
                     _, high = consumer.get_watermark_offsets(tp, cached=True)
                     behind += max(0, (high or 0) - tp.offset)
-            self.lag = behind
+            self.lag = behind + self.handler.held_records()
         except Exception as exc:  # a gauge must never end the consumer (nor a fake without watermarks)
             log.debug("%s: lag not measured: %s", self.name, exc)
 
