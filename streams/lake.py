@@ -89,6 +89,10 @@ class LakeHandler(BatchHandler):
         self._flushing_since: float | None = None
         self.faults = faults or FaultTracker()
 
+    def held_records(self) -> int:
+        """Rows buffered, not in the lake yet: the lake's lag counts records until they are durable."""
+        return sum(len(buffer.rows) for buffer in self.buffers.values())
+
     def degraded(self) -> str | None:
         """Storage/catalog faults (permanent at once, transient once they last), or a flush that has
         not returned for as long (an endpoint that does not answer fails nothing for a while)."""
@@ -372,6 +376,7 @@ def build_stage(
         **service_kwargs,
     )
     stop.service = service
+    handler.metrics.lag.set_function(lambda: service.lag)
     return LakeStage(service, handler, store)
 
 
