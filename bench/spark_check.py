@@ -41,6 +41,7 @@ from connectors.kafka_admin import KafkaAdmin
 from connectors.lake_fs import LakeStore
 from connectors.local.spark_jars import DEFAULT_ICEBERG_VERSION, resolve_runtime
 from connectors.producer import EventProducer
+from core.lake.layout import is_event_table
 from core.routing.naming import topic_name_for
 from core.settings import Settings
 from core.sim import MatchDaySimulator, SimConfig
@@ -130,12 +131,12 @@ def write_phases(
 
 
 def table_locations(settings: Settings, lane: str) -> dict[str, tuple[str, int]]:
-    """Every table the lake holds → what Spark reads — the table directory (parquet) or the current
+    """Every event table the lake holds → what Spark reads — the table directory (parquet) or the current
     metadata file (iceberg) — and how many writes made it: data files or snapshots."""
     locations: dict[str, tuple[str, int]] = {}
     if settings.lake_format == "iceberg":
         tables = LakeTables(settings)
-        for name in tables.names(lane):
+        for name in filter(is_event_table, tables.names(lane)):
             loaded = tables.load(lane, name)
             if loaded is not None:
                 locations[name] = (loaded.metadata_location, len(loaded.snapshots()))
@@ -144,7 +145,12 @@ def table_locations(settings: Settings, lane: str) -> dict[str, tuple[str, int]]
     keys = LakeStore(settings).list_keys(f"{lane}/")
     for key in keys:
         parts = key.split("/")
-        if len(parts) > 2 and not parts[1].startswith("_") and key.endswith(".parquet"):
+        if (
+            len(parts) > 2
+            and not parts[1].startswith("_")
+            and is_event_table(parts[1])
+            and key.endswith(".parquet")
+        ):
             _, files = locations.get(parts[1], ("", 0))
             locations[parts[1]] = (f"{root}/{lane}/{parts[1]}", files + 1)
     return locations

@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlparse
 
@@ -278,9 +278,14 @@ class LakeStore:
 
         self._retry(f"delete {key}", remove)
 
-    def read_columns(self, prefix: str, columns: list[str]) -> pa.Table:
-        """``columns`` of every Parquet file under ``prefix`` (an empty table when there are none)."""
-        paths = [self.path(key) for key in self.list_keys(prefix) if key.endswith(".parquet")]
+    def read_columns(self, prefix: str, columns: list[str], skip: Sequence[str] = ()) -> pa.Table:
+        """``columns`` of every Parquet file under ``prefix`` but those under a ``skip`` prefix (an
+        empty table when there are none)."""
+        paths = [
+            self.path(key)
+            for key in self.list_keys(prefix)
+            if key.endswith(".parquet") and not key.startswith(tuple(skip))
+        ]
         if not paths:
             return pa.table({name: pa.array([], pa.string()) for name in columns})
         dataset = ds.dataset(paths, filesystem=self.fs, format="parquet")

@@ -100,6 +100,10 @@ def create_app(
     registrars = _registrars()
     for role in roles:
         registrars[role](app, settings, registry)
+    if "lake" in roles:
+        from streams import analytics_api
+
+        analytics_api.register(app, settings)
     load_plugins(app, settings, registry)
     return app
 

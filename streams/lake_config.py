@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ def lake_group_id(settings: Settings) -> str:
 
 
 def topic_regex(settings: Settings) -> str:
-    """librdkafka regex subscription matching every lane's per-event topics."""
-    return subscription_regex([settings.event_topic_pattern(lane) for lane in settings.lanes])
+    """librdkafka regex subscription matching every lane's per-event topics and its common topic
+    (the table ``core.lake.layout.COMMON_TABLE``)."""
+    patterns = [settings.event_topic_pattern(lane) for lane in settings.lanes]
+    return subscription_regex(patterns + [re.escape(settings.common_topic(lane)) for lane in settings.lanes])
 
 
 def consumer_config(settings: Settings) -> dict[str, Any]:

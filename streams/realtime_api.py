@@ -1,8 +1,11 @@
 """The realtime HTTP API: ``/api/v1/concurrency``, ``/api/v1/counts``, ``/api/v1/users/{id}``.
 
 Concurrency and counts are sums of the published partials of every partition (any worker answers
-for the whole cluster); a user lookup answers from the windows this worker owns. Bad parameters
-give 400 with a message naming the parameter (:mod:`core.realtime.params`).
+for the whole cluster); a user lookup answers from the windows this worker owns, and on a worker
+that also serves the analytics API (``streams.analytics_api``) adds the user's lake ``history``
+(``last`` events, default 20) — or ``history: {"error": …}`` when the lake does not answer, so the
+realtime view never waits on or fails with the lake. Bad parameters give 400 with a message naming
+the parameter (:mod:`core.realtime.params`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from faust.web import Request, Response, View
 
 from core.realtime.params import BadParameter, lane_param, window_query
 from core.realtime.partials import Measure, flatten, merge, window_label
+from streams.analytics_api import HistoryLookup, history_lookup, last_param
 from streams.realtime_state import RealtimeState
 
 
@@ -62,6 +66,18 @@ def register_pages(app: faust.App, state: RealtimeState) -> None:
     async def user(web: View, request: Request, user_id: str) -> Response:
         try:
             lane = lane_param(request.query, settings.lanes, settings.lanes[0])
+            last = last_param(request.query)
         except BadParameter as exc:
             return web.json({"error": str(exc)}, status=400)
-        return web.json(state.lookup(lane, user_id))
+        body = state.lookup(lane, user_id)
+        lookup = history_lookup(app)
+        if lookup is not None:
+            body = {**body, "history": await _history(lookup, lane, user_id, last)}
+        return web.json(body)
+
+
+async def _history(lookup: HistoryLookup, lane: str, user_id: str, last: int) -> dict[str, Any]:
+    try:
+        return await lookup(lane, user_id, last)
+    except Exception as exc:  # the realtime answer stands whatever the lake does
+        return {"error": f"lake history unavailable: {exc}"}

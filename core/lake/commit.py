@@ -56,7 +56,7 @@ from core.lake.fence import (
 )
 from core.lake.fence import recover_partition as recover_partition  # where callers found it before
 from core.lake.flush import PartitionBuffer, plan_files
-from core.lake.layout import PartitionValue, epoch_key, lane_table, manifest_key
+from core.lake.layout import PartitionValue, epoch_key, manifest_key, topic_table
 from core.lake.manifest import Manifest, manifest_vouches, orphan_files
 from core.lake.ports import Catalog, ObjectStore
 from core.lake.records import EventDecoder, LakeRow, decode_records
@@ -108,14 +108,14 @@ class LakeCommitter:
         return self.tables.schemas
 
     def table_of(self, topic: str) -> TableKey | None:
-        """(lane, table) of a per-event topic; None for any other topic."""
-        return lane_table(topic, self.settings.topic_per_event, self.settings.lanes)
+        """(lane, table) of a per-event topic or a lane's common topic; None for any other topic."""
+        return topic_table(self.settings, topic)
 
     def resolve(self, topic: str) -> TableKey:
-        """(lane, table) of a per-event topic."""
+        """(lane, table) of a per-event or common topic."""
         key = self.table_of(topic)
         if key is None:
-            raise ValueError(f"topic {topic!r} is not a per-event topic of lanes {self.settings.lanes}")
+            raise ValueError(f"topic {topic!r} is no lake topic of lanes {self.settings.lanes}")
         return key
 
     # --- ownership -----------------------------------------------------------------------------

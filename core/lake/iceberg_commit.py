@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from core.envelope import parse_json_event
 from core.lake.fence import Recovery
 from core.lake.flush import PartitionBuffer
-from core.lake.layout import lane_table
+from core.lake.layout import topic_table
 from core.lake.manifest import NO_OFFSET, Manifest
 from core.lake.offsets import tp_key
 from core.lake.ports import SnapshotTables, TableAppend
@@ -62,14 +62,14 @@ class IcebergCommitter:
     decode_event: EventDecoder = parse_json_event  # the wire codec's decode, passed in by the edge
 
     def table_of(self, topic: str) -> TableKey | None:
-        """(lane, table) of a per-event topic; None for any other topic."""
-        return lane_table(topic, self.settings.topic_per_event, self.settings.lanes)
+        """(lane, table) of a per-event topic or a lane's common topic; None for any other topic."""
+        return topic_table(self.settings, topic)
 
     def resolve(self, topic: str) -> TableKey:
         key = self.table_of(topic)
         if key is not None:
             return key
-        raise ValueError(f"topic {topic!r} is not a per-event topic of lanes {self.settings.lanes}")
+        raise ValueError(f"topic {topic!r} is no per-event or common topic of lanes {self.settings.lanes}")
 
     # --- ownership -----------------------------------------------------------------------------
     def recover(self, partitions: Sequence[TP]) -> dict[TP, Recovery]:

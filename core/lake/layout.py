@@ -7,9 +7,12 @@ Layout under the lake root::
     <lane>/_manifests/<topic>/<partition>.json                                   offset manifests
 
 ``<table>`` is the topic-safe event name (the ``{name}`` part of the per-event topic), so a table
-path is known from the topic alone. A data file's key depends only on (topic, partition, first
-offset of the file's records, partition value) and the writer's *epoch* (its claim on the partition,
-see ``core.lake.manifest``): a retry by the same writer rewrites the same key, and two writers never
+path is known from the topic alone; the lane's common topic (every event's common attributes) is the
+table :data:`COMMON_TABLE`, a name outside the router's grammar so that no event table can take it.
+
+A data file's key depends only on (topic, partition, first offset of the file's records,
+partition value) and the writer's *epoch* (its claim on the partition, see
+``core.lake.manifest``): a retry by the same writer rewrites the same key, and two writers never
 write the same key — a stale writer cannot overwrite the owner's file. Keys without ``-e<epoch>``
 are from before fencing and count as epoch 0.
 """
@@ -23,8 +26,15 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from core.routing.naming import is_topic_safe_name
+from core.settings import Settings
 
 SCHEMA_FILE = "_schema.json"
+# Canonical event names never hold "--" and mapped ones end in "--" and 16 hex digits
+# (core.routing.naming), so no event table can ever be called this; no leading "_" either, which
+# readers of the parquet layout skip (the lane's _manifests).
+COMMON_TABLE = "events--common"
+# The sessions stage's table (core.sessions): outside the grammar for the same reason.
+SESSIONS_TABLE = "events--sessions"
 MANIFEST_DIR = "_manifests"
 _HOUR_MS = 3_600_000
 _FILE_RE = re.compile(r"part-(?P<partition>\d{5})-(?P<offset>\d{20})(?:-e(?P<epoch>\d+))?\.parquet$")
@@ -67,13 +77,30 @@ def table_name(topic: str, topic_template: str, lane: str) -> str | None:
     return name if is_topic_safe_name(name) else None
 
 
-def lane_table(topic: str, topic_template: str, lanes: Iterable[str]) -> tuple[str, str] | None:
-    """(lane, table) of a per-event topic of one of ``lanes``; None for any other topic."""
+def lane_table(
+    topic: str, topic_template: str, lanes: Iterable[str], common_template: str | None = None
+) -> tuple[str, str] | None:
+    """(lane, table) of a per-event topic of one of ``lanes`` — or, with ``common_template``, of a
+    lane's common topic, whose table is :data:`COMMON_TABLE`; None for any other topic."""
     for lane in lanes:
+        if common_template is not None and topic == common_template.format(lane=lane):
+            return lane, COMMON_TABLE
         name = table_name(topic, topic_template, lane)
         if name is not None:
             return lane, name
     return None
+
+
+def topic_table(settings: Settings, topic: str) -> tuple[str, str] | None:
+    """(lane, table) the lake writes ``topic`` to: a per-event or common topic of a configured lane."""
+    return lane_table(topic, settings.topic_per_event, settings.lanes, settings.topic_common)
+
+
+def is_event_table(table: str) -> bool:
+    """Whether a lane's table holds one event type (every one but :data:`COMMON_TABLE`, whose rows
+    are the same events again, and :data:`SESSIONS_TABLE`, derived from them): what readers of
+    "every event of the lane" sum over."""
+    return table not in (COMMON_TABLE, SESSIONS_TABLE)
 
 
 def table_prefix(lane: str, table: str) -> str:

@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from highway.cli import bench, collector, demo, dev, lake, produce, query, topics, verify, worker
+from highway.cli import analytics, bench, collector, demo, dev, lake, produce, query, topics, verify, worker
 from highway.cli.common import root_callback
 
 app = typer.Typer(
@@ -19,7 +19,7 @@ app = typer.Typer(
 )
 app.callback()(root_callback)
 
-for _area in (dev, produce, verify, worker, demo, query, topics, bench, lake, collector):
+for _area in (dev, produce, verify, worker, demo, query, analytics, topics, bench, lake, collector):
     _area.register(app)
 
 

@@ -1,11 +1,11 @@
-"""`highway bench route|lake|realtime|collect|spark`: throughput and latency next to a same-run baseline,
-and the Spark read-back check of the lake."""
+"""`highway bench route|lake|realtime|collect|spark|analytics`: throughput and latency next to a
+same-run baseline, the Spark read-back check of the lake, and analytics query times."""
 
 from __future__ import annotations
 
 import typer
 
-from bench import collect, lake, realtime, route, spark_check
+from bench import analytics, collect, lake, realtime, route, spark_check
 from core.settings import Settings
 from highway.cli.common import state
 
@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     bench_app = typer.Typer(
         help="Measure a stage next to the raw confluent-kafka baseline.", no_args_is_help=True
     )
-    for stage in (route, lake, realtime, collect, spark_check):
+    for stage in (route, lake, realtime, collect, spark_check, analytics):
         stage.register(bench_app, _settings)
     app.add_typer(bench_app, name="bench")
 

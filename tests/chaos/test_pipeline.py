@@ -34,11 +34,15 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors.iceberg_lake import IcebergLake
+from connectors.lake_reader import committed_next_offset, lake_columns
 from connectors.local.process import free_ports
 from connectors.local.stack import LocalStack
+from core.routing.naming import event_topic_for
 from core.settings import Settings
 from core.sim.truth import load_truth
 from highway.verify.framework import CheckResult, VerifyContext, registered_checks, run_checks
+from highway.verify.kafka_read import read_topics
 from tests.conftest import MakeSettings
 from tests.integration.test_lake import LAKE_SETTINGS
 from tests.integration.test_realtime import RealtimeWorker
@@ -114,6 +118,13 @@ class Pipeline:
     def all_ok(self) -> bool:
         return all(worker.alive() and status(worker) == "ok" for worker in self.workers.values())
 
+    def report(self) -> None:
+        """What each stage says of itself, and its threads' stacks in its log (for a failed run)."""
+        for stage, worker in self.workers.items():
+            print(f"{stage} /health: {health(worker)}; log: {worker.log_dir}")
+            worker.dump_stacks()
+        threading.Event().wait(3)  # the stack dumps are written by each worker's event loop
+
     def stop(self) -> None:
         for worker in self.workers.values():
             worker.stop()
@@ -144,16 +155,52 @@ def faults(pipeline: Pipeline, stack: LocalStack, rng: random.Random) -> list[tu
 
 
 def exact_topics_and_lake(settings: Settings, truth_path: Path) -> dict[str, CheckResult]:
+    """The verify checks once the lake has caught up — or, after the deadline, as they stand (to report)."""
     context = VerifyContext(settings, load_truth(truth_path), settings.lanes[0])
     checks = registered_checks(["per-event-topics", "common", "dlq", "lake"])
+    last: dict[str, CheckResult] = {}
 
-    def settled() -> dict[str, CheckResult] | None:
-        results = {result.name: result for result in run_checks(context, checks)}
-        lake = results["lake rows"]
-        return results if lake.present and (lake.missing == 0 or lake.duplicates) else None
+    def settled() -> bool:
+        last.clear()
+        last.update((result.name, result) for result in run_checks(context, checks))
+        lake = last["lake rows"]
+        return lake.present and (lake.missing == 0 or lake.duplicates > 0)
 
-    results: dict[str, CheckResult] = wait_until(settled, 240, 2.0, "the lake caught up with the truth")
-    return results
+    try:
+        wait_until(settled, 240, 2.0, "the lake caught up with the truth")
+    except AssertionError:
+        print("the lake did not catch up; the checks as they stand:")
+    return last
+
+
+def missing_lake_offsets(settings: Settings) -> str:
+    """Where the lake's missing rows sit: per topic partition, the offset ranges that are in Kafka but
+    not in the lake, next to the lake's committed next offset — the first thing to read on a failure."""
+    lane = settings.lanes[0]
+    rows = lake_columns(settings, lane, ["event_name", "_kafka_partition", "_kafka_offset"]).to_pydict()
+    in_lake: dict[tuple[str, int], set[int]] = {}
+    for name, partition, offset in zip(
+        rows["event_name"], rows["_kafka_partition"], rows["_kafka_offset"], strict=True
+    ):
+        in_lake.setdefault((event_topic_for(settings, lane, name), partition), set()).add(offset)
+    lake = IcebergLake(settings, {}) if settings.lake_format == "iceberg" else None
+    report = []
+    for topic, messages in read_topics(settings, sorted({topic for topic, _ in in_lake})).items():
+        by_partition: dict[int, list[int]] = {}
+        for message in messages:
+            partition, offset = message.partition(), message.offset()
+            if partition is not None and offset is not None:
+                by_partition.setdefault(partition, []).append(offset)
+        for partition, offsets in sorted(by_partition.items()):
+            gone = [o for o in offsets if o not in in_lake.get((topic, partition), set())]
+            if gone:
+                table = topic.rsplit(".", 1)[-1]
+                committed = committed_next_offset(settings, lake, lane, table, topic, partition)
+                report.append(
+                    f"{topic}[{partition}]: {len(gone)} missing, offsets {gone[0]}..{gone[-1]}, "
+                    f"kafka end {offsets[-1] + 1}, lake committed next {committed}"
+                )
+    return "\n".join(report) or "no offset missing from the lake"
 
 
 def test_every_stage_killed_broker_restarted_and_s3_away_during_live_traffic(
@@ -187,13 +234,17 @@ def test_every_stage_killed_broker_restarted_and_s3_away_during_live_traffic(
                     try:
                         wait_until(pipeline.all_ok, 180, 0.5, f"every stage ok again after {name}")
                     except AssertionError:
-                        print({stage: health(w) for stage, w in pipeline.workers.items()})
+                        pipeline.report()
                         raise
             traffic.wait(600)
         print(f"\nfault suite seed {seed}: {', '.join(done)}")
         results = exact_topics_and_lake(settings, traffic.truth_path)
+        if not all(result.passed for result in results.values()):
+            pipeline.report()
         for name, result in results.items():
             print(f"  {name}: {result.detail or 'exact'} (expected {result.expected}, found {result.actual})")
+        if results["lake rows"].missing:
+            print(missing_lake_offsets(settings))
         for name in ("per-event-topics", "common", "lake rows"):
             result = results[name]
             assert (result.missing, result.duplicates) == (0, 0), result
@@ -203,6 +254,7 @@ def test_every_stage_killed_broker_restarted_and_s3_away_during_live_traffic(
             assert_every_window_exact(settings, traffic)
         except AssertionError:
             print(realtime_state(pipeline.workers["realtime"]))
+            pipeline.report()
             raise
     finally:
         pipeline.stop()

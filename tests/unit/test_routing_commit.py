@@ -250,6 +250,25 @@ def test_a_topic_refused_for_good_dead_letters_its_held_and_later_events(rig: Ri
     assert stats.reasons == {TOPIC_CREATE_FAILED: 3}
 
 
+def test_projections_leave_in_input_order_behind_an_event_waiting_for_its_topic(rig: Rig) -> None:
+    """The common topic is read in event-time order (realtime windows, sessions): a new type's event
+    must not be projected after the events that followed it, nor hold up other types' routed records."""
+    rig.route(src(0, 0), src(0, 1, "team_create"), src(0, 2), src(0, 3, "match_view"), src(0, 4))
+    assert [r.source.offset for r in rig.session.pending if r.topic == COMMON] == [0]
+    assert [r.source.offset for r in rig.session.pending if r.topic == topic("contest_join")] == [0, 2, 4]
+    rig.provisioning.ready.append(topic("match_view"))  # the later type's topic comes first
+    rig.tick(0.1)
+    assert [r.source.offset for r in rig.session.pending if r.topic == COMMON] == [0]
+    rig.provisioning.refused[topic("team_create")] = "policy violation"
+    rig.tick(0.1)
+    rig.tick(1)
+    # team_create's event is dead-lettered, so not projected; the rest in input order
+    assert [r.source.offset for r in rig.session.visible if r.topic == COMMON] == [0, 2, 3, 4]
+    assert rig.routed("match_view") == [3]
+    assert rig.dead() == [(1, TOPIC_CREATE_FAILED)]
+    assert rig.session.committed == [{(SOURCE, 0): 5}]
+
+
 def test_records_held_past_the_topic_wait_fail_the_path_until_discarded(rig: Rig) -> None:
     rig.route(src(0, 0), src(0, 1, "team_create"))
     rig.tick(10)
