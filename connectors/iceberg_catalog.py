@@ -212,14 +212,16 @@ class LakeTables:
         table: str,
         columns: Mapping[str, str] | None = None,
         properties: Mapping[str, str] | None = None,
+        schema: Schema | None = None,
     ) -> Table:
         """The table, created on first use with ``columns`` and ``properties`` (a concurrent creator's
-        table wins, and is used: its columns may differ)."""
+        table wins, and is used: its columns may differ); ``schema`` replaces the event tables'
+        columns (a derived table: sessions)."""
         found = self.load(lane, table)
         if found is not None:
             return found
         self._ensure_namespace(namespace(self.settings, lane))
-        schema = base_schema(columns)
+        schema = schema or base_schema(columns)
         created = self.catalog.create_table_if_not_exists(
             table_identifier(self.settings, lane, table),
             schema,

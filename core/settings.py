@@ -210,6 +210,25 @@ class Settings(BaseSettings):
     )
     realtime_history_hours: int = Field(6, ge=1, description="closed windows kept for the HTTP API")
 
+    # --- Sessions (sessions_*): the sessions table derived from the common topic ---
+    sessions_gap_s: int = Field(
+        1800, ge=1, description="inactivity (event time) that ends a session without a client session_id"
+    )
+    sessions_allowed_lateness_s: int = Field(
+        120, ge=0, description="the watermark trails the latest event time by this much"
+    )
+    sessions_clock_skew_s: int = Field(
+        300,
+        ge=0,
+        description="a client_ts further than this from server_ts is not trusted: server_ts is used",
+    )
+    sessions_idle_timeout_s: int = Field(
+        30, ge=0, description="a partition without records this long follows the wall clock (0: never)"
+    )
+    sessions_flush_age_s: float = Field(
+        10.0, gt=0, description="closed sessions are committed to the lake at least this often"
+    )
+
     # --- HTTP (http_*): the worker's web server ---
     http_host: str = Field(
         "127.0.0.1", description="bind address; any but a loopback address needs api_token (docs/security.md)"

@@ -1,6 +1,6 @@
 """The Faust app: one per worker process, with the stages (roles) it runs and the user's plugins.
 
-Roles are stages — ``router``, ``lake``, ``realtime`` — each registered by its own module on the
+Roles are stages — ``router``, ``lake``, ``realtime``, ``sessions`` — each registered by its own module on the
 shared consumer service (``streams.consumer``), and the HTTP front door ``collector``
 (``streams.collector``), which runs only where asked for. Plugins are ordinary Faust agents in the
 user's own modules (``settings.plugins``, see ``streams.plugins``). Every worker serves ``/health`` and
@@ -27,8 +27,8 @@ from streams.health import StageStates, health_board
 from streams.http_auth import access_middleware, tls_context
 from streams.plugins import load_plugins
 
-ROLES = ("router", "lake", "realtime", "collector")
-DEFAULT_ROLES = ("router", "lake", "realtime")
+ROLES = ("router", "lake", "realtime", "sessions", "collector")
+DEFAULT_ROLES = ("router", "lake", "realtime", "sessions")
 
 PUBLIC_PATHS = ("/health", "/ready", "/v1/events", "/v1/highway.js")
 """Routes answered without the API token: the probes, and the collector's routes (they check their
@@ -38,12 +38,13 @@ Registrar = Callable[[faust.App, Settings, CollectorRegistry], None]
 
 def _registrars() -> dict[str, Registrar]:
     # Imported here so that a worker pays only for the roles it runs.
-    from streams import collector, lake, realtime, routing
+    from streams import collector, lake, realtime, routing, sessions
 
     return {
         "router": routing.register,
         "lake": lake.register,
         "realtime": realtime.register,
+        "sessions": sessions.register,
         "collector": collector.register,
     }
 

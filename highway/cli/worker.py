@@ -66,8 +66,11 @@ def wait_for_kafka(settings: Settings) -> None:
 def worker(
     ctx: typer.Context,
     role: Annotated[
-        str, typer.Option("--role", "-r", help="comma-separated subset of router,lake,realtime,collector")
-    ] = "router,lake,realtime",
+        str,
+        typer.Option(
+            "--role", "-r", help="comma-separated subset of router,lake,realtime,sessions,collector"
+        ),
+    ] = "router,lake,realtime,sessions",
 ) -> None:
     """Run a Highway worker (Faust) until SIGTERM/SIGINT."""
     from faust.worker import Worker

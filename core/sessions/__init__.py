@@ -1,0 +1,1 @@
+"""Sessions: the common topic's events folded into sessions, committed exactly once (pure)."""
