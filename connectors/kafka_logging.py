@@ -84,6 +84,49 @@ class LibrdkafkaLog:
             self._logger.log(level, "librdkafka %s [%s] %s%s", facility, name, text, suffix)
 
 
+_AIOKAFKA_UNREACHABLE = (
+    "Connect call failed",
+    "NodeNotReadyError",
+    "KafkaConnectionError",
+    "RequestTimedOutError",
+    "Unable to update metadata",
+    "coordinator",
+)
+
+
+class AiokafkaLogThrottle(logging.Filter):
+    """The same levels and repeat window for aiokafka, the client of faust's own consumer and producer.
+
+    With the broker away it logs an ERROR for every reconnect attempt of every request kind (~40 lines
+    a second); the stages' health already says the broker is away.
+    """
+
+    def __init__(self, window_s: float = REPEAT_WINDOW_S) -> None:
+        super().__init__()
+        self._throttle = RepeatThrottle(window_s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        if any(part in record.getMessage() for part in _AIOKAFKA_UNREACHABLE):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        left_out = self._throttle.admit((record.name, record.msg))
+        if left_out is None:
+            return False
+        if left_out:
+            record.msg = f"{record.msg}{self._throttle.suffix(left_out)}"
+        return True
+
+
+def throttle_aiokafka_logs(window_s: float = REPEAT_WINDOW_S) -> None:
+    """Put :class:`AiokafkaLogThrottle` on every aiokafka logger (a logger's filters are not inherited,
+    so each module's logger gets it); call once faust, and so aiokafka, is imported."""
+    throttle = AiokafkaLogThrottle(window_s)
+    for name in list(logging.root.manager.loggerDict):
+        if name == "aiokafka" or name.startswith("aiokafka."):
+            logging.getLogger(name).addFilter(throttle)
+
+
 @cache
 def librdkafka_logger() -> LibrdkafkaLog:
     """The process's one adapter (the repeat window is per client and facility)."""

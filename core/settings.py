@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     kafka_schema_registry_password: SecretStr | None = Field(None, description="schema registry basic auth")
     kafka_schema_registry_ca_file: Path | None = Field(None, description="CA bundle of the registry's HTTPS")
     kafka_wire_format: Literal["json", "avro"] = "json"
+    kafka_consumer_stall_s: float = Field(
+        120.0, ge=10, description="a stage's consumer given nothing this long while records wait is restarted"
+    )
 
     # --- Topics (topic_*): names and layout ---
     topic_all_events: str = "{lane}.events.all"

@@ -24,7 +24,7 @@ from core.errors import ConfigError
 from core.http_access import AccessPolicy, token_problem
 from core.settings import Settings
 from streams import console, console_catalog
-from streams.health import health_board
+from streams.health import StageStates, health_board
 from streams.http_auth import access_middleware, tls_context
 from streams.plugins import load_plugins
 
@@ -114,6 +114,7 @@ def create_app(
 
 def _serve_health_and_metrics(app: faust.App, roles: Sequence[str], registry: CollectorRegistry) -> None:
     board = health_board(app)
+    registry.register(StageStates(board))
 
     @app.page("/health")
     async def health(web: View, request: Request) -> Response:

@@ -40,12 +40,16 @@ import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from connectors.kafka_logging import RepeatThrottle
+from streams.consumer_stall import StallWatch, stalled
 
 log = logging.getLogger(__name__)
 
 CLIENT_ERROR_FRESH_S = 15.0
 """A client error (e.g. all brokers down) keeps the service degraded this long; librdkafka repeats
 it on every failed reconnect, so it stays fresh while the broker is away."""
+
+LAG_EVERY_S = 5.0
+"""How often the consumer thread measures its lag (a position and a cached watermark per partition)."""
 
 ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 
@@ -81,6 +85,10 @@ class BatchHandler:
     def degraded(self) -> str | None:
         """Why the stage is working but impaired, or None (called from the event loop: read only)."""
         return None
+
+    def held_records(self) -> int:
+        """Records read but not done with yet (e.g. buffered for a flush): they count in the lag."""
+        return 0
 
 
 class ConsumerOffsets:
@@ -126,6 +134,7 @@ class ConsumerService(mode.Service):
         restart_on_failure: bool = False,
         failure_deadline_s: float = 600.0,
         restart_backoff_s: tuple[float, float] = (1.0, 30.0),
+        stall_s: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -145,6 +154,8 @@ class ConsumerService(mode.Service):
         self.restart_on_failure = restart_on_failure
         self.failure_deadline_s = failure_deadline_s
         self.restart_backoff_s = restart_backoff_s
+        self.stall_s = stall_s if restart_on_failure else None
+        """Starving this long with records waiting restarts the consumer (only where restarts are)."""
         self.restarts = 0
         self._failing_since: float | None = None
         self._backoff = restart_backoff_s[0]
@@ -153,6 +164,10 @@ class ConsumerService(mode.Service):
         self._client_error: tuple[float, str] | None = None
         self._error_throttle = RepeatThrottle()
         self.config.setdefault("error_cb", self._on_client_error)
+        self.lag = 0
+        """Records in the assigned partitions not read yet, plus those the handler holds (measured
+        every ``LAG_EVERY_S``)."""
+        self._lag_measured_at = 0.0
 
     @property
     def shortlabel(self) -> str:
@@ -287,17 +302,47 @@ class ConsumerService(mode.Service):
         )
         log.info("%s: subscribed to %s", self.name, self.topics)
         handler = self.handler
+        watch = StallWatch(self.stall_s) if self.stall_s else None
         while not self._stop_requested.is_set():
+            asked_at = time.monotonic()
             messages = consumer.consume(self.batch_size, self.batch_wait_s)
             good = [message for message in messages if message.error() is None]
             if len(good) < len(messages):
                 self._check_errors(messages)
+            if watch is not None:
+                self._watch_for_stall(consumer, watch, bool(good), time.monotonic() - asked_at)
             if good:
                 handler.batch(consumer, good)
             handler.idle(consumer)
             if self._failing_since is not None:
                 self._recovered()
+            if time.monotonic() - self._lag_measured_at >= LAG_EVERY_S:
+                self._measure_lag(consumer)
         handler.stopping(consumer)
+
+    def _watch_for_stall(
+        self, consumer: Consumer, watch: StallWatch, delivered: bool, waited_s: float
+    ) -> None:
+        if delivered:
+            watch.delivered()
+        elif watch.waited(waited_s):
+            stall = stalled(consumer, watch.starved_s)
+            if stall is not None:
+                raise stall
+
+    def _measure_lag(self, consumer: Consumer) -> None:
+        # From the position, not the last offset delivered: transaction markers take offsets that are
+        # never delivered. Cached watermarks come with every fetch, so this asks the broker nothing.
+        self._lag_measured_at = time.monotonic()
+        try:
+            behind = 0
+            for tp in consumer.position(consumer.assignment()):
+                if tp.offset >= 0:
+                    _, high = consumer.get_watermark_offsets(tp, cached=True)
+                    behind += max(0, (high or 0) - tp.offset)
+            self.lag = behind + self.handler.held_records()
+        except Exception as exc:  # a gauge must never end the consumer (nor a fake without watermarks)
+            log.debug("%s: lag not measured: %s", self.name, exc)
 
     def _check_errors(self, messages: list[Message]) -> None:
         for message in messages:

@@ -10,9 +10,12 @@ A stage passes a ``started`` check (e.g. its mode service's ``started``) when it
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from weakref import WeakKeyDictionary
+
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 Probe = Callable[[], tuple[str, str | None]]
 Started = Callable[[], bool]
@@ -57,6 +60,25 @@ class HealthBoard:
         if failed:
             body["failed"] = failed
         return (200 if ready else 503), body
+
+
+class StageStates(Collector):
+    """``highway_stage_state{stage}``: 0 ok, 1 degraded, 2 failed — the board's probes, read when
+    scraped, so alerts see exactly what ``/health`` says (the reason stays on ``/health``)."""
+
+    def __init__(self, board: HealthBoard) -> None:
+        self.board = board
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "highway_stage_state",
+            "Stage state: 0 ok, 1 degraded, 2 failed (reason on /health)",
+            labels=["stage"],
+        )
+        _, body = self.board.report()
+        for name, stage in body["stages"].items():
+            family.add_metric([name], _ORDER[stage["status"]])
+        yield family
 
 
 _boards: WeakKeyDictionary[object, HealthBoard] = WeakKeyDictionary()

@@ -89,6 +89,10 @@ class LakeHandler(BatchHandler):
         self._flushing_since: float | None = None
         self.faults = faults or FaultTracker()
 
+    def held_records(self) -> int:
+        """Rows buffered, not in the lake yet: the lake's lag counts records until they are durable."""
+        return sum(len(buffer.rows) for buffer in self.buffers.values())
+
     def degraded(self) -> str | None:
         """Storage/catalog faults (permanent at once, transient once they last), or a flush that has
         not returned for as long (an endpoint that does not answer fails nothing for a while)."""
@@ -368,9 +372,11 @@ def build_stage(
         # An error outside a flush (S3 away while a rebalance recovers Iceberg offsets) restarts the
         # consumer after a backoff — its partitions lost, replayed from the lake — never the worker.
         restart_on_failure=True,
+        stall_s=settings.kafka_consumer_stall_s,
         **service_kwargs,
     )
     stop.service = service
+    handler.metrics.lag.set_function(lambda: service.lag)
     return LakeStage(service, handler, store)
 
 

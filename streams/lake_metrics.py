@@ -36,6 +36,9 @@ class LakeMetrics:
         self.buffered_rows = gauge("buffered_rows", "Rows buffered, not yet in the lake")
         self.buffered_bytes = gauge("buffered_bytes", "Estimated memory of the buffered rows")
         self.assigned = gauge("assigned_partitions", "Topic-partitions assigned to this worker")
+        self.lag = gauge(
+            "lag", "Records of this worker's per-event partitions not in the lake yet (unread or buffered)"
+        )
         self.commit_seconds = Histogram(
             "highway_lake_commit_seconds",
             "Duration of a flush through the whole commit path",

@@ -64,6 +64,7 @@ class RouterMetrics:
         self.restarts = gauge("restarts", "Times the lane's consumer restarted after a failure")
         self.topic_retries = gauge("topic_retries", "Topic provisioning rounds that failed and backed off")
         self.held = gauge("held_events", "Events waiting for their new topic")
+        self.lag = gauge("lag", "Input events in this worker's all-events partitions not read yet")
 
     def observe(self, lane: str, stats: UnitStats) -> None:
         self.events.labels(lane).inc(stats.events)
@@ -209,10 +210,12 @@ def register(app: faust.App, settings: Settings, registry: CollectorRegistry) ->
             batch_size=settings.router_batch_size,
             batch_wait_s=settings.router_batch_wait_s,
             restart_on_failure=True,
+            stall_s=settings.kafka_consumer_stall_s,
             failure_deadline_s=settings.router_failure_deadline_s,
             beacon=app.beacon,
         )
         board.add(service.name, service.health, partial(getattr, service, "started"))
         metrics.restarts.labels(lane).set_function(partial(getattr, service, "restarts"))
+        metrics.lag.labels(lane).set_function(partial(getattr, service, "lag"))
         metrics.topic_retries.labels(lane).set_function(partial(getattr, handler.provisioner, "retries"))
         app.add_dependency(service)

@@ -296,6 +296,7 @@ def build_stage(
         handler,
         batch_wait_s=0.2,
         restart_on_failure=True,  # the catalog away while partitions are recovered: retried, never fatal
+        stall_s=settings.kafka_consumer_stall_s,
         **service_kwargs,
     )
     stop.service = service

@@ -112,6 +112,12 @@ class WorkerProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def dump_stacks(self) -> None:
+        """SIGUSR1: mode's worker writes every thread's stack to its log (read it after a hang)."""
+        if self.alive():
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGUSR1)
+
     def stop(self, timeout_s: float = 30.0) -> None:
         if self.alive():
             assert self.proc is not None

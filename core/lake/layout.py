@@ -33,6 +33,8 @@ SCHEMA_FILE = "_schema.json"
 # (core.routing.naming), so no event table can ever be called this; no leading "_" either, which
 # readers of the parquet layout skip (the lane's _manifests).
 COMMON_TABLE = "events--common"
+# The sessions stage's table (core.sessions): outside the grammar for the same reason.
+SESSIONS_TABLE = "events--sessions"
 MANIFEST_DIR = "_manifests"
 _HOUR_MS = 3_600_000
 _FILE_RE = re.compile(r"part-(?P<partition>\d{5})-(?P<offset>\d{20})(?:-e(?P<epoch>\d+))?\.parquet$")
@@ -96,8 +98,9 @@ def topic_table(settings: Settings, topic: str) -> tuple[str, str] | None:
 
 def is_event_table(table: str) -> bool:
     """Whether a lane's table holds one event type (every one but :data:`COMMON_TABLE`, whose rows
-    are the same events again): what readers of "every event of the lane" sum over."""
-    return table != COMMON_TABLE
+    are the same events again, and :data:`SESSIONS_TABLE`, derived from them): what readers of
+    "every event of the lane" sum over."""
+    return table not in (COMMON_TABLE, SESSIONS_TABLE)
 
 
 def table_prefix(lane: str, table: str) -> str:

@@ -37,7 +37,7 @@ from typing import Any
 from core.errors import TerminalError, TransientError
 from core.routing.classify import BatchClassifier, OutRecord, SourceRecord
 from core.routing.gate import NewTypeGate
-from core.routing.held import HeldRecords
+from core.routing.held import HeldRecords, ProjectionQueue
 from core.routing.ports import InputGroup, OutputSession, RefusedRecord, TopicProvisioning
 from core.settings import Settings
 
@@ -109,6 +109,7 @@ class LaneCommitPath:
         )
         self.classifier = BatchClassifier(settings, lane, self.gate, decode)
         self.held = HeldRecords()
+        self.projections = ProjectionQueue()
         self.unit: Unit | None = None
         self.failure: BaseException | None = None
 
@@ -145,6 +146,7 @@ class LaneCommitPath:
         self.session.abort()
         self.unit = None
         self.held.clear()
+        self.projections.clear()
         self.failure = None
 
     @property
@@ -179,13 +181,15 @@ class LaneCommitPath:
         projections: list[OutRecord] = []
         doomed = 0
         asked: set[str] = {topic for topic in out.new_topics if topic not in refused}
-        # An event's projection travels with its routed record: held with it, dropped with it when
-        # the event is dead-lettered instead, so that each event is routed and projected, or neither.
+        # An event's projection waits while its routed record does (and behind any that waits, see
+        # core.routing.held), and is dropped when the event is dead-lettered instead: each event is
+        # routed and projected, or neither.
+        queue = self.projections
         for record, projection in zip(out.routed, out.projections, strict=True):
             topic = record.topic
             if topic in ready and topic not in held:
                 to_send.append(record)
-                projections.append(projection)
+                projections.extend(queue.add(projection, None))
             elif topic in refused:
                 self.gate.forget(topic)
                 out.dead.append(self._dead_letter(record, TOPIC_CREATE_FAILED, refused[topic]))
@@ -196,7 +200,8 @@ class LaneCommitPath:
                 # admitted by a batch that then failed (and was discarded) was never requested.
                 if topic not in held:
                     asked.add(topic)
-                held.hold(topic, (record, projection), now)
+                held.hold(topic, (record,), now)
+                queue.add(projection, topic)
         if asked:
             self.provisioning.request(asked)
         self._send(to_send + projections + out.dead)
@@ -241,21 +246,17 @@ class LaneCommitPath:
         ready, refused = self.provisioning.take_results()
         for topic in ready:
             self.ready.add(topic)
-            self._send(self.held.release(topic))
+            self._send(self.held.release(topic) + self.projections.release(topic, keep=True))
         for topic, reason in refused.items():
             self.refused_topics[topic] = reason
             records = self.held.release(topic)
             self.gate.forget(topic)  # a refused name does not count toward the lane's type cap
-            dead = [
-                self._dead_letter(record, TOPIC_CREATE_FAILED, reason)
-                for record in records
-                if record.topic == topic  # its projection is dropped with it
-            ]
+            dead = [self._dead_letter(record, TOPIC_CREATE_FAILED, reason) for record in records]
             if self.unit is not None:
                 self.unit.stats.dead += len(dead)
                 self.unit.stats.routed -= len(dead)
                 self.unit.stats.reasons[TOPIC_CREATE_FAILED] += len(dead)
-            self._send(dead)
+            self._send(dead + self.projections.release(topic, keep=False))
 
     def _send(self, records: list[OutRecord]) -> None:
         if not records:

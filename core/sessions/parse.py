@@ -37,6 +37,6 @@ def session_event(offset: int, event: dict[str, Any], skew_ms: int) -> SessionEv
         user,
         session if isinstance(session, str) and session else None,
         name if isinstance(name, str) else "",
-        platform if isinstance(platform, str) else None,
-        version if isinstance(version, str) else None,
+        platform if isinstance(platform, str) and platform else None,  # "" says as little as null
+        version if isinstance(version, str) and version else None,
     )

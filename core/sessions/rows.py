@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from core.lake.encode import TIMESTAMP_TYPE
+from core.lake.layout import SESSIONS_TABLE as SESSIONS_TABLE
 from core.lake.layout import partition_for_ms
 from core.sessions.model import ClosedSession
 
-SESSIONS_TABLE = "sessions"
 COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("lane", pa.string()),
     ("user_id", pa.string()),

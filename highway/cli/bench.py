@@ -1,11 +1,12 @@
-"""`highway bench route|lake|realtime|collect|spark|analytics`: throughput and latency next to a
-same-run baseline, the Spark read-back check of the lake, and analytics query times."""
+"""`highway bench route|lake|realtime|collect|spark|analytics|soak`: throughput and latency next to a
+same-run baseline, the Spark read-back check of the lake, analytics query times, and the soak (RSS and
+lag over time)."""
 
 from __future__ import annotations
 
 import typer
 
-from bench import analytics, collect, lake, realtime, route, spark_check
+from bench import analytics, collect, lake, realtime, route, soak, spark_check
 from core.settings import Settings
 from highway.cli.common import state
 
@@ -14,7 +15,7 @@ def register(app: typer.Typer) -> None:
     bench_app = typer.Typer(
         help="Measure a stage next to the raw confluent-kafka baseline.", no_args_is_help=True
     )
-    for stage in (route, lake, realtime, collect, spark_check, analytics):
+    for stage in (route, lake, realtime, collect, spark_check, analytics, soak):
         stage.register(bench_app, _settings)
     app.add_typer(bench_app, name="bench")
 

@@ -22,7 +22,7 @@ from connectors.iceberg_lake import IcebergLake
 from connectors.kafka_config import confluent_config, subscription_regex
 from connectors.lake_fs import filesystem_for
 from connectors.lake_reader import iceberg_totals
-from core.lake.layout import parse_data_file
+from core.lake.layout import COMMON_TABLE, parse_data_file
 from core.settings import Settings
 from highway.demo.view import ConcurrencyReading, Snapshot, latest_concurrency
 from highway.verify.kafka_read import CommittedCounter
@@ -91,7 +91,8 @@ class PipelineProbe:
 
     # --- lake ----------------------------------------------------------------------------------
     def lake_files(self, max_footers: int = 200) -> tuple[int, int]:
-        """(data files, rows) of this lane in the lake; rows are read once per file from its footer.
+        """(data files, rows) of this lane's event tables in the lake (not the common table, which
+        holds the same events again); rows are read once per file from its footer.
 
         At most ``max_footers`` new footers are read per call, so that a burst of files (hundreds in
         one flush) does not freeze the view; rows catch up on the following calls.
@@ -106,7 +107,9 @@ class PipelineProbe:
         paths = [
             info.path
             for info in self._filesystem.get_file_info(selector)
-            if info.type == fs.FileType.File and parse_data_file(info.path) is not None
+            if info.type == fs.FileType.File
+            and parse_data_file(info.path) is not None
+            and f"/{COMMON_TABLE}/" not in info.path  # the same events again
         ]
         for path in [path for path in paths if path not in self._rows_by_file][:max_footers]:
             with self._filesystem.open_input_file(path) as handle:

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from connectors.kafka_logging import throttle_aiokafka_logs
 from core.errors import HighwayError, TransientError
 from core.settings import Settings
 from highway.cli.common import console, fail, state
@@ -93,6 +94,7 @@ def worker(
         f"http={'https' if settings.http_tls_cert_file else 'http'}://{settings.http_host}:{settings.http_port}/health"
     )
     wait_for_kafka(settings)
+    throttle_aiokafka_logs()
     quieten_garbage_collector()
     Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 

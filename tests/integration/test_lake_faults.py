@@ -125,8 +125,11 @@ def test_a_deleted_bucket_degrades_health_and_recovers_exactly_once_when_it_is_b
         )
         assert committed(settings) == before
         assert worker.alive()
+        # /metrics says what /health says, as a number an alert compares (1 = degraded).
+        assert metric(worker, "highway_stage_state", stage="lake") == 1
         bring_bucket_back(client, bucket, f"{bucket}-aside")
         wait_until(lambda: health(worker)[1].get("status") == "ok", 60, 0.5, "/health ok again")
+        wait_until(lambda: metric(worker, "highway_stage_state", stage="lake") == 0, 30, 0.5, "state 0")
         produced = traffic.stop()
         report = wait_for_lake(settings, produced, timeout_s=120)
         assert worker.alive()

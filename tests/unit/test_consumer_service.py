@@ -306,3 +306,40 @@ def test_a_service_that_is_not_restartable_reports_failed_and_is_not_restarted()
     assert asyncio.run(_crash_reason(service)) is not None
     assert service.health()[0] == "failed"
     assert len(made) == 1
+
+
+def test_lag_is_the_distance_from_each_position_to_its_high_watermark_plus_held_records() -> None:
+    class Watermarked(FakeConsumer):
+        def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+            # partition 1 has no position yet (never fetched): it adds nothing rather than a guess
+            return [
+                TopicPartition(p.topic, p.partition, 12 if p.partition == 0 else -1001) for p in partitions
+            ]
+
+        def get_watermark_offsets(self, tp: TopicPartition, cached: bool = False) -> tuple[int, int]:
+            assert cached  # never a broker round trip from the consumer thread
+            return 0, 40
+
+    class Buffering(Recorder):
+        def held_records(self) -> int:
+            return 5  # read, not done with (a lake buffer): still lag
+
+    handler = Buffering()
+    made: list[FakeConsumer] = []
+
+    def factory(config: dict[str, Any]) -> Any:
+        made.append(Watermarked(config, [[FakeMessage("t", 0, 10)]]))
+        return made[-1]
+
+    service = ConsumerService("lagged", {}, ["t"], handler, consumer_factory=factory)
+
+    async def run() -> None:
+        await service.start()
+        for _ in range(500):
+            if service.lag:
+                break
+            await asyncio.sleep(0.01)
+        await service.stop()
+
+    asyncio.run(run())
+    assert service.lag == 28 + 5

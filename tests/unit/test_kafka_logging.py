@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Producer
 
 from connectors.kafka_config import producer_config
-from connectors.kafka_logging import LOGGER_NAME, LibrdkafkaLog, effective_level
+from connectors.kafka_logging import LOGGER_NAME, LibrdkafkaLog, effective_level, throttle_aiokafka_logs
 from tests.conftest import isolated_settings
 
 REFUSED = "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after 0ms)"
@@ -55,3 +55,22 @@ def test_a_producer_without_broker_logs_through_python_at_info(
     assert len([record for record in ours if "Connection refused" in record.getMessage()]) == 1
     assert "Connection refused" not in capfd.readouterr().err  # nothing written past Python logging
     producer.purge()
+
+
+def test_aiokafka_connection_errors_are_info_and_said_once_per_window(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logger = logging.getLogger("aiokafka.test_throttle")
+    logger.propagate = True
+    throttle_aiokafka_logs(window_s=3600)
+    with caplog.at_level(logging.DEBUG, logger="aiokafka"):
+        for _ in range(50):
+            logger.error("Unable connect to node with id %s: %s", 1, "[Errno 111] Connect call failed")
+        logger.error("Unexpected error in the fetcher: %s", "boom")
+        logger.info("Joined group %r", "g")
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "aiokafka.test_throttle"]
+    assert lines == [
+        ("INFO", "Unable connect to node with id 1: [Errno 111] Connect call failed"),
+        ("ERROR", "Unexpected error in the fetcher: boom"),
+        ("INFO", "Joined group 'g'"),
+    ]

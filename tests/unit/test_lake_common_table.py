@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from core.lake.layout import COMMON_TABLE, is_event_table, topic_table
+from core.lake.layout import COMMON_TABLE, SESSIONS_TABLE, is_event_table, topic_table
 from core.routing.naming import is_topic_safe_name, topic_name_for
 from core.settings import Settings
 from streams.lake_config import topic_regex
@@ -25,6 +25,13 @@ def test_no_event_name_can_become_the_common_table() -> None:
         assert topic_name_for(name) != COMMON_TABLE
     assert not is_event_table(COMMON_TABLE)
     assert is_event_table("events_common")
+
+
+def test_no_event_name_can_become_the_sessions_table() -> None:
+    assert not is_topic_safe_name(SESSIONS_TABLE)
+    for name in (SESSIONS_TABLE, "sessions", "events.sessions", "EVENTS--SESSIONS"):
+        assert topic_name_for(name) != SESSIONS_TABLE
+    assert not is_event_table(SESSIONS_TABLE)
 
 
 def test_lake_subscription_takes_each_lane_s_common_topic_but_not_its_other_topics() -> None:

@@ -141,10 +141,12 @@ def test_a_failing_flush_keeps_the_buffers_and_is_retried(pool: ThreadPoolExecut
     assert world.committed == {}
     assert metric(registry, "errors_total", step="flush") == 1
     assert metric(registry, "buffered_rows") == 4
+    assert handler.held_records() == 4  # read, not in the lake: still the lake's lag
     world.fail = None
     handler.idle(CONSUMER)
     assert world.lake_offsets() == {A0: [0, 1, 2, 3]}
     assert world.committed == {A0: 4}
+    assert handler.held_records() == 0
 
 
 def test_revoked_partitions_are_flushed_before_they_go_and_the_final_flush_takes_the_rest(

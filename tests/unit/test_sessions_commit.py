@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from connectors.lake_query import run_query
 from connectors.sessions_lake import IcebergSessionTables
 from core.sessions.commit import SessionCommitter, tp_key
 from core.sessions.model import Checkpoint, ClosedSession, SessionEvent, SessionSpec
@@ -144,6 +145,8 @@ def test_the_iceberg_edge_commits_rows_with_checkpoints_and_fences(tmp_path: Pat
     assert [(r["session_id"], r["event_count"], r["platform"], r["dt"]) for r in rows] == [
         ("s1", 1, "ios", "1970-01-01")
     ]
+    columns, found = run_query(settings, 'SELECT session_id, event_count FROM "events--sessions"', "a")
+    assert (columns, found) == (["session_id", "event_count"], [("s1", 1)])  # highway query reads it
     stale = SessionCommitter(IcebergSessionTables(settings), SPEC, {TOPIC: "a"})
     stale.committed[TP] = None  # believes nothing was committed: another writer's view
     stale.sessionizers[TP] = committer.sessionizers[TP]
