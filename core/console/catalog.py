@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 
 from core.errors import SchemaError
-from core.routing.naming import is_topic_safe_name, topic_name_for
-from core.sessions.rows import SESSIONS_TABLE
+from core.lake.layout import is_event_table
+from core.routing.naming import topic_name_for
 
 SAMPLE_CHARS = 400
 SAMPLES_PER_REASON = 3
@@ -130,12 +130,6 @@ def rates(windows: Iterable[Mapping[str, Any]], window_s: int) -> Rates:
     return Rates(window_s, last_complete, found)
 
 
-def _event_table(name: str) -> bool:
-    """Whether a lake table holds one event type: not the lane's common table (its name is outside
-    the router's grammar) nor its sessions table."""
-    return is_topic_safe_name(name) and name != SESSIONS_TABLE
-
-
 def table_of(event_name: str) -> str | None:
     try:
         return topic_name_for(event_name)
@@ -213,7 +207,7 @@ def catalog(
     for name in found_rates.by_name if found_rates else ():
         names[table_of(name) or name] = name
     for table_name in tables or ():
-        if _event_table(table_name):
+        if is_event_table(table_name):  # not the lane's common or sessions table
             names.setdefault(table_name, table_name)
     groups = _dlq_groups(letters or ())
     for key in groups:

@@ -100,13 +100,13 @@ def test_console_on_a_real_worker(browser: webdriver.Chrome, make_settings: Any,
         api_token=TEST_API_TOKEN,
         realtime_window_s=WINDOW_MS // 1000,
         realtime_sliding_window_s=60,
-        # A new type's first events wait for its topic (the router's new-type gate) while later
-        # events of known types pass: the lateness must cover that wait, or they are counted late.
-        realtime_allowed_lateness_s=30,
+        # The events are 20-50 s old when produced: a lateness beyond that keeps every one on time
+        # whatever the order the partitions are read in; the windows close on the wall clock anyway.
+        realtime_allowed_lateness_s=60,
         realtime_idle_timeout_s=2,
         lake_flush_age_s=2,
         sessions_gap_s=5,
-        sessions_allowed_lateness_s=30,
+        sessions_allowed_lateness_s=60,
         sessions_idle_timeout_s=2,
         sessions_flush_age_s=2,
     )

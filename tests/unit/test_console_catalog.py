@@ -81,7 +81,7 @@ def test_the_catalog_joins_rates_tables_and_dead_letters_by_table_name() -> None
             "old_type", columns, 1, 10, None, "dt=2025-12-01/hour=00", "dt=2025-12-01/hour=00"
         ),
         "events--common": LakeTable("events--common", columns, 1, 10),  # no one type's table
-        "sessions": LakeTable("sessions", columns, 1, 10),  # the sessions stage's
+        "events--sessions": LakeTable("events--sessions", columns, 1, 10),  # the sessions stage's
     }
     letters = [letter("missing_field", "page_view", i, T0 + i) for i in range(5)]
     letters += [letter("bad_type", "page_view", 9), letter("malformed_json", None, 10)]
