@@ -21,11 +21,11 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from core.collect.cors import parse_origins
 from core.collect.keys import parse_api_keys
-from core.realtime.cardinality import TOPIC_MESSAGE_BYTES, max_partial_bytes
 from core.settings_rules import (
     ENV_PREFIX,
     http_access_problem,
     kafka_security_problem,
+    layout_problem,
     split_csv,
     token_from_file,
 )
@@ -329,30 +329,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistency(self) -> Settings:
-        for name in ("topic_all_events", "topic_common", "topic_dlq", "topic_concurrency"):
-            if "{lane}" not in getattr(self, name):
-                raise ValueError(f"{name} must contain '{{lane}}'")
-        if "{lane}" not in self.topic_per_event or "{name}" not in self.topic_per_event:
-            raise ValueError("topic_per_event must contain '{lane}' and '{name}'")
-        if self.realtime_sliding_window_s % self.realtime_window_s:
-            raise ValueError("realtime_sliding_window_s must be a multiple of realtime_window_s")
-        partial = max_partial_bytes(
-            self.realtime_dimensions, self.realtime_dimension_top_n, self.realtime_max_dimension_chars
-        )
-        if partial > TOPIC_MESSAGE_BYTES:
-            raise ValueError(
-                f"a realtime partial could reach {partial} bytes, above Kafka's {TOPIC_MESSAGE_BYTES}: "
-                "lower realtime_dimension_top_n, realtime_max_dimension_chars or the dimensions"
-            )
-        problem = kafka_security_problem(self) or http_access_problem(self)
+        problem = layout_problem(self) or kafka_security_problem(self) or http_access_problem(self)
         if problem:
             raise ValueError(problem)
-        if self.lake_format == "iceberg" and self.lake_catalog == "projection":
-            raise ValueError("lake_catalog 'projection' needs lake_format 'parquet'")
-        if unknown := sorted(set(self.collector_api_keys) - set(self.lanes)):
-            raise ValueError(f"collector_api_keys names lanes {unknown} that are not in lanes")
-        if self.kafka_wire_format == "avro" and not self.kafka_schema_registry_url:
-            raise ValueError("kafka_wire_format 'avro' needs kafka_schema_registry_url")
         return self
 
     # --- derived names ---

@@ -13,6 +13,7 @@ from pydantic import SecretStr, ValidationError
 
 from core.errors import ConfigError
 from core.kafka_keys import refused_keys
+from core.realtime.cardinality import TOPIC_MESSAGE_BYTES, max_partial_bytes
 
 ENV_PREFIX = "HIGHWAY_"
 
@@ -50,6 +51,32 @@ def token_from_file(data: dict[str, Any]) -> dict[str, Any]:
             raise ValueError("set api_token or api_token_file, not both")
         data["api_token"] = from_file
     return data
+
+
+def layout_problem(settings: Any) -> str | None:
+    """Rules across settings of topics, realtime, lake and collector (a message, or None)."""
+    for name in ("topic_all_events", "topic_common", "topic_dlq", "topic_concurrency"):
+        if "{lane}" not in getattr(settings, name):
+            return f"{name} must contain '{{lane}}'"
+    if "{lane}" not in settings.topic_per_event or "{name}" not in settings.topic_per_event:
+        return "topic_per_event must contain '{lane}' and '{name}'"
+    if settings.realtime_sliding_window_s % settings.realtime_window_s:
+        return "realtime_sliding_window_s must be a multiple of realtime_window_s"
+    partial = max_partial_bytes(
+        settings.realtime_dimensions, settings.realtime_dimension_top_n, settings.realtime_max_dimension_chars
+    )
+    if partial > TOPIC_MESSAGE_BYTES:
+        return (
+            f"a realtime partial could reach {partial} bytes, above Kafka's {TOPIC_MESSAGE_BYTES}: "
+            "lower realtime_dimension_top_n, realtime_max_dimension_chars or the dimensions"
+        )
+    if settings.lake_format == "iceberg" and settings.lake_catalog == "projection":
+        return "lake_catalog 'projection' needs lake_format 'parquet'"
+    if unknown := sorted(set(settings.collector_api_keys) - set(settings.lanes)):
+        return f"collector_api_keys names lanes {unknown} that are not in lanes"
+    if settings.kafka_wire_format == "avro" and not settings.kafka_schema_registry_url:
+        return "kafka_wire_format 'avro' needs kafka_schema_registry_url"
+    return None
 
 
 def http_access_problem(settings: Any) -> str | None:

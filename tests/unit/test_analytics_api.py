@@ -49,7 +49,9 @@ def test_errors_become_statuses_with_messages() -> None:
     assert last_param({}) == 20
 
 
-@pytest.mark.parametrize("lake_format", ["parquet", "iceberg"])
+# Parquet only: an Iceberg lane whose (local) catalog has no table yet is answered without S3, and an
+# Iceberg table cannot be created on an endpoint that refuses; the deadline wrapper is the same one.
+@pytest.mark.parametrize("lake_format", ["parquet"])
 def test_analytics_give_up_at_the_deadline_on_a_refusing_endpoint(lake_format: str, tmp_path: Path) -> None:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
