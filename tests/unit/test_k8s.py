@@ -28,7 +28,8 @@ MANIFESTS = sorted(K8S.glob("*.yaml"))
 KNOWN_ROLES = set(ROLES)
 # What the operator puts in place of the Secrets' placeholders (the shipped token is refused, below).
 REPLACED_SECRETS = {("highway-api-token", "token"): "k8s-test-api-token-0123456789abcdef"}
-CONSUMER_ROLES = {"router", "lake", "realtime", "sessions"}  # members of a consumer group on the lane's topics
+# Members of a consumer group on the lane's topics.
+CONSUMER_ROLES = {"router", "lake", "realtime", "sessions"}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
 
 
