@@ -31,6 +31,7 @@ from typing import Any
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
+from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import ancestors_of
@@ -76,6 +77,16 @@ class ViewOnceTransaction(Transaction):
             view = (base, updates, update_table_metadata(base, updates) if updates else base)
             self._view = view
         return view[2]
+
+
+def append_snapshot(head: Table, files: Iterable[DataFile], properties: dict[str, str]) -> None:
+    """One fast-append snapshot of ``files`` on ``head`` whose summary carries ``properties`` (the
+    offsets or checkpoints it vouches for); ``CommitFailedException`` when the table moved past ``head``."""
+    transaction = ViewOnceTransaction(head)
+    with transaction.update_snapshot(snapshot_properties=properties).fast_append() as append:
+        for data_file in files:
+            append.append_data_file(data_file)
+    transaction.commit_transaction()
 
 
 def conform(data: pa.Table, target: pa.Schema) -> pa.Table:
@@ -137,12 +148,8 @@ class IcebergLake:
                 log.warning("lake: %s.%s fenced on %s (head %s)", lane, table, refused, offsets)
                 return TableAppend(fenced=tuple(refused))
             properties = {OFFSETS_PROPERTY: encode_offsets(advanced(offsets, written))}
-            transaction = ViewOnceTransaction(head)
-            with transaction.update_snapshot(snapshot_properties=properties).fast_append() as append:
-                for data_file in files:
-                    append.append_data_file(data_file)
             try:
-                transaction.commit_transaction()
+                append_snapshot(head, files, properties)
                 return TableAppend(files=len(files), bytes=size)
             except CommitFailedException as exc:
                 self.retries += 1

@@ -31,7 +31,7 @@ from pyiceberg.types import (
 )
 
 from connectors.iceberg_catalog import LakeTables
-from connectors.iceberg_lake import ViewOnceTransaction, conform, head_summaries
+from connectors.iceberg_lake import append_snapshot, conform, head_summaries
 from core.sessions.commit import SessionTables
 from core.sessions.model import Checkpoint, ClosedSession, decode_checkpoints, encode_checkpoints
 from core.sessions.rows import COLUMNS, SESSIONS_TABLE, sessions_table
@@ -95,12 +95,8 @@ class IcebergSessionTables(SessionTables):
                 log.warning("sessions: %s fenced on %s", lane, refused)
                 return False
             properties = {CHECKPOINTS_PROPERTY: encode_checkpoints({**current, **written})}
-            transaction = ViewOnceTransaction(head)
-            with transaction.update_snapshot(snapshot_properties=properties).fast_append() as append:
-                for data_file in files:
-                    append.append_data_file(data_file)
             try:
-                transaction.commit_transaction()
+                append_snapshot(head, files, properties)
                 return True
             except CommitFailedException as exc:
                 self.retries += 1
