@@ -364,7 +364,7 @@ def test_a_transactional_call_blocked_past_its_timeout_abandons_the_producer(
     rig.output.begin()
     rig.send(b"a")
     stuck = threading.Event()
-    rig.producer.send_offsets_to_transaction = lambda *args: stuck.wait()  # type: ignore[method-assign]
+    rig.producer.send_offsets_to_transaction = lambda *args: stuck.wait()  # type: ignore[method-assign,assignment]
     try:
         with pytest.raises(TransientError, match="send_offsets_to_transaction did not return"):
             rig.output.commit(OFFSETS, rig.group)
