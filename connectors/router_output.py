@@ -20,6 +20,7 @@ Errors, by kind:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 _Headers = list[tuple[str, str | bytes | None]]
 ProducerFactory = Callable[[dict[str, Any]], Producer]
 METADATA_TIMEOUT_S = 5.0
+CALL_GRACE_S = 15.0
+"""How long past its own timeout a transactional call may take before its producer is abandoned."""
 
 # Errors about the record itself: sending it again cannot help, so the router dead-letters it.
 # Every other error is transient: treating an unlisted one (say, a just-created topic's metadata not
@@ -149,8 +152,12 @@ class RouterOutput:
             return self._flush_then_commit(producer, offsets, group)
         try:
             positions = [TopicPartition(topic, part, offset) for (topic, part), offset in offsets.items()]
-            producer.send_offsets_to_transaction(positions, group.group_metadata(), self.timeout_s)
-            producer.commit_transaction(self.timeout_s)
+            metadata = group.group_metadata()
+            self._bounded(
+                "send_offsets_to_transaction",
+                lambda: producer.send_offsets_to_transaction(positions, metadata, self.timeout_s),
+            )
+            self._bounded("commit_transaction", lambda: producer.commit_transaction(self.timeout_s))
         except KafkaException as exc:
             return self._after_failed_commit(exc)
         self._open = False
@@ -189,6 +196,34 @@ class RouterOutput:
         self.abort()
         if self._producer is not None:
             self._producer.flush(self.timeout_s)
+
+    def _bounded(self, what: str, call: Callable[[], None]) -> None:
+        """``call`` on a helper thread, given its own timeout and :data:`CALL_GRACE_S` more.
+
+        librdkafka's transactional calls can block past their timeout: in the fault suite
+        ``send_offsets_to_transaction`` (30 s timeout) was still blocked 7 minutes after a broker
+        restart, holding the consumer thread and so the whole lane. A call that does not return in
+        time abandons this producer (left to its thread); the next one's ``init_transactions`` fences
+        it, so its transaction can no longer commit, and the unit is routed again.
+        """
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                call()
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name=f"router-{what}", daemon=True).start()
+        deadline = self.timeout_s + CALL_GRACE_S
+        if not done.wait(deadline):
+            self._recreate(f"{what} still blocked after {deadline:.0f}s")
+            raise TransientError(f"{what} did not return within {deadline:.0f}s; a new producer takes over")
+        if failure:
+            raise failure[0]
 
     # --- failures ---------------------------------------------------------------------------------
     def _flush_then_commit(
