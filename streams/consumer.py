@@ -48,6 +48,9 @@ CLIENT_ERROR_FRESH_S = 15.0
 """A client error (e.g. all brokers down) keeps the service degraded this long; librdkafka repeats
 it on every failed reconnect, so it stays fresh while the broker is away."""
 
+BUSY_DEGRADED_S = 180.0
+"""A thread not back at its poll this long is stuck in one call: /health says degraded, not ok."""
+
 LAG_EVERY_S = 5.0
 """How often the consumer thread measures its lag (a position and a cached watermark per partition)."""
 
@@ -55,10 +58,7 @@ ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 
 
 class BatchHandler:
-    """A stage's side of the consumer service; every method runs on the consumer thread.
-
-    The defaults do nothing (``lost`` treats the partitions as revoked); a stage overrides what it needs.
-    """
+    """A stage's side of the consumer service, every method on the consumer thread; defaults do nothing."""
 
     def starting(self) -> None:
         """Before the consumer subscribes (on the consumer thread; again after every restart)."""
@@ -135,6 +135,7 @@ class ConsumerService(mode.Service):
         failure_deadline_s: float = 600.0,
         restart_backoff_s: tuple[float, float] = (1.0, 30.0),
         stall_s: float | None = None,
+        busy_s: float = BUSY_DEGRADED_S,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -156,6 +157,8 @@ class ConsumerService(mode.Service):
         self.restart_backoff_s = restart_backoff_s
         self.stall_s = stall_s if restart_on_failure else None
         """Starving this long with records waiting restarts the consumer (only where restarts are)."""
+        self.busy_s = busy_s
+        self._polled_at: float | None = None  # the last return to the poll loop; None: no consumer
         self.restarts = 0
         self._failing_since: float | None = None
         self._backoff = restart_backoff_s[0]
@@ -213,7 +216,7 @@ class ConsumerService(mode.Service):
             waited = time.monotonic() - failing_since
             state = "failed" if waited > self.failure_deadline_s else "degraded"
             return state, f"{self.name}: restarted {self.restarts}x in {waited:.0f}s, last: {failure}"
-        reason = self.handler.degraded()
+        reason = self.handler.degraded() or self._busy_reason()
         client_error = self._client_error
         if (
             reason is None
@@ -222,6 +225,14 @@ class ConsumerService(mode.Service):
         ):
             reason = client_error[1]
         return ("degraded", f"{self.name}: {reason}") if reason else ("ok", None)
+
+    def _busy_reason(self) -> str | None:
+        polled_at = self._polled_at
+        if polled_at is None:
+            return None
+        if (busy := time.monotonic() - polled_at) < self.busy_s:
+            return None
+        return f"the consumer thread has not polled for {busy:.0f}s: stuck in one call (SIGUSR1 dumps the stacks)"
 
     def _on_client_error(self, error: KafkaError) -> None:
         """librdkafka's own errors (all brokers down, transport failures); it retries by itself."""
@@ -250,7 +261,7 @@ class ConsumerService(mode.Service):
     def _run_once(self) -> None:
         # Set before anything can fail: an attempt failing in starting() (the broker away) belongs to
         # the current streak of failures, not to a new one (which would reset the backoff and deadline).
-        self._running_since = time.monotonic()
+        self._running_since = self._polled_at = time.monotonic()
         self.handler.starting()
         consumer = self.consumer_factory(self.config)
         self._after_failure = False
@@ -262,6 +273,7 @@ class ConsumerService(mode.Service):
             self._tell_lost(consumer)
             raise
         finally:
+            self._polled_at = None
             consumer.close()
 
     def _tell_lost(self, consumer: Consumer) -> None:
@@ -304,7 +316,7 @@ class ConsumerService(mode.Service):
         handler = self.handler
         watch = StallWatch(self.stall_s) if self.stall_s else None
         while not self._stop_requested.is_set():
-            asked_at = time.monotonic()
+            asked_at = self._polled_at = time.monotonic()
             messages = consumer.consume(self.batch_size, self.batch_wait_s)
             good = [message for message in messages if message.error() is None]
             if len(good) < len(messages):

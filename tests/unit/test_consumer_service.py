@@ -343,3 +343,39 @@ def test_lag_is_the_distance_from_each_position_to_its_high_watermark_plus_held_
 
     asyncio.run(run())
     assert service.lag == 28 + 5
+
+
+def test_a_thread_stuck_in_one_call_reads_degraded_and_ok_again_once_back() -> None:
+    class Blocked(Recorder):
+        def batch(self, consumer: Any, messages: list[Any]) -> None:
+            super().batch(consumer, messages)
+            release.wait(10)  # e.g. a client call that outlived its own timeout
+
+    release = threading.Event()
+    handler = Blocked()
+    service = ConsumerService(
+        "blocked",
+        {},
+        ["t"],
+        handler,
+        consumer_factory=lambda c: FakeConsumer(c, [[FakeMessage("t", 0, 10)]]),
+        busy_s=0.2,
+    )
+
+    async def run() -> list[tuple[str, str | None]]:
+        await service.start()
+        await asyncio.to_thread(handler.batches_seen.wait, 5)
+        await asyncio.sleep(0.4)
+        stuck = service.health()
+        release.set()
+        for _ in range(200):
+            if service.health()[0] == "ok":
+                break
+            await asyncio.sleep(0.01)
+        back = service.health()
+        await service.stop()
+        return [stuck, back]
+
+    stuck, back = asyncio.run(run())
+    assert stuck[0] == "degraded" and stuck[1] is not None and "has not polled" in stuck[1], stuck
+    assert back == ("ok", None)
