@@ -232,7 +232,7 @@ class ConsumerService(mode.Service):
             return None
         if (busy := time.monotonic() - polled_at) < self.busy_s:
             return None
-        return f"the consumer thread has not polled for {busy:.0f}s: stuck in one call (SIGUSR1 dumps the stacks)"
+        return f"the consumer thread has not polled for {busy:.0f}s: stuck in one call (SIGUSR1: stacks)"
 
     def _on_client_error(self, error: KafkaError) -> None:
         """librdkafka's own errors (all brokers down, transport failures); it retries by itself."""
