@@ -353,14 +353,11 @@ def test_a_thread_stuck_in_one_call_reads_degraded_and_ok_again_once_back() -> N
 
     release = threading.Event()
     handler = Blocked()
-    service = ConsumerService(
-        "blocked",
-        {},
-        ["t"],
-        handler,
-        consumer_factory=lambda c: FakeConsumer(c, [[FakeMessage("t", 0, 10)]]),
-        busy_s=0.2,
-    )
+
+    def factory(config: dict[str, Any]) -> Any:
+        return FakeConsumer(config, [[FakeMessage("t", 0, 10)]])
+
+    service = ConsumerService("blocked", {}, ["t"], handler, consumer_factory=factory, busy_s=0.2)
 
     async def run() -> list[tuple[str, str | None]]:
         await service.start()
