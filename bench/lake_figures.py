@@ -144,8 +144,11 @@ def query_comparison(parquet_root: Path, json_root: Path, repeat: int) -> dict[s
     if answers["parquet"] != answers["gzip JSON"]:
         raise RuntimeError("the aggregation gave different answers over Parquet and gzip JSON")
     summary = {name: spread(values) for name, values in seconds.items()}
+    # Per repetition: the two ran back to back, so their ratio shares that moment's load.
+    speedup = spread([j / p for j, p in zip(seconds["gzip JSON"], seconds["parquet"], strict=True) if p > 0])
     return {
         "query": AGGREGATION,
         "groups": len(answers["parquet"]),
         "seconds": {name: s.as_dict(4) for name, s in summary.items() if s},
+        "speedup": speedup.as_dict(2) if speedup else None,
     }
