@@ -10,7 +10,9 @@ the lake's compaction when the format has one (Iceberg), and measures what the t
 * Parquet bytes against gzip JSON (level 6) and raw JSON of the same events, with the bytes of each
   column (from the Parquet footers) — ``event_id``, a random UUID, bounds what any encoding reaches;
 * one DuckDB aggregation over the Parquet files against the same over the gzip JSON, ``repeat``
-  interleaved times, the same answer checked (:func:`bench.lake_figures.query_comparison`).
+  interleaved times, the same answer checked (:func:`bench.lake_figures.query_comparison`); and the
+  same groups without the distinct count (:data:`bench.lake_figures.SCAN`), which isolates what
+  reading the rows costs from the aggregation's own CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from rich.console import Console
 
 from bench.baseline import bench_settings
 from bench.lake_figures import (
+    SCAN,
     compaction,
     download,
     files_per_table_hour,
@@ -96,6 +99,7 @@ def measure_worth(
     local = download(settings, files, lane_work / "parquet")
     console.print(f"worth: DuckDB over {len(files)} Parquet files vs gzip JSON, {repeat} times …")
     query = query_comparison(local, lane_work / "json", repeat)
+    scan = query_comparison(local, lane_work / "json", repeat, SCAN)
     parquet = (after or before)["bytes"]
     rows_per_table = sorted(len(lines) for lines in by_table.values())
     return {
@@ -113,5 +117,6 @@ def measure_worth(
         "parquet_vs_json": round(parquet / json_bytes, 3),
         "columns": column_bytes(local),
         "query": query,
+        "scan_query": scan,
         "goals": {"parquet_vs_gzip_json": GOAL_BYTES, "query_speedup": GOAL_QUERY},
     }

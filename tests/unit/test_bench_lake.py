@@ -11,6 +11,7 @@ import orjson
 from rich.console import Console
 
 from bench.lake_figures import (
+    SCAN,
     compaction,
     download,
     files_per_table_hour,
@@ -78,6 +79,8 @@ def test_files_per_table_hour_and_the_same_answer_over_parquet_and_json(tmp_path
     json_bytes = write_json_gzip(by_table, tmp_path / "json")
     assert json_bytes > 0
     parquet = download(settings, files, tmp_path / "parquet")
+    scan = query_comparison(parquet, tmp_path / "json", repeat=1, query=SCAN)
+    assert scan["groups"] == 3
     result = query_comparison(parquet, tmp_path / "json", repeat=2)
     assert result["groups"] == 3  # (join, hour 1), (join, hour 2), (pay, hour 2)
     assert result["seconds"]["parquet"]["n"] == 2
@@ -122,6 +125,7 @@ def test_the_report_names_what_bounds_each_figure() -> None:
         "parquet_vs_json": 0.1,
         "columns": {"event_id": 70, "p_*": 20, "(footer and headers)": 10},
         "query": {"seconds": {"parquet": spread, "gzip JSON": spread}, "speedup": spread},
+        "scan_query": {"seconds": {"parquet": spread, "gzip JSON": spread}, "speedup": spread},
         "goals": {"parquet_vs_gzip_json": GOAL_BYTES, "query_speedup": GOAL_QUERY},
     }
     latency = {"median": 1.0, "p50": 11.0, "max": 12.0, "n": 3}
@@ -149,4 +153,5 @@ def test_the_report_names_what_bounds_each_figure() -> None:
     assert "≤ 0.3x" in text  # the goals next to the figures
     assert "≥ 10x" in text
     assert "event_id 0.350x" in text  # each column's share of the gzip JSON
+    assert "events only (reading)" in text
     assert "mean file 1.50 MB" in text  # 3 MB over the 2 compacted files
