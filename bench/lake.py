@@ -41,6 +41,7 @@ from bench.lake_figures import (
 from bench.lake_latency import measure_latency
 from bench.lake_report import render
 from bench.lake_run import run_lake_worker
+from bench.lake_worth import measure_worth
 from bench.stats import ratio, rotated, spread
 from connectors.kafka_admin import KafkaAdmin
 from connectors.lake_fs import LakeStore
@@ -124,6 +125,10 @@ def _repetitions(
                 app_id=f"{settings.app_id}-r{rep}",
                 http_port=free_ports(1)[0],
                 lake_uri=f"{settings.lake_uri}/{lane}-r{rep}",
+                # Its own Iceberg catalog too: with the previous repetition's, the tables' offset
+                # maps say everything is in the lake already and the worker reads nothing.
+                state_dir=settings.state_dir / f"r{rep}",
+                lake_iceberg_catalog_path=None,
             )
             run = run_lake_worker(last, lane, n_events, work / f"lake-r{rep}.log")
             rates["lake"].append(n_events / run.seconds)
@@ -190,6 +195,7 @@ def run_lake_bench(
     probes: int,
     latency_flush_age_s: float,
     work: Path,
+    worth: tuple[int, int, int] = (0, 20, 5_000),
 ) -> dict[str, Any]:
     settings = bench_settings(base, "benchput", work)
     console.print("S3 PUT rate (16 KiB objects, 16 threads) …")
@@ -197,6 +203,12 @@ def run_lake_bench(
     runs = [measure_types(base, n_events, types, partitions, repeat, work) for types in type_counts]
     console.print(f"produce → queryable: {probes} probes (flush age {latency_flush_age_s:g} s) …")
     latency = measure_latency(base, work, probes, latency_flush_age_s)
+    worth_events, worth_types, worth_flush_rows = worth
+    worth_figures = (
+        measure_worth(base, worth_events, worth_types, partitions, worth_flush_rows, repeat, work, _produce)
+        if worth_events
+        else None
+    )
     return {
         "events": n_events,
         "partitions": partitions,
@@ -211,6 +223,7 @@ def run_lake_bench(
         "s3_puts_per_s": round(puts, 1),
         "types": runs,
         "latency": latency,
+        "worth": worth_figures,
     }
 
 
@@ -227,6 +240,13 @@ def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
             float, typer.Option("--latency-flush-age", help="lake_flush_age_s of the latency worker")
         ] = 10.0,
         json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+        worth_events: Annotated[
+            int, typer.Option("--worth-events", help="events of the compacted bytes/query run; 0 skips")
+        ] = 600_000,
+        worth_types: Annotated[int, typer.Option("--worth-types", help="event types of that run")] = 20,
+        worth_flush_rows: Annotated[
+            int, typer.Option("--worth-flush-rows", help="lake_flush_rows of that run (small files)")
+        ] = 5_000,
     ) -> None:
         """Lake events/s vs raw passthrough, files per table-hour, Parquet vs gzip JSON bytes and
         query time, produce→queryable latency."""
@@ -234,7 +254,15 @@ def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
         counts = [int(value) for value in event_types.split(",") if value.strip()]
         with tempfile.TemporaryDirectory(prefix="highway-bench-lake-") as work:
             result = run_lake_bench(
-                settings, events, counts, partitions, repeat, probes, latency_flush_age, Path(work)
+                settings,
+                events,
+                counts,
+                partitions,
+                repeat,
+                probes,
+                latency_flush_age,
+                Path(work),
+                (worth_events, worth_types, worth_flush_rows),
             )
         Console(width=max(console.width, 180)).print(render(result))
         if json_path is not None:

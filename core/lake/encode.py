@@ -33,6 +33,12 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 }
 TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
 ROW_GROUP_ROWS = 128 * 1024
+# Unique per row (random UUIDs): a dictionary is built, overflows and is abandoned, costing bytes and time.
+PLAIN_COLUMNS = ("event_id",)
+# Increasing within a file (Kafka offsets) or nearly so (event times): deltas take a few bits a row
+# where a dictionary of distinct values takes 2-3 bytes (measured on the simulator: 0.85x → 0.75x
+# of gzip JSON; docs/lake.md "What the bytes are").
+DELTA_COLUMNS = ("_kafka_offset", "client_ts", "server_ts")
 RAW, ERROR, EXTRA = "_raw", "_error", "_extra"
 
 
@@ -171,12 +177,22 @@ def build_table(
     return _build(kept, schema)
 
 
+def column_encodings(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The columns that get a dictionary, and the explicit encoding of the others."""
+    encodings = {name: "PLAIN" for name in PLAIN_COLUMNS if name in names}
+    encodings.update({name: "DELTA_BINARY_PACKED" for name in DELTA_COLUMNS if name in names})
+    return [name for name in names if name not in encodings], encodings
+
+
 def parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
     sink = pa.BufferOutputStream()
+    dictionary, encodings = column_encodings(table.column_names)
     pq.write_table(
         table,
         sink,
         compression=compression,
+        use_dictionary=dictionary,
+        column_encoding=encodings,
         row_group_size=ROW_GROUP_ROWS,
         coerce_timestamps="ms",
         allow_truncated_timestamps=True,

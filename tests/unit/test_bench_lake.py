@@ -11,6 +11,7 @@ import orjson
 from rich.console import Console
 
 from bench.lake_figures import (
+    SCAN,
     compaction,
     download,
     files_per_table_hour,
@@ -19,6 +20,7 @@ from bench.lake_figures import (
     write_json_gzip,
 )
 from bench.lake_report import render
+from bench.lake_worth import GOAL_BYTES, GOAL_QUERY, column_bytes
 from connectors.lake_fs import LakeStore
 from core.lake.encode import build_table, parquet_bytes
 from core.lake.flush import plan_files
@@ -77,9 +79,15 @@ def test_files_per_table_hour_and_the_same_answer_over_parquet_and_json(tmp_path
     json_bytes = write_json_gzip(by_table, tmp_path / "json")
     assert json_bytes > 0
     parquet = download(settings, files, tmp_path / "parquet")
+    scan = query_comparison(parquet, tmp_path / "json", repeat=1, query=SCAN)
+    assert scan["groups"] == 3
     result = query_comparison(parquet, tmp_path / "json", repeat=2)
     assert result["groups"] == 3  # (join, hour 1), (join, hour 2), (pay, hour 2)
     assert result["seconds"]["parquet"]["n"] == 2
+    assert result["speedup"]["n"] == 2
+    columns = column_bytes(parquet)
+    assert sum(columns.values()) == sum(path.stat().st_size for path in parquet.rglob("*.parquet"))
+    assert min(columns["p_*"], columns["event_id"], columns["(footer and headers)"]) > 0
 
 
 def test_the_report_names_what_bounds_each_figure() -> None:
@@ -100,7 +108,25 @@ def test_the_report_names_what_bounds_each_figure() -> None:
         "after_compaction": None,
         "gzip_json_bytes": 200,
         "parquet_vs_gzip_json": 0.5,
-        "query": {"seconds": {"parquet": spread, "gzip JSON": spread}},
+        "query": {"seconds": {"parquet": spread, "gzip JSON": spread}, "speedup": spread},
+    }
+    worth = {
+        "events": 600_000,
+        "event_types": 20,
+        "tables": 20,
+        "rows_per_table": {"min": 900, "max": 180_000},
+        "flush_rows": 5_000,
+        "lake_format": "iceberg",
+        "files": files,
+        "after_compaction": {**files, "files": 2, "bytes": 3_000_000},
+        "gzip_json_bytes": 200,
+        "json_bytes": 1_000,
+        "parquet_vs_gzip_json": 0.5,
+        "parquet_vs_json": 0.1,
+        "columns": {"event_id": 70, "p_*": 20, "(footer and headers)": 10},
+        "query": {"seconds": {"parquet": spread, "gzip JSON": spread}, "speedup": spread},
+        "scan_query": {"seconds": {"parquet": spread, "gzip JSON": spread}, "speedup": spread},
+        "goals": {"parquet_vs_gzip_json": GOAL_BYTES, "query_speedup": GOAL_QUERY},
     }
     latency = {"median": 1.0, "p50": 11.0, "max": 12.0, "n": 3}
     result = {
@@ -112,6 +138,7 @@ def test_the_report_names_what_bounds_each_figure() -> None:
         "s3_puts_per_s": 150.0,
         "types": [run],
         "latency": {"flush_age_s": 10.0, "bench_probe_direct": latency, "bench_probe_routed": latency},
+        "worth": worth,
     }
     out = io.StringIO()
     Console(file=out, width=1000).print(render(result))
@@ -122,3 +149,9 @@ def test_the_report_names_what_bounds_each_figure() -> None:
     assert "no compaction" in text
     assert "+1.00 s" in text
     assert "= 0.5x" in text
+    assert "= 10.0x (9.0-11.0x, n=3) faster" in text
+    assert "≤ 0.3x" in text  # the goals next to the figures
+    assert "≥ 10x" in text
+    assert "event_id 0.350x" in text  # each column's share of the gzip JSON
+    assert "events only (reading)" in text
+    assert "mean file 1.50 MB" in text  # 3 MB over the 2 compacted files
