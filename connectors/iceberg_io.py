@@ -23,6 +23,7 @@ as shipped spends, per table commit:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,9 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update import TableRequirement, TableUpdate
 from pyiceberg.typedef import EMPTY_DICT, Identifier, Properties
 
+# pyiceberg logs "Loaded FileIO" at INFO for each FileIO a ``py-io-impl`` catalog creates: several per
+# commit, thousands of lines a minute at hundreds of tables. Its warnings still come through.
+logging.getLogger("pyiceberg.io").setLevel(logging.WARNING)
 FILE_IO_IMPL = f"{__name__}.LakeFileIO"  # the catalog property ``py-io-impl`` names this class
 FS_PREFIXES = ("s3.", "client.", "gcs.", "adls.", "hdfs.", "oss.", "hf.")
 _filesystems: dict[tuple[Any, ...], FileSystem] = {}
