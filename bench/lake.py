@@ -125,10 +125,9 @@ def _repetitions(
                 app_id=f"{settings.app_id}-r{rep}",
                 http_port=free_ports(1)[0],
                 lake_uri=f"{settings.lake_uri}/{lane}-r{rep}",
-                # Its own Iceberg catalog too: with the previous repetition's, the tables' offset
-                # maps say everything is in the lake already and the worker reads nothing.
-                state_dir=settings.state_dir / f"r{rep}",
-                lake_iceberg_catalog_path=None,
+                # Its own Iceberg catalog too: in a shared one the next repetition found the tables
+                # (same names) with every offset committed, wrote nothing and waited forever.
+                lake_iceberg_catalog_path=work / f"iceberg-catalog-r{rep}.db",
             )
             run = run_lake_worker(last, lane, n_events, work / f"lake-r{rep}.log")
             rates["lake"].append(n_events / run.seconds)

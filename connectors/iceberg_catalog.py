@@ -38,6 +38,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from connectors.iceberg_io import FILE_IO_IMPL, LakeSqlCatalog
 from core.envelope import STRING_FIELDS
 from core.lake.encode import ERROR, EXTRA, RAW
 from core.lake.records import ENVELOPE_TIMES
@@ -92,7 +93,11 @@ def catalog_path(settings: Settings) -> Path:
 
 def open_catalog(settings: Settings) -> Catalog:
     """The SQL catalog on SQLite, or Glue when ``lake_catalog = "glue"``."""
-    properties: dict[str, Any] = {**io_properties(settings), "warehouse": lake_root(settings)}
+    properties: dict[str, Any] = {
+        **io_properties(settings),
+        "warehouse": lake_root(settings),
+        "py-io-impl": FILE_IO_IMPL,
+    }
     if settings.lake_catalog == "glue":
         from pyiceberg.catalog.glue import GlueCatalog
 
@@ -103,14 +108,12 @@ def open_catalog(settings: Settings) -> Catalog:
             glue["glue.access-key-id"] = settings.aws_access_key_id.get_secret_value()
             glue["glue.secret-access-key"] = settings.aws_secret_access_key.get_secret_value()
         return GlueCatalog("highway", **{**properties, **glue})
-    from pyiceberg.catalog.sql import SqlCatalog
-
     path = catalog_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A flush commits its tables from a pool of threads (and other workers may share the file):
     # SQLite's default 5 s busy wait was seen to run out under that load ("database is locked").
     uri = f"sqlite:///{path.absolute()}?timeout={SQLITE_BUSY_TIMEOUT_S:g}"
-    return SqlCatalog("highway", uri=uri, **properties)
+    return LakeSqlCatalog("highway", uri=uri, **properties)
 
 
 def namespace(settings: Settings, lane: str) -> str:

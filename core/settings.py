@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     lake_flush_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     lake_flush_age_s: float = Field(60.0, gt=0)
     lake_max_buffered_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    lake_flush_concurrency: int = Field(
+        16, ge=1, le=256, description="S3 requests and table commits a flush runs at once"
+    )
     lake_partition_time: Literal["server", "client"] = "server"
     lake_topic_rescan_s: float = Field(10.0, gt=0, description="rescan for new per-event topics")
     lake_catalog: Literal["none", "glue", "projection"] = "none"

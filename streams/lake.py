@@ -349,7 +349,7 @@ def build_stage(
     stop = _StopSignal()
     faults = FaultTracker(retry_s=settings.lake_error_retry_s)
     store = LakeStore(settings, should_stop=stop, faults=faults)
-    pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="lake-io")
+    pool = ThreadPoolExecutor(max_workers=settings.lake_flush_concurrency, thread_name_prefix="lake-io")
     overrides = load_overrides() if overrides is None else overrides
     committer = commit_path_for(settings, store, pool, overrides, faults)
     policy = FlushPolicy(
