@@ -2,29 +2,24 @@
 
 A stage implements :class:`BatchHandler` and owns its own state; this service owns everything else:
 
-* the thread and its consumer (built from the stage's librdkafka configuration);
+* the thread and its consumer (from the stage's librdkafka configuration); stall and busy watches;
 * the subscription — topic names, or one ``^regex`` (librdkafka matches new topics as they appear);
 * partition changes, delivered to the handler **in order, on the consumer thread**, before the
   consumer starts (``assigned``) or after it stopped (``revoked``/``lost``) reading them. The handler
   may set ``TopicPartition.offset`` in ``assigned`` to choose where reading starts. With the
   ``cooperative-sticky`` strategy only the partitions that move are passed (incremental);
-* batches of good messages (``batch``), then ``idle`` after every poll — with or without messages —
-  so time-based work (a flush on age, a watermark on the wall clock) needs no thread of its own;
-* stop: ``stopping`` runs on the consumer thread, then the consumer closes (which revokes); a
-  stage still busy after ``stop_timeout_s`` (e.g. waiting on an absent broker) is left behind so that
-  the process can exit — its uncommitted work is read again after a restart;
+* batches of good messages (``batch``), then ``idle`` after every poll (time-based work: flush on age);
+* stop: ``stopping`` on the consumer thread, then the consumer closes (which revokes); a stage still
+  busy after ``stop_timeout_s`` is left behind so the process can exit (its work is read again);
 * failure: an exception from the handler or the consumer ends the consumer. A *restartable* service
-  (``restart_on_failure``) tells the handler its partitions are ``lost`` (nothing more may be
-  committed), closes the consumer, waits (exponential backoff) and starts a new one, which reads
-  again from the committed offsets: a broker away or leaders late never kill the worker, and one
-  failing stage never stops the others. Its :meth:`ConsumerService.health` says ``degraded`` while it
-  recovers and ``failed`` once it has failed for ``failure_deadline_s`` without a healthy run (it
-  keeps retrying: an orchestrator may restart the process on the 503). A service that is not
-  restartable **crashes with the exception** (mode propagates the crash to the worker).
+  (``restart_on_failure``) tells the handler its partitions are ``lost``, closes the consumer, waits
+  (exponential backoff) and starts a new one, reading again from the committed offsets: a broker
+  away never kills the worker, and one failing stage never stops the others. :meth:`health` says
+  ``degraded`` while it recovers and ``failed`` after ``failure_deadline_s`` without a healthy run
+  (still retrying). A service that is not restartable **crashes with the exception** (mode stops the worker).
 
-Why not a Faust agent: Faust's per-event stream machinery (a task and an event object per message in
-its aiokafka driver) tops out at a few thousand events/s here, and its driver cannot subscribe by
-pattern; ``bench/naive_agent.py`` keeps that path as the measured baseline.
+Why not a Faust agent: its per-event streams (a task and an event object per message) top out at a
+few thousand events/s here and cannot subscribe by pattern (``bench/naive_agent.py``, the baseline).
 """
 
 from __future__ import annotations
@@ -40,7 +35,7 @@ import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from connectors.kafka_logging import RepeatThrottle
-from streams.consumer_stall import StallWatch, stalled
+from streams.consumer_stall import StallWatch, UnassignedWatch, stalled
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +151,7 @@ class ConsumerService(mode.Service):
         self.failure_deadline_s = failure_deadline_s
         self.restart_backoff_s = restart_backoff_s
         self.stall_s = stall_s if restart_on_failure else None
+        self._unassigned = UnassignedWatch(self.stall_s or float("inf"))
         """Starving this long with records waiting restarts the consumer (only where restarts are)."""
         self.busy_s = busy_s
         self._polled_at: float | None = None  # the last return to the poll loop; None: no consumer
@@ -315,6 +311,7 @@ class ConsumerService(mode.Service):
         log.info("%s: subscribed to %s", self.name, self.topics)
         handler = self.handler
         watch = StallWatch(self.stall_s) if self.stall_s else None
+        self._unassigned.unassigned(time.monotonic())
         while not self._stop_requested.is_set():
             asked_at = self._polled_at = time.monotonic()
             messages = consumer.consume(self.batch_size, self.batch_wait_s)
@@ -337,10 +334,10 @@ class ConsumerService(mode.Service):
     ) -> None:
         if delivered:
             watch.delivered()
-        elif watch.waited(waited_s):
-            stall = stalled(consumer, watch.starved_s)
-            if stall is not None:
-                raise stall
+        elif watch.waited(waited_s) and (stall := stalled(consumer, watch.starved_s)) is not None:
+            raise stall
+        if (left := self._unassigned.overdue(time.monotonic())) is not None:
+            raise left
 
     def _measure_lag(self, consumer: Consumer) -> None:
         # From the position, not the last offset delivered: transaction markers take offsets that are
@@ -367,6 +364,8 @@ class ConsumerService(mode.Service):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: assigned %d partitions", self.name, len(partitions))
+        if partitions:
+            self._unassigned.assigned()
         self.handler.assigned(consumer, partitions)
         if self.cooperative:
             consumer.incremental_assign(partitions)
@@ -390,6 +389,8 @@ class ConsumerService(mode.Service):
             consumer.incremental_unassign(partitions)
         else:
             consumer.unassign()
+        if not (self.cooperative and consumer.assignment()):
+            self._unassigned.unassigned(time.monotonic())
 
     def _fail(self, exc: BaseException) -> None:
         log.error("%s: consumer thread failed: %r", self.name, exc, exc_info=exc)

@@ -80,3 +80,40 @@ def stalled(consumer: Consumer, starved_s: float) -> TransientError | None:
         f"no record for {starved_s:.0f}s while {waiting} wait in {len(assignment)} assigned partition(s); "
         "starting a new consumer"
     )
+
+
+class UnassignedWatch:
+    """A consumer left with no partition at all for ``limit_s`` is replaced (pure; times passed in).
+
+    Seen in the fault suite: after a broker restart the lake's consumer timed out of its group
+    (``SESSTMOUT``, assignment lost) and was never given its partitions again — seven minutes of
+    ``consume()`` returning nothing with an empty assignment, which :func:`stalled` cannot see. A new
+    consumer joins afresh. The limit doubles at each replacement (up to :data:`MAX_LIMIT_S`) and
+    resets on an assignment, so an idle member of a group with more members than partitions is
+    replaced rarely.
+    """
+
+    MAX_LIMIT_S = 3600.0
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self.limit_s = stall_s
+        self.since: float | None = None
+
+    def assigned(self) -> None:
+        self.since = None
+        self.limit_s = self.stall_s
+
+    def unassigned(self, now: float) -> None:
+        if self.since is None:
+            self.since = now
+
+    def overdue(self, now: float) -> TransientError | None:
+        if self.since is None or now - self.since < self.limit_s:
+            return None
+        waited, self.since = now - self.since, None
+        self.limit_s = min(self.MAX_LIMIT_S, self.limit_s * 2)
+        return TransientError(
+            f"no partition assigned for {waited:.0f}s (the group did not give this consumer any "
+            f"after it rejoined); starting a new consumer, next check after {self.limit_s:.0f}s"
+        )

@@ -10,7 +10,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams.consumer import BatchHandler, ConsumerService
-from streams.consumer_stall import CHECK_EVERY_S, StallWatch, stalled
+from streams.consumer_stall import CHECK_EVERY_S, StallWatch, UnassignedWatch, stalled
 from tests.support import wait_until
 
 AWAY = KafkaException(KafkaError(KafkaError._TRANSPORT, "broker away"))
@@ -28,6 +28,8 @@ class StuckConsumer:
         self.positions, self.watermarks, self.committed_offsets = positions, watermarks, committed
         self.callbacks: dict[str, Any] = {}
         self.closed = False
+        self.polled = False
+        self.lose_assignment = False
 
     def assignment(self) -> list[TopicPartition]:
         return [TopicPartition("t", partition) for partition in self.positions]
@@ -52,8 +54,20 @@ class StuckConsumer:
         self.callbacks = callbacks
 
     def consume(self, num: int, timeout: float) -> list[Any]:
+        if not self.polled:
+            self.polled = True
+            self.callbacks["on_assign"](self, self.assignment())
+            if self.lose_assignment:  # a session timeout with the broker away: never given back
+                self.callbacks["on_lost"](self, self.assignment())
+                self.positions = {}
         time.sleep(timeout)
         return []
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def unassign(self) -> None:
+        pass
 
     def close(self) -> None:
         self.closed = True
@@ -144,3 +158,40 @@ def test_an_idle_consumer_is_left_alone() -> None:
     thread.join(5)
     assert len(consumers) == 1
     assert service.failure is None
+
+
+def test_a_consumer_left_without_partitions_is_replaced_less_often_each_time() -> None:
+    watch = UnassignedWatch(120)
+    watch.unassigned(0)
+    assert watch.overdue(119) is None
+    first = watch.overdue(121)
+    assert first is not None
+    assert "no partition assigned for 121s" in str(first)
+    watch.unassigned(200)  # the new consumer: not assigned either (an idle member of a big group)
+    assert watch.overdue(200 + 239) is None
+    assert watch.overdue(200 + 241) is not None
+    watch.assigned()
+    watch.unassigned(1000)
+    assert watch.overdue(1121) is not None  # an assignment resets the limit
+
+
+def test_a_consumer_whose_assignment_was_lost_and_never_returned_is_replaced() -> None:
+    consumers: list[StuckConsumer] = []
+
+    def losing() -> StuckConsumer:
+        consumer = StuckConsumer({0: 15}, {0: (0, 15)})
+        consumer.lose_assignment = not consumers
+        return consumer
+
+    service = _run(consumers, losing, restart=True)
+    thread = threading.Thread(target=service._run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(consumers) >= 2, 10, 0.01, "a second consumer")
+        assert consumers[0].closed
+        assert "no partition assigned" in str(service.failure)
+        threading.Event().wait(0.6)  # the second consumer keeps its partitions: no more restarts
+        assert len(consumers) == 2
+    finally:
+        service._stop_requested.set()
+        thread.join(5)
