@@ -10,8 +10,9 @@ flush's data files and its commit. Afterwards everything is reconciled against t
 truth: every per-event and common topic exact (nothing missing, nothing doubled), no dead letters,
 the lake exact in both rows and ids, every closed concurrency window exact.
 
-**Opt-in (``HIGHWAY_TEST_FAULT_SUITE=1``), not in CI yet**: it passed 9 of 13 runs (stop 19)
-(one in CI), 4-9 minutes each on two shared cores, and a CI run must not fail one time in eight.
+**Opt-in (``HIGHWAY_TEST_FAULT_SUITE=1``), not in CI yet**: 6-20 minutes a run on two shared cores,
+and its last failure (stop 20: a lake consumer never given its partitions back after a broker
+restart) was fixed too recently to gate CI on it; see docs/operations.md for the runs so far.
 One round (5 kills -9) by default; ``HIGHWAY_LONG_TESTS=1`` runs four rounds (20 kills -9). The
 seed is printed.
 
@@ -20,7 +21,8 @@ murmur2) mixing input partitions so a backlog put events behind later ones; quie
 partitions closing windows while the router was down or the broker away; an admin client that
 stopped answering after a broker restart; the lake stage dying when S3 was away during a
 rebalance; a new type's events, held for their topic, projected into the common topic behind
-later events (counted late).
+later events (counted late); the router blocked in ``send_offsets_to_transaction`` for minutes
+after a broker restart; the lake's consumer left without partitions after a session timeout.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
         os.environ.get("HIGHWAY_TEST_FAULT_SUITE") != "1",
-        reason="opt-in, NOT run: fails one run in eight (see the docstring); HIGHWAY_TEST_FAULT_SUITE=1",
+        reason="opt-in, NOT run: too long for CI, too few clean runs yet; HIGHWAY_TEST_FAULT_SUITE=1",
     ),
 ]
 LONG = os.environ.get("HIGHWAY_LONG_TESTS") == "1"  # test-mode switch, not product configuration
