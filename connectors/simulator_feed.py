@@ -37,6 +37,13 @@ class ProduceSummary:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+def _due(started: float, simulated_ms: int, speed: float) -> float:
+    """When (monotonic) an event ``simulated_ms`` into the run is due, ``speed`` simulated s per wall s."""
+    if speed <= 0:
+        raise ValueError(f"speed must be > 0, not {speed}")
+    return started + simulated_ms / 1000 / speed
+
+
 def produce_simulated_traffic(
     settings: Settings,
     config: SimConfig,
@@ -45,8 +52,12 @@ def produce_simulated_traffic(
     truth_path: Path | None = None,
     batch_size: int = 10_000,
     on_batch: Callable[[EventProducer], None] | None = None,
+    speed: float = 1.0,
 ) -> ProduceSummary:
-    """Simulate ``config`` into the lane's all-events topic; write the truth after a clean flush."""
+    """Simulate ``config`` into the lane's all-events topic; write the truth after a clean flush.
+
+    With ``rate > 0`` sending is paced so that simulated time runs ``speed`` times as fast as wall time.
+    """
     topic = settings.all_events_topic(lane)
     KafkaAdmin(settings).ensure_topics([topic])
     truth = TruthBuilder(lane, window_s=settings.realtime_window_s, options=_options(config, rate))
@@ -57,7 +68,7 @@ def produce_simulated_traffic(
     with EventProducer(settings) as producer:
         for batch in simulator.batches(batch_size):
             if rate > 0:
-                due = started + (batch[0]["server_ts"] - config.start_ms) / 1000
+                due = _due(started, batch[0]["server_ts"] - config.start_ms, speed)
                 while (wait := due - time.monotonic()) > 0:
                     producer.poll(min(wait, 0.1))
             producer.produce_events(topic, batch)
@@ -101,7 +112,7 @@ def send_simulated_traffic_via_collector(
     sent = 0
     for batch in simulator.batches(batch_size):
         if rate > 0:
-            due = started + (batch[0]["server_ts"] - config.start_ms) / 1000
+            due = _due(started, batch[0]["server_ts"] - config.start_ms, 1.0)
             if (wait := due - time.monotonic()) > 0:
                 time.sleep(wait)  # pacing simulated time to wall time, not waiting on a condition
         client.send(batch)

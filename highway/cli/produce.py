@@ -4,7 +4,8 @@ The simulated clock starts at ``--start`` (default: now; with ``--rate 0``, the 
 before now, so that no event's ``server_ts`` lies in the future, which the router would dead-letter
 past ``router_future_tolerance_s``) and ticks at ``--rate`` events per simulated second before the
 surge (``--clock-rate`` when ``--rate 0``). With ``--rate > 0`` sending is paced so
-that simulated time follows wall time; ``--rate 0`` sends as fast as possible. The run ends after
+that simulated time follows wall time (``--speed`` times as fast: a match day replayed in minutes,
+in event-time order); ``--rate 0`` sends as fast as possible. The run ends after
 ``--events`` events or ``--duration`` simulated seconds, whichever comes first.
 
 :func:`connectors.simulator_feed.produce_simulated_traffic` is the loop itself, shared with ``highway demo``,
@@ -81,6 +82,9 @@ def produce(
     lane: Annotated[str | None, typer.Option(help="lane (default: the first configured)")] = None,
     start: Annotated[str | None, typer.Option(help="simulated clock start, ISO-8601 UTC or 'now'")] = None,
     clock_rate: Annotated[float, typer.Option(help="simulated events/s when --rate is 0")] = 5_000.0,
+    speed: Annotated[
+        float, typer.Option(min=0.001, help="with --rate: simulated s per wall s (not --via-collector)")
+    ] = 1.0,
     surge_factor: Annotated[float, typer.Option(help="traffic multiplier at match start")] = 4.0,
     surge_at: Annotated[float | None, typer.Option(help="match start, simulated s (default 25%)")] = None,
     via_collector: ViaCollector = None,
@@ -95,6 +99,8 @@ def produce(
         events = 100_000
     if (via_collector is None) != (key is None):
         raise typer.BadParameter("--via-collector and --key go together")
+    if via_collector is not None and speed != 1.0:
+        raise typer.BadParameter("--speed needs direct sending: a collector stamps server_ts itself")
     try:
         config = SimConfig(
             start_ms=_parse_start(start),
@@ -118,7 +124,7 @@ def produce(
             client = CollectorClient(via_collector, key, lane, batch_size=collector_batch, retry=retry)
             summary = _collect_with_progress(client, config, settings.realtime_window_s, rate, truth)
         else:
-            summary = _send_with_progress(settings, config, lane, rate, truth)
+            summary = _send_with_progress(settings, config, lane, rate, truth, speed)
     except HighwayError as exc:
         raise fail(exc) from exc
     _print_summary(summary)
@@ -160,7 +166,7 @@ def _collect_with_progress(
 
 
 def _send_with_progress(
-    settings: Settings, config: SimConfig, lane: str, rate: float, truth: Path | None
+    settings: Settings, config: SimConfig, lane: str, rate: float, truth: Path | None, speed: float
 ) -> ProduceSummary:
     """Run the simulator into the lane with a progress bar fed by the producer's counters."""
     started = time.monotonic()
@@ -182,7 +188,7 @@ def _send_with_progress(
                 failed=producer.failed,
             )
 
-        summary = produce_simulated_traffic(settings, config, lane, rate, truth, on_batch=update)
+        summary = produce_simulated_traffic(settings, config, lane, rate, truth, on_batch=update, speed=speed)
         progress.update(task, completed=summary.events, total=summary.events, delivered=summary.delivered)
     return summary
 

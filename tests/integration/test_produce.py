@@ -168,6 +168,19 @@ def test_paced_produce_follows_the_simulated_clock(make_settings: MakeSettings) 
     assert count_messages(settings, summary.topic) == 3_000
 
 
+def test_a_faster_replay_keeps_every_event_and_its_pacing(make_settings: MakeSettings) -> None:
+    settings = make_settings()
+    lane = settings.lanes[0]
+    config = SimConfig(
+        start_ms=START_MS, users=200, events=None, duration_s=4, base_rate=500, surge_factor=1, lane=lane
+    )
+    summary = produce_simulated_traffic(settings, config, lane, rate=500, speed=2.0)
+    assert (summary.events, summary.delivered, summary.simulated_seconds) == (2_000, 2_000, 4)
+    # The last simulated second starts 3 s into the run, due 1.5 s after the start at 2x.
+    assert summary.seconds >= 1.4
+    assert count_messages(settings, summary.topic) == 2_000
+
+
 def test_reading_waits_for_a_transaction_open_when_it_starts(make_settings: MakeSettings) -> None:
     """A transaction's commit returns before its markers are written everywhere: a reader that
     stopped at the stable offset (what read_committed watermarks report) missed those records."""

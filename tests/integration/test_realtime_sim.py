@@ -45,7 +45,9 @@ def test_simulator_windows_equal_truth(make_settings: Any, tmp_path: Path) -> No
         # Live traffic, as in production: the router interleaves its input partitions into each
         # common-topic partition, so a pre-loaded backlog would arrive there out of order by far
         # more than the allowed lateness (catching up on a backlog needs a larger allowance).
-        produce_simulated_traffic(settings, config, lane, rate=3_000, truth_path=truth_path)
+        # Replayed 4x faster than real time: out of order by the router's delay x 4 at most, which
+        # the allowed lateness (60 s) covers while the router is up to 15 s behind.
+        produce_simulated_traffic(settings, config, lane, rate=3_000, truth_path=truth_path, speed=4.0)
         truth = load_truth(truth_path)
         context = VerifyContext(settings=settings, truth=truth, lane=lane)
 
