@@ -38,7 +38,16 @@ from bench.baseline import SettingsFor, bench_settings, spawn, wait_until_health
 from bench.events import BenchEvents, create_source, drop_lane, load, precreate_event_topics, simulate
 from bench.router_run import committed_counter, stop_process, wait_group_ready
 from bench.soak_calibration import Calibration, CalibrationSample, calibration_lines, caught_up
-from bench.soak_report import HEADER, Sample, Summary, format_row, lag_bounds, summarize, summary_lines
+from bench.soak_report import (
+    HEADER,
+    Sample,
+    Summary,
+    format_row,
+    lag_bounds,
+    samples_text,
+    summarize,
+    summary_lines,
+)
 from connectors.producer import EventProducer
 from core.envvars import with_overrides
 from core.settings import Settings
@@ -232,6 +241,7 @@ def run_soak(
     calibrate_types: int = 250,
     every_s: float = 30.0,
     emit: Emit = print,
+    samples_csv: Path | None = None,
 ) -> Summary:
     """The whole soak on a fresh lane (dropped afterwards); prints as it goes, returns the verdicts."""
     token = {} if base.api_token else {"api_token": secrets.token_hex(16)}
@@ -252,6 +262,8 @@ def run_soak(
         emit(f"soak: {rate:,.0f} events/s for {duration_s:,.0f} s")
         feed = Feed(settings, lane, rate, duration_s)
         samples, offered = soak(worker, feed, duration_s, every_s, emit)
+        if samples_csv is not None:
+            samples_csv.write_text(samples_text(samples))
     finally:
         stop_process(worker.proc)
         drop_lane(settings, lane, settle_s=0)
@@ -280,6 +292,10 @@ def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
             int, typer.Option(help="event names in that backlog (bench route's mix)", min=1)
         ] = 250,
         every: Annotated[float, typer.Option(help="seconds between printed rows", min=5)] = 30,
+        samples: Annotated[
+            Path | None,
+            typer.Option(help=f"write every sample (one each {SAMPLE_EVERY_S:.0f} s) here as CSV"),
+        ] = None,
     ) -> None:
         """RSS and lag of an all-roles worker over time at a share of the pipeline's measured maximum;
         exits 1 unless RSS stays flat and lag bounded (docs/operations.md)."""
@@ -294,6 +310,7 @@ def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
             calibrate_events=calibrate_events,
             calibrate_types=calibrate_types,
             every_s=every,
+            samples_csv=samples,
         )
         if not (summary.rss_flat and summary.lag_bounded):
             print(f"worker log kept under {work}")

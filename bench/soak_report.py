@@ -63,6 +63,15 @@ def format_row(sample: Sample, offered_per_s: float) -> str:
     )
 
 
+def samples_text(samples: Sequence[Sample]) -> str:
+    """Every sample as CSV (seconds, RSS in MiB, each stage's lag; empty: not on /metrics)."""
+    lines = [",".join(["elapsed_s", "rss_mib", *STAGES])]
+    for sample in samples:
+        lags = ["" if (lag := sample.lags.get(stage)) is None else str(lag) for stage in STAGES]
+        lines.append(",".join([f"{sample.elapsed_s:.1f}", f"{sample.rss_bytes / 2**20:.1f}", *lags]))
+    return "\n".join(lines) + "\n"
+
+
 def least_squares_slope(points: Sequence[tuple[float, float]]) -> float | None:
     """Slope of the least-squares line through ``(x, y)`` points; None for fewer than two distinct x."""
     n = len(points)

@@ -14,6 +14,7 @@ from bench.soak_report import (
     Sample,
     format_row,
     lag_bounds,
+    samples_text,
     least_squares_slope,
     summarize,
     summary_lines,
@@ -100,3 +101,12 @@ def test_rows_align_under_the_header() -> None:
     assert len(row) == len(HEADER)
     for column in ("elapsed", "offered/s", "RSS MiB", "router lag", "lake lag", "rt lag"):
         assert column in HEADER
+
+
+def test_every_sample_as_csv() -> None:
+    samples = [Sample(5.0, 300 * MIB, {"router": 1, "lake": None, "realtime": 0}), *run([310.5], lag=4)]
+    assert samples_text(samples).splitlines() == [
+        "elapsed_s,rss_mib,router,lake,realtime",
+        "5.0,300.0,1,,0",
+        "0.0,310.5,4,2,0",
+    ]
