@@ -14,8 +14,8 @@ from bench.soak_report import (
     Sample,
     format_row,
     lag_bounds,
-    samples_text,
     least_squares_slope,
+    samples_text,
     summarize,
     summary_lines,
 )
