@@ -21,7 +21,9 @@ rows) to the one in which the lake's lag is 0, less the seconds its flushes took
 lake spent reading and flushing — capacity. The lag gauges are refreshed every
 ``LAG_EVERY_S`` (``streams.consumer``) and not at all while a flush blocks the lake's thread, so
 "everything read" is only taken from samples at least that long after the router finished, and a
-flush running when it is seen counts whole (the lake's figure errs slow, never fast).
+flush running when it is seen counts whole (the lake's figure errs slow). A flush that began within
+that time of the router finishing can freeze a stale "everything read"; the reading after it then
+counts as waiting (the figure errs fast, by at most that reading).
 """
 
 from __future__ import annotations
