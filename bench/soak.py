@@ -3,10 +3,12 @@
 1. **The pipeline's maximum** (unless ``--rate`` is given): one ``highway worker`` with every pipeline
    role (router, lake, realtime) starts on a fresh lane whose per-event topics already exist; once its
    router group is stable, ``--calibrate-events`` pre-encoded simulator events (over
-   ``--calibrate-types`` names) are loaded, and the rate is events / seconds from the start of loading
-   until the router group has committed all of them — ``highway bench route``'s steady state, with the
-   lake and realtime stages running beside the router on the same cores. The router is the first
-   stage, so no downstream stage can go faster for long.
+   ``--calibrate-types`` names) are loaded, and each stage's rate is events / seconds from the start of
+   loading until it has caught up — the router committed them, realtime consumed them, the lake
+   *committed them to the lake* (its lag, which counts buffered rows, back to 0), less the lake's
+   designed wait for its flush age. The slowest stage's rate is the maximum
+   (:mod:`bench.soak_calibration`). The default backlog keeps the router busy for longer than the
+   flush age, so the lake's flushes run while the router still routes, as they do in the soak.
 2. **The soak**: the same worker gets simulator traffic (event time = wall time, no surge) at
    ``--rate-fraction`` of that maximum for ``--duration`` seconds, produced from a thread of the bench.
    Every ``SAMPLE_EVERY_S`` the bench reads the worker's RSS (``/proc``) and each stage's lag from its
@@ -23,7 +25,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated
 
@@ -35,14 +37,35 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.baseline import SettingsFor, bench_settings, spawn, wait_until_healthy
 from bench.events import BenchEvents, create_source, drop_lane, load, precreate_event_topics, simulate
 from bench.router_run import committed_counter, stop_process, wait_group_ready
-from bench.soak_report import HEADER, Sample, Summary, format_row, lag_bounds, summarize, summary_lines
+from bench.soak_calibration import Calibration, CalibrationSample, calibration_lines, caught_up
+from bench.soak_report import (
+    HEADER,
+    Sample,
+    Summary,
+    format_row,
+    lag_bounds,
+    samples_text,
+    summarize,
+    summary_lines,
+)
 from connectors.producer import EventProducer
 from core.envvars import with_overrides
 from core.settings import Settings
 from core.sim import MatchDaySimulator, SimConfig
+from streams.consumer import LAG_EVERY_S
 
 SAMPLE_EVERY_S = 5.0
 CALIBRATION_TIMEOUT_S = 1800.0
+CALIBRATE_EVENTS = 1_000_000
+"""~110 s of routing at the ~9,000 events/s the router reaches alone: more than the lake's 60 s flush age,
+so its first flushes compete with the router (and realtime) for the GIL, as in the soak."""
+CALIBRATION_SAMPLE_S = 0.5
+CALIBRATION_METRICS = (
+    "highway_consumer_lag",
+    "highway_lake_lag",
+    "highway_lake_buffered_rows",
+    "highway_lake_commit_seconds_sum",
+)
 LAG_METRICS = {"router": "highway_router_lag", "lake": "highway_lake_lag", "realtime": "highway_consumer_lag"}
 Emit = Callable[[str], None]
 
@@ -68,20 +91,23 @@ class SoakWorker:
                 return int(line.split()[1]) * 1024
         return 0
 
-    def lags(self) -> dict[str, int | None]:
-        """Each stage's lag summed over its partitions; None for a stage not on /metrics (yet)."""
-        found: dict[str, int | None] = dict.fromkeys(LAG_METRICS)
+    def metrics(self, names: Collection[str]) -> dict[str, float | None]:
+        """Each named sample of ``/metrics`` summed over its labels; None for one not there (yet)."""
+        found: dict[str, float | None] = dict.fromkeys(names)
         try:
             text = httpx.get(f"{self.url}/metrics", headers=self.headers, timeout=10).text
         except httpx.HTTPError:
             return found
-        names = {metric: stage for stage, metric in LAG_METRICS.items()}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                stage = names.get(sample.name)
-                if stage is not None:
-                    found[stage] = (found[stage] or 0) + int(sample.value)
+                if sample.name in found:
+                    found[sample.name] = (found[sample.name] or 0) + sample.value
         return found
+
+    def lags(self) -> dict[str, int | None]:
+        """Each stage's lag summed over its partitions; None for a stage not on /metrics (yet)."""
+        values = self.metrics(LAG_METRICS.values())
+        return {stage: _whole(values[metric]) for stage, metric in LAG_METRICS.items()}
 
     def sample(self, started: float) -> Sample:
         return Sample(time.monotonic() - started, self.rss_bytes(), self.lags())
@@ -132,9 +158,15 @@ class Feed(threading.Thread):
                 self.produced += producer.produce_events(topic, batch)
 
 
-def measure_max(settings: Settings, worker: SoakWorker, lane: str, events: BenchEvents, emit: Emit) -> float:
-    """Events/s the all-roles worker routes from a backlog of ``events`` (see the module docstring)."""
-    emit(f"calibrating: {len(events):,} events through the all-roles worker …")
+def _whole(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def measure_max(
+    settings: Settings, worker: SoakWorker, lane: str, events: BenchEvents, emit: Emit
+) -> Calibration:
+    """The pipeline's maximum from a backlog of ``events`` (:mod:`bench.soak_calibration`)."""
+    emit(f"calibrating: {len(events):,} events through the all-roles worker, until every stage caught up …")
     wait_group_ready(settings, lane, 1, worker.alive)
     committed = committed_counter(settings, lane)
 
@@ -144,17 +176,33 @@ def measure_max(settings: Settings, worker: SoakWorker, lane: str, events: Bench
         except KafkaException:  # the group's coordinator is still loading (a fresh broker): not yet
             return 0
 
+    samples: list[CalibrationSample] = []
     started = time.monotonic()
-    load(settings, settings.all_events_topic(lane), events)
-    while count() < len(events):
+    loaded_s = load(settings, settings.all_events_topic(lane), events)
+    emit(f"  loaded in {loaded_s:.1f} s")
+    while True:
         worker.check()
-        if time.monotonic() - started > CALIBRATION_TIMEOUT_S:
-            raise RuntimeError(f"calibration: not routed within {CALIBRATION_TIMEOUT_S:.0f} s")
-        time.sleep(0.05)
-    seconds = time.monotonic() - started
-    rate = len(events) / seconds
-    emit(f"pipeline max: {rate:,.0f} events/s ({len(events):,} events in {seconds:.1f} s)")
-    return rate
+        at = time.monotonic()
+        if at - started > CALIBRATION_TIMEOUT_S:
+            raise RuntimeError(f"calibration: not caught up within {CALIBRATION_TIMEOUT_S:.0f} s")
+        values = worker.metrics(CALIBRATION_METRICS)
+        samples.append(
+            CalibrationSample(
+                at - started,
+                count(),
+                realtime_lag=_whole(values["highway_consumer_lag"]),
+                lake_lag=_whole(values["highway_lake_lag"]),
+                lake_buffered=_whole(values["highway_lake_buffered_rows"]),
+                lake_flush_s=values["highway_lake_commit_seconds_sum"],
+            )
+        )
+        calibration = caught_up(samples, len(events), settings.lake_flush_age_s, LAG_EVERY_S)
+        if calibration is not None:
+            break
+        time.sleep(max(0.0, CALIBRATION_SAMPLE_S - (time.monotonic() - at)))
+    for line in calibration_lines(calibration, settings.lake_flush_age_s):
+        emit(line)
+    return calibration
 
 
 def soak(
@@ -189,10 +237,11 @@ def run_soak(
     *,
     rate: float | None = None,
     rate_fraction: float = 0.7,
-    calibrate_events: int = 200_000,
+    calibrate_events: int = CALIBRATE_EVENTS,
     calibrate_types: int = 250,
     every_s: float = 30.0,
     emit: Emit = print,
+    samples_csv: Path | None = None,
 ) -> Summary:
     """The whole soak on a fresh lane (dropped afterwards); prints as it goes, returns the verdicts."""
     token = {} if base.api_token else {"api_token": secrets.token_hex(16)}
@@ -208,11 +257,13 @@ def run_soak(
     try:
         wait_until_healthy(worker.proc, worker.url, "soak worker")
         if backlog is not None:
-            rate = rate_fraction * measure_max(settings, worker, lane, backlog, emit)
+            rate = rate_fraction * measure_max(settings, worker, lane, backlog, emit).maximum
         assert rate is not None
         emit(f"soak: {rate:,.0f} events/s for {duration_s:,.0f} s")
         feed = Feed(settings, lane, rate, duration_s)
         samples, offered = soak(worker, feed, duration_s, every_s, emit)
+        if samples_csv is not None:
+            samples_csv.write_text(samples_text(samples))
     finally:
         stop_process(worker.proc)
         drop_lane(settings, lane, settle_s=0)
@@ -236,11 +287,15 @@ def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
         ] = None,
         calibrate_events: Annotated[
             int, typer.Option(help="backlog the maximum is measured on", min=1000)
-        ] = 200_000,
+        ] = CALIBRATE_EVENTS,
         calibrate_types: Annotated[
             int, typer.Option(help="event names in that backlog (bench route's mix)", min=1)
         ] = 250,
         every: Annotated[float, typer.Option(help="seconds between printed rows", min=5)] = 30,
+        samples: Annotated[
+            Path | None,
+            typer.Option(help=f"write every sample (one each {SAMPLE_EVERY_S:.0f} s) here as CSV"),
+        ] = None,
     ) -> None:
         """RSS and lag of an all-roles worker over time at a share of the pipeline's measured maximum;
         exits 1 unless RSS stays flat and lag bounded (docs/operations.md)."""
@@ -255,6 +310,7 @@ def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
             calibrate_events=calibrate_events,
             calibrate_types=calibrate_types,
             every_s=every,
+            samples_csv=samples,
         )
         if not (summary.rss_flat and summary.lag_bounded):
             print(f"worker log kept under {work}")

@@ -18,7 +18,12 @@ LAG_BOUND_S = 30.0
 """Bound for "lag bounded": in the second half no stage is ever more than this many seconds of offered
 traffic behind (a stage that cannot keep up grows its lag without limit; one that keeps up stays within
 a few batches and commit intervals). The lake's lag also counts the rows it buffers until a flush, so
-its bound adds ``lake_flush_age_s`` of traffic."""
+its bound adds ``lake_flush_age_s`` of traffic (and counts rows: :data:`LAKE_ROWS_PER_EVENT`)."""
+
+LAKE_ROWS_PER_EVENT = 2
+"""The lake's lag counts rows, and every routed event becomes two: one in its event's table and its
+projection in the common table (``events--common``, ``core.routing.classify``). The other stages' lags
+count events."""
 
 STAGES = ("router", "lake", "realtime")
 
@@ -58,6 +63,15 @@ def format_row(sample: Sample, offered_per_s: float) -> str:
     )
 
 
+def samples_text(samples: Sequence[Sample]) -> str:
+    """Every sample as CSV (seconds, RSS in MiB, each stage's lag; empty: not on /metrics)."""
+    lines = [",".join(["elapsed_s", "rss_mib", *STAGES])]
+    for sample in samples:
+        lags = ["" if (lag := sample.lags.get(stage)) is None else str(lag) for stage in STAGES]
+        lines.append(",".join([f"{sample.elapsed_s:.1f}", f"{sample.rss_bytes / 2**20:.1f}", *lags]))
+    return "\n".join(lines) + "\n"
+
+
 def least_squares_slope(points: Sequence[tuple[float, float]]) -> float | None:
     """Slope of the least-squares line through ``(x, y)`` points; None for fewer than two distinct x."""
     n = len(points)
@@ -77,9 +91,10 @@ def second_half(samples: Sequence[Sample], duration_s: float) -> list[Sample]:
 
 
 def lag_bounds(rate: float, lake_flush_age_s: float) -> dict[str, int]:
-    """Per stage, the most records it may be behind in the second half (see :data:`LAG_BOUND_S`)."""
+    """Per stage, the most records it may be behind in the second half (see :data:`LAG_BOUND_S`); the
+    lake's in rows (:data:`LAKE_ROWS_PER_EVENT`)."""
     bounds = dict.fromkeys(STAGES, int(rate * LAG_BOUND_S))
-    bounds["lake"] = int(rate * (LAG_BOUND_S + lake_flush_age_s))
+    bounds["lake"] = int(rate * LAKE_ROWS_PER_EVENT * (LAG_BOUND_S + lake_flush_age_s))
     return bounds
 
 
@@ -113,5 +128,6 @@ def summary_lines(summary: Summary) -> list[str]:
         f"max lag (whole run): {lags}",
         f"RSS flat: {'yes' if summary.rss_flat else 'NO'} (slope < {RSS_FLAT_MIB_PER_MIN} MiB/min)",
         f"lag bounded: {'yes' if summary.lag_bounded else 'NO'} (second half within {bounds}: "
-        f"{LAG_BOUND_S:.0f} s of offered traffic, the lake's plus its flush age)",
+        f"{LAG_BOUND_S:.0f} s of offered traffic, the lake's plus its flush age, in rows: "
+        f"{LAKE_ROWS_PER_EVENT} per event)",
     ]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import pyarrow as pa
@@ -36,6 +37,7 @@ from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.snapshots import ancestors_of
 from pyiceberg.table.update import TableUpdate, update_table_metadata
+from pyiceberg.utils.concurrent import ExecutorFactory
 
 from connectors.iceberg_catalog import ICEBERG_TYPES, LakeTables, property_kinds
 from core.lake.encode import build_table
@@ -47,6 +49,11 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 50
+ENCODE_CHUNK_ROWS = 50_000
+"""Rows of one table turned into Arrow per task. A flush's biggest table — a lane's common table holds
+every event's projection, as many rows as all its other tables together — was one thread's serial
+work that ran on alone after every other table had committed: the last ~9 s of a 28 s flush in the
+soak at 4,000 events/s (py-spy; docs/operations.md). In chunks it runs beside the small tables."""
 SCHEMA_PROPERTY = "highway.schema"
 
 
@@ -110,6 +117,21 @@ def arrow_rows(settings: Settings, rows: Sequence[LakeRow], schema: TableSchema)
     values = [partition_value(row, settings.lake_partition_time) for row in rows]
     data = data.append_column("dt", pa.array([value.dt for value in values], pa.string()))
     return data.append_column("hour", pa.array([value.hour for value in values], pa.string()))
+
+
+def arrow_chunks(
+    settings: Settings,
+    rows: Sequence[LakeRow],
+    schema: TableSchema,
+    executor: Executor,
+    chunk_rows: int = ENCODE_CHUNK_ROWS,
+) -> pa.Table:
+    """:func:`arrow_rows` of a big batch in chunks on ``executor``, concatenated (the same table).
+    ``schema`` has observed every row, so the chunks only read its column decisions."""
+    if len(rows) <= chunk_rows:
+        return arrow_rows(settings, rows, schema)
+    chunks = [rows[start : start + chunk_rows] for start in range(0, len(rows), chunk_rows)]
+    return pa.concat_tables(executor.map(lambda chunk: arrow_rows(settings, chunk, schema), chunks))
 
 
 class IcebergLake:
@@ -191,7 +213,9 @@ class IcebergLake:
                 except CommitFailedException:
                     self.retries += 1
                     continue  # another writer changed the table: plan again on the new head
-            data = arrow_rows(self.settings, rows, schema)
+            # pyiceberg's own executor (it writes the data files): not the flush's pool, whose threads
+            # wait here — tasks queued behind them there could deadlock a full pool.
+            data = arrow_chunks(self.settings, rows, schema, ExecutorFactory.get_or_create())
             return current, conform(data, current.schema().as_arrow())
         raise CommitFailedException(f"{lane}.{table}: schema kept changing under {MAX_ATTEMPTS} attempts")
 

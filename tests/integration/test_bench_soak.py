@@ -1,5 +1,6 @@
-"""`highway bench soak` end to end, short: the maximum measured on a small backlog, ~45 s of traffic at a
-tiny share of it through a real all-roles worker (broker and moto), rows while it runs and the summary.
+"""`highway bench soak` end to end, short: each stage's maximum measured on a small backlog, ~45 s of
+traffic at a tiny share of it through a real all-roles worker (broker and moto), rows while it runs and
+the summary.
 
 Only the output's shape is checked: a 45-second soak says nothing about leaks (the verdicts are unit
 tests in tests/unit/test_bench_soak.py).
@@ -30,7 +31,8 @@ ROW = re.compile(r"^\s*\d+:\d\d\s+[\d,]+\s+\d+\.\d\s+([\d,]+|-)\s+([\d,]+|-)\s+(
 def test_a_short_soak_prints_rows_and_the_summary(make_settings: MakeSettings, tmp_path: Path) -> None:
     lines: list[str] = []
     summary = run_soak(
-        make_settings(),
+        # A short flush age: the calibration waits until the lake has committed the backlog.
+        make_settings(lake_flush_age_s=10),
         45,
         tmp_path,
         rate_fraction=0.01,
@@ -40,7 +42,9 @@ def test_a_short_soak_prints_rows_and_the_summary(make_settings: MakeSettings, t
         emit=lines.append,
     )
     output = "\n".join(lines)
-    assert re.search(r"pipeline max: [\d,]+ events/s", output), output
+    assert re.search(r"pipeline max: [\d,]+ events/s \(20,000 events\), bounded by the \w+", output), output
+    for stage in ("router", "realtime", "lake"):  # every stage's figure
+        assert re.search(rf"^  {stage} +[\d,]+ events/s: caught up in [\d.]+ s", output, re.M), output
     assert HEADER in lines
     rows = [line for line in lines if ROW.match(line)]
     assert len(rows) >= 3, output

@@ -9,11 +9,13 @@ import pytest
 from bench.soak_report import (
     HEADER,
     LAG_BOUND_S,
+    LAKE_ROWS_PER_EVENT,
     RSS_FLAT_MIB_PER_MIN,
     Sample,
     format_row,
     lag_bounds,
     least_squares_slope,
+    samples_text,
     summarize,
     summary_lines,
 )
@@ -57,7 +59,7 @@ def test_lag_is_bounded_by_seconds_of_offered_traffic_and_the_lake_by_its_flush_
     bounds = lag_bounds(1000, lake_flush_age_s=60)
     assert bounds == {
         "router": 1000 * LAG_BOUND_S,
-        "lake": 1000 * (LAG_BOUND_S + 60),
+        "lake": 1000 * LAKE_ROWS_PER_EVENT * (LAG_BOUND_S + 60),  # rows: an event's and its projection
         "realtime": 1000 * LAG_BOUND_S,
     }
     bound = bounds["router"]
@@ -99,3 +101,12 @@ def test_rows_align_under_the_header() -> None:
     assert len(row) == len(HEADER)
     for column in ("elapsed", "offered/s", "RSS MiB", "router lag", "lake lag", "rt lag"):
         assert column in HEADER
+
+
+def test_every_sample_as_csv() -> None:
+    samples = [Sample(5.0, 300 * MIB, {"router": 1, "lake": None, "realtime": 0}), *run([310.5], lag=4)]
+    assert samples_text(samples).splitlines() == [
+        "elapsed_s,rss_mib,router,lake,realtime",
+        "5.0,300.0,1,,0",
+        "0.0,310.5,4,2,0",
+    ]

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.iceberg_catalog import catalog_path
-from connectors.iceberg_lake import IcebergLake
+from connectors.iceberg_lake import IcebergLake, arrow_chunks, arrow_rows
 from connectors.iceberg_maintenance import maintain_lane
 from connectors.lake_reader import iceberg_totals, lake_columns
 from core.lake.flush import PartitionBuffer
@@ -32,7 +32,8 @@ from core.lake.offsets import (
 )
 from core.lake.ports import TableAppend
 from core.lake.pruning import partition_filter
-from core.lake.records import LakeRow, RawRecord
+from core.lake.records import LakeRow, RawRecord, decode_records
+from core.lake.schema import TableSchema
 from core.settings import Settings
 from highway.cli import app as cli_app
 from highway.cli.query import run_query
@@ -360,3 +361,33 @@ def test_a_commit_on_a_stale_cached_head_is_refused_and_redone_on_the_new_head(
     assert owner_lake.head_offsets("l", "a") == {"l.event.a/0": 8, "l.event.a/1": 4}
     ids = lake_columns(settings, "l", ["event_id"]).column("event_id").to_pylist()
     assert sorted(ids) == sorted([f"{A0}{i}" for i in range(8)] + [f"{A1}{i}" for i in range(4)])
+
+
+def test_a_flush_starts_with_its_biggest_table() -> None:
+    @dataclass
+    class Recording(Tables):
+        order: list[str] = field(default_factory=list)
+
+        def append(self, lane: str, table: str, *args: Any) -> TableAppend:
+            self.order.append(table)
+            return super().append(lane, table, *args)
+
+    tables = Recording()
+    with ThreadPoolExecutor(1) as one:  # runs the tables in the order they were submitted
+        committer = IcebergCommitter(SETTINGS, tables, one)
+        committer.recover([A0, A1, B0])
+        assert committer.flush([filled(A0, range(2)), filled(B0, range(5)), filled(A1, range(2))], Offsets())
+    assert tables.order == ["b", "a"]  # b: 5 rows, a: 2 + 2
+
+
+def test_a_big_batch_is_encoded_in_chunks_into_the_same_table(pool: ThreadPoolExecutor) -> None:
+    events = [
+        {"event_id": f"e{i}", "server_ts": 1_700_000_000_000 + i, "n": i, "s": str(i)} for i in range(10)
+    ]
+    rows = decode_records(RawRecord(0, i, 0, orjson.dumps(event)) for i, event in enumerate(events))
+    schema = TableSchema()
+    schema.observe(row.properties for row in rows)
+    whole = arrow_rows(SETTINGS, rows, schema)
+    assert arrow_chunks(SETTINGS, rows, schema, pool, chunk_rows=3).equals(whole)
+    assert arrow_chunks(SETTINGS, rows, schema, pool, chunk_rows=10).equals(whole)
+    assert whole.num_rows == 10
