@@ -13,6 +13,7 @@ Both compare-and-swap the table's metadata location on commit, which is what fen
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy.exc
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.partitioning import PartitionField, PartitionSpec
@@ -44,6 +46,8 @@ from core.lake.encode import ERROR, EXTRA, RAW
 from core.lake.records import ENVELOPE_TIMES
 from core.lake.schema import BOOL, DOUBLE, INT, PROPERTY_PREFIX, STRING
 from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 PARTITION_COLUMNS = ("dt", "hour")
 SQLITE_BUSY_TIMEOUT_S = 60.0
@@ -113,6 +117,21 @@ def open_catalog(settings: Settings) -> Catalog:
     # A flush commits its tables from a pool of threads (and other workers may share the file):
     # SQLite's default 5 s busy wait was seen to run out under that load ("database is locked").
     uri = f"sqlite:///{path.absolute()}?timeout={SQLITE_BUSY_TIMEOUT_S:g}"
+    return _open_sql_catalog(uri, properties)
+
+
+def _open_sql_catalog(uri: str, properties: dict[str, Any], attempts: int = 3) -> Catalog:
+    """pyiceberg creates its catalog tables when they are missing, checking first: two workers
+    starting on a new catalog file both see them missing and one ``CREATE TABLE`` fails ("table
+    iceberg_tables already exists", a worker that exited at start in CI). Opened again, the tables
+    are there and the check skips them."""
+    for _ in range(attempts - 1):
+        try:
+            return LakeSqlCatalog("highway", uri=uri, **properties)
+        except sqlalchemy.exc.OperationalError as exc:
+            if "already exists" not in str(exc):
+                raise
+            log.info("iceberg catalog: another process created its tables meanwhile; opening again")
     return LakeSqlCatalog("highway", uri=uri, **properties)
 
 
