@@ -61,6 +61,9 @@ CollectorKey = Annotated[str | None, typer.Option(help="the lane's collector API
 CollectorBatch = Annotated[
     int, typer.Option("--collector-batch", help="events per collector request (with --via-collector)")
 ]
+Speed = Annotated[
+    float, typer.Option(min=0.001, help="with --rate: simulated s per wall s (not --via-collector)")
+]
 CollectorTimeout = Annotated[
     float, typer.Option("--collector-timeout", help="seconds a batch may retry before it is reported failed")
 ]
@@ -82,9 +85,7 @@ def produce(
     lane: Annotated[str | None, typer.Option(help="lane (default: the first configured)")] = None,
     start: Annotated[str | None, typer.Option(help="simulated clock start, ISO-8601 UTC or 'now'")] = None,
     clock_rate: Annotated[float, typer.Option(help="simulated events/s when --rate is 0")] = 5_000.0,
-    speed: Annotated[
-        float, typer.Option(min=0.001, help="with --rate: simulated s per wall s (not --via-collector)")
-    ] = 1.0,
+    speed: Speed = 1.0,
     surge_factor: Annotated[float, typer.Option(help="traffic multiplier at match start")] = 4.0,
     surge_at: Annotated[float | None, typer.Option(help="match start, simulated s (default 25%)")] = None,
     via_collector: ViaCollector = None,
