@@ -264,6 +264,12 @@ class LaneCommitPath:
         unit = self._open()
         refused = self.session.send(records)
         if refused:
+            log.warning(
+                "lane %s: Kafka refused %d records for good (first: %s); dead-lettering them",
+                self.lane,
+                len(refused),
+                refused[0][1],
+            )
             dead = [self._dead_letter(records[index], PRODUCE_REFUSED, error) for index, error in refused]
             still = self.session.send(dead)
             if still:

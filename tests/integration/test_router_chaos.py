@@ -33,6 +33,8 @@ pytestmark = pytest.mark.integration
 def _exact(settings: Settings, truth: Path) -> dict[str, int]:
     """Verify every output topic: nothing missing, nothing duplicated; the per-event total."""
     results = verify(settings, truth)
+    # Every check's result first: a failure names one topic, the others say where the events went.
+    print("\n" + "\n".join(str(result) for result in results.values()))
     for name in ("per-event-topics", "common"):
         assert results[name].present, results[name]
         assert results[name].missing == 0, results[name]

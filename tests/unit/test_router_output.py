@@ -161,6 +161,7 @@ def test_exactly_once_commits_one_transaction_per_unit_with_its_offsets() -> Non
         "produce",
         "produce",
         "poll",
+        "flush",
         "send_offsets_to_transaction",
         "commit_transaction",
     ]
@@ -204,6 +205,17 @@ def test_a_transient_delivery_failure_beside_a_refusal_is_not_a_refusal() -> Non
     rig.producer.fail["commit_transaction"] = kafka_error(KafkaError._INCONSISTENT, abortable=True)
     with pytest.raises(TransientError, match="delivery failure"):
         rig.output.commit(OFFSETS, rig.group)
+    assert rig.log[-1] == "abort_transaction"
+
+
+def test_a_delivery_failure_seen_before_the_commit_aborts_even_if_the_commit_would_succeed() -> None:
+    rig = Rig()
+    rig.output.begin()
+    rig.send(b"ok", b"lost")
+    rig.producer.undelivered[b"lost"] = KafkaError(KafkaError._UNKNOWN_TOPIC)
+    with pytest.raises(TransientError, match="1 records failed delivery.*_UNKNOWN_TOPIC"):
+        rig.output.commit(OFFSETS, rig.group)
+    assert "commit_transaction" not in rig.log and "send_offsets_to_transaction" not in rig.log
     assert rig.log[-1] == "abort_transaction"
 
 
