@@ -1,6 +1,7 @@
 """The router under failure, on the real broker: a CPU hog during a burst of new types, kill -9 mid
-burst, the broker stopped under it, and a delivery failure. Nothing lost, no duplicates in the
-default exactly-once mode, and the worker never dies on a transient failure.
+burst, the broker stopped under it (long mode; CI restarts the broker under every stage in
+``tests/chaos``), and a delivery failure. Nothing lost, no duplicates in the default exactly-once
+mode, and the worker never dies on a transient failure.
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ def test_kill_9_mid_burst_leaves_no_duplicates(make_settings: MakeSettings, tmp_
     print(f"\nkill -9 with {kills} of {total} committed, during live traffic: 0 lost, 0 duplicates")
 
 
+@pytest.mark.skipif(
+    os.environ.get("HIGHWAY_LONG_TESTS") != "1",
+    reason="long mode (HIGHWAY_LONG_TESTS=1); CI restarts the broker under every stage in tests/chaos",
+)
 def test_broker_stopped_and_restarted_under_live_traffic(
     make_settings: MakeSettings, local_stack: LocalStack, tmp_path: Path
 ) -> None:
