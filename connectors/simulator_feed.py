@@ -9,6 +9,7 @@ accepted every event.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,10 +54,12 @@ def produce_simulated_traffic(
     batch_size: int = 10_000,
     on_batch: Callable[[EventProducer], None] | None = None,
     speed: float = 1.0,
+    stop: threading.Event | None = None,
 ) -> ProduceSummary:
     """Simulate ``config`` into the lane's all-events topic; write the truth after a clean flush.
 
     With ``rate > 0`` sending is paced so that simulated time runs ``speed`` times as fast as wall time.
+    Once ``stop`` is set no further batch is sent; the truth then holds exactly what was sent.
     """
     topic = settings.all_events_topic(lane)
     KafkaAdmin(settings).ensure_topics([topic])
@@ -69,8 +72,11 @@ def produce_simulated_traffic(
         for batch in simulator.batches(batch_size):
             if rate > 0:
                 due = _due(started, batch[0]["server_ts"] - config.start_ms, speed)
-                while (wait := due - time.monotonic()) > 0:
+                while (wait := due - time.monotonic()) > 0 and not (stop is not None and stop.is_set()):
                     producer.poll(min(wait, 0.1))
+            if stop is not None and stop.is_set():
+                truth.options["stopped_early"] = True
+                break
             producer.produce_events(topic, batch)
             truth.add(batch)
             if on_batch is not None:

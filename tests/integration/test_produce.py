@@ -181,6 +181,33 @@ def test_a_faster_replay_keeps_every_event_and_its_pacing(make_settings: MakeSet
     assert count_messages(settings, summary.topic) == 2_000
 
 
+def test_stopped_traffic_ends_early_and_its_truth_is_exactly_what_was_sent(
+    make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    settings = make_settings()
+    lane = settings.lanes[0]
+    config = SimConfig(
+        start_ms=START_MS, users=200, events=None, duration_s=600, base_rate=100, surge_factor=1, lane=lane
+    )
+    stopping = threading.Event()
+    stop = threading.Timer(1.5, stopping.set)
+    stop.start()
+    truth_path = tmp_path / "truth.json"
+    summary = produce_simulated_traffic(
+        settings, config, lane, rate=100, truth_path=truth_path, stop=stopping
+    )
+    assert summary.seconds < 10  # 600 s planned
+    assert 0 < summary.events < 60_000
+    assert summary.delivered == summary.events
+    truth = load_truth(truth_path)
+    assert sum(truth.counts.values()) == summary.events
+    assert truth.options["stopped_early"] is True
+    ids, undecodable = event_id_counts(settings, read_topics(settings, [summary.topic])[summary.topic])
+    assert undecodable == 0
+    assert set(ids) == truth.all_event_ids()
+    assert sum(ids.values()) == summary.events
+
+
 def test_reading_waits_for_a_transaction_open_when_it_starts(make_settings: MakeSettings) -> None:
     """A transaction's commit returns before its markers are written everywhere: a reader that
     stopped at the stable offset (what read_committed watermarks report) missed those records."""

@@ -70,6 +70,7 @@ class LiveTraffic:
             surge_factor=1.0,  # a steady rate: the traffic lasts as long as the churn needs
         )
         self.error: BaseException | None = None
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -80,6 +81,7 @@ class LiveTraffic:
                 self.settings.lanes[0],
                 rate=self.config.base_rate,
                 truth_path=self.truth_path,
+                stop=self._stop,
             )
         except BaseException as exc:  # reported by wait()
             self.error = exc
@@ -90,6 +92,10 @@ class LiveTraffic:
 
     def running(self) -> bool:
         return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """End the traffic before its planned length (the truth holds what was sent)."""
+        self._stop.set()
 
     def wait(self, timeout_s: float = 300) -> None:
         self._thread.join(timeout_s)
