@@ -150,8 +150,8 @@ class RouterOutput:
         producer = self.producer()
         if not self.atomic:
             return self._flush_then_commit(producer, offsets, group)
-        # Delivery failures are known before anything commits: librdkafka is meant to fail the
-        # commit on them, but a unit lost 4 records of a new topic once in CI with no error seen.
+        # Served before committing, so that a record whose delivery failed never has its input offset
+        # committed, whatever librdkafka's commit would make of it (commit_transaction flushes anyway).
         producer.flush(self.timeout_s)
         if self._errors:
             failed = KafkaError(KafkaError._FAIL, f"{len(self._errors)} records failed delivery")

@@ -67,14 +67,15 @@ def produce_simulated_traffic(
     simulator = MatchDaySimulator(config)
     if rate > 0:
         batch_size = max(1, min(batch_size, int(rate // 20) or 1))  # ~20 paced sends per second
+    stopped = stop.is_set if stop is not None else lambda: False
     started = time.monotonic()
     with EventProducer(settings) as producer:
         for batch in simulator.batches(batch_size):
             if rate > 0:
                 due = _due(started, batch[0]["server_ts"] - config.start_ms, speed)
-                while (wait := due - time.monotonic()) > 0 and not (stop is not None and stop.is_set()):
+                while (wait := due - time.monotonic()) > 0 and not stopped():
                     producer.poll(min(wait, 0.1))
-            if stop is not None and stop.is_set():
+            if stopped():
                 truth.options["stopped_early"] = True
                 break
             producer.produce_events(topic, batch)

@@ -27,7 +27,6 @@ after a broker restart; the lake's consumer left without partitions after a sess
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -57,10 +56,9 @@ from tests.integration.test_realtime_chaos import (
     churn_settings,
     router_worker,
 )
-from tests.support import WorkerProcess, cpu_hog, health, wait_until
+from tests.support import LONG, WorkerProcess, cpu_hog, health, wait_until
 
 pytestmark = pytest.mark.integration
-LONG = os.environ.get("HIGHWAY_LONG_TESTS") == "1"  # test-mode switch, not product configuration
 OUTAGE_S = 12.0  # longer than the lake's flush age and the consumers' poll interval
 AFTER_FAULTS_S = 20.0  # traffic through the recovered pipeline before it stops (several windows, flushes)
 

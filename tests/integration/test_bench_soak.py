@@ -8,7 +8,6 @@ tests in tests/unit/test_bench_soak.py).
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -17,12 +16,13 @@ import pytest
 from bench.soak import run_soak
 from bench.soak_report import HEADER
 from tests.conftest import MakeSettings
+from tests.support import long_mode_only
 
 pytestmark = [
     pytest.mark.integration,
     # A soak mode: 80-180 s of CI for a run that proves the command prints, not a figure; the
     # verdict logic is unit-tested (tests/unit/test_bench_soak.py).
-    pytest.mark.skipif(os.environ.get("HIGHWAY_LONG_TESTS") != "1", reason="soak mode: HIGHWAY_LONG_TESTS=1"),
+    long_mode_only("a 10-minute soak"),
 ]
 
 ROW = re.compile(r"^\s*\d+:\d\d\s+[\d,]+\s+\d+\.\d\s+([\d,]+|-)\s+([\d,]+|-)\s+([\d,]+|-)$")

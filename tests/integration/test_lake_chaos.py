@@ -8,7 +8,6 @@ chosen as "after the worker has written N more rows", so each kill lands while i
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from typing import Any
@@ -32,10 +31,9 @@ from tests.integration.test_lake import (
     produce_events,
     wait_for_lake,
 )
-from tests.support import WorkerProcess, wait_until
+from tests.support import LONG, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
-LONG = os.environ.get("HIGHWAY_LONG_TESTS") == "1"  # test-mode switch, not product configuration
 
 
 @pytest.mark.parametrize("lake_format", ["parquet", "iceberg"])

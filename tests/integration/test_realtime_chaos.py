@@ -17,7 +17,6 @@ the faults more often than CI has time for.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -38,13 +37,9 @@ from core.sim.truth import load_truth
 from highway.verify.concurrency import ConcurrencyCheck
 from highway.verify.framework import CheckResult, VerifyContext
 from tests.integration.test_realtime import RealtimeWorker
-from tests.support import WorkerProcess, wait_until
+from tests.support import WorkerProcess, long_mode_only, wait_until
 
 pytestmark = pytest.mark.integration
-LONG = os.environ.get("HIGHWAY_LONG_TESTS") == "1"  # test-mode switch, not product configuration
-long_mode_only = pytest.mark.skipif(
-    not LONG, reason="long mode (HIGHWAY_LONG_TESTS=1); CI covers this fault in tests/chaos"
-)
 CHURN_SETTINGS: dict[str, Any] = {
     "realtime_window_s": 5,
     "realtime_sliding_window_s": 25,
@@ -168,7 +163,7 @@ def api_windows(worker: WorkerProcess, truth_windows: dict[int, int]) -> dict[in
     return {k: rows[k]["counts"]["all"] for k in truth_windows if k in rows and rows[k]["complete"]}
 
 
-@long_mode_only
+@long_mode_only("CI covers this fault in tests/chaos")
 def test_kill_9_during_live_traffic_every_window_exact(make_settings: Any, tmp_path: Path) -> None:
     kills = 10
     seed = random.randrange(1_000_000)
@@ -199,7 +194,7 @@ def test_kill_9_during_live_traffic_every_window_exact(make_settings: Any, tmp_p
         router.stop()
 
 
-@long_mode_only
+@long_mode_only("CI covers this fault in tests/chaos")
 def test_three_workers_rolling_restart_during_live_traffic_summed_exact(
     make_settings: Any, tmp_path: Path
 ) -> None:

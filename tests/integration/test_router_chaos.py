@@ -26,7 +26,7 @@ from core.sim import SimConfig
 from streams.routing import input_group_id
 from tests.conftest import MakeSettings
 from tests.integration.router_support import committed_all, produce, sample_event, verify
-from tests.support import WorkerProcess, committed_counts, cpu_hog, health, wait_until
+from tests.support import WorkerProcess, committed_counts, cpu_hog, health, long_mode_only, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -122,10 +122,7 @@ def test_kill_9_mid_burst_leaves_no_duplicates(make_settings: MakeSettings, tmp_
     print(f"\nkill -9 with {kills} of {total} committed, during live traffic: 0 lost, 0 duplicates")
 
 
-@pytest.mark.skipif(
-    os.environ.get("HIGHWAY_LONG_TESTS") != "1",
-    reason="long mode (HIGHWAY_LONG_TESTS=1); CI restarts the broker under every stage in tests/chaos",
-)
+@long_mode_only("CI restarts the broker under every stage in tests/chaos")
 def test_broker_stopped_and_restarted_under_live_traffic(
     make_settings: MakeSettings, local_stack: LocalStack, tmp_path: Path
 ) -> None:
