@@ -31,7 +31,6 @@ from typing import Any
 
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
@@ -40,6 +39,7 @@ from pyiceberg.table.update import TableUpdate, update_table_metadata
 from pyiceberg.utils.concurrent import ExecutorFactory
 
 from connectors.iceberg_catalog import ICEBERG_TYPES, LakeTables, property_kinds
+from connectors.iceberg_files import write_data_files
 from core.lake.encode import build_table
 from core.lake.offsets import OFFSETS_PROPERTY, advanced, encode_offsets, fenced, latest_offsets
 from core.lake.ports import TableAppend
@@ -158,7 +158,7 @@ class IcebergLake:
         written: Mapping[str, int],
     ) -> TableAppend:
         target = self._prepared(lane, table, rows)
-        files = list(_dataframe_to_data_files(target[0].metadata, target[1], target[0].io))
+        files = write_data_files(target[0].metadata, target[0].io, target[1])
         size = sum(data_file.file_size_in_bytes for data_file in files)
         for attempt in range(MAX_ATTEMPTS):
             # The first attempt commits on the head the columns were planned on: if anything was

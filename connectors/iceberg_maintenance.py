@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 
 import pyarrow.fs as pafs
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.table import Table
 
 from connectors.iceberg_catalog import LakeTables
+from connectors.iceberg_files import write_data_files
 from connectors.iceberg_lake import table_offsets
 from connectors.lake_fs import filesystem_for
 from core.lake.offsets import OFFSETS_PROPERTY, encode_offsets
@@ -85,7 +85,7 @@ def compact_hour(table: Table, dt: str, hour: str, report: MaintenanceReport) ->
         data = scan.to_arrow().cast(head.schema().as_arrow()).sort_by(COMPACTED_ORDER)
         properties = {OFFSETS_PROPERTY: encode_offsets(table_offsets(head))}
         transaction = head.transaction()
-        outputs = list(_dataframe_to_data_files(transaction.table_metadata, data, head.io))
+        outputs = write_data_files(transaction.table_metadata, head.io, data)
         with transaction.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
             for data_file in inputs:
                 overwrite.delete_data_file(data_file)

@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 
 import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.types import (
@@ -31,6 +30,7 @@ from pyiceberg.types import (
 )
 
 from connectors.iceberg_catalog import LakeTables
+from connectors.iceberg_files import write_data_files
 from connectors.iceberg_lake import append_snapshot, conform, head_summaries
 from core.sessions.commit import SessionTables
 from core.sessions.model import Checkpoint, ClosedSession, decode_checkpoints, encode_checkpoints
@@ -86,7 +86,7 @@ class IcebergSessionTables(SessionTables):
             lane, SESSIONS_TABLE, schema=sessions_schema()
         )
         data = conform(sessions_table(lane, rows), table.schema().as_arrow())
-        files = list(_dataframe_to_data_files(table.metadata, data, table.io)) if rows else []
+        files = write_data_files(table.metadata, table.io, data) if rows else []
         for attempt in range(MAX_ATTEMPTS):
             head = table if attempt == 0 else table.refresh()
             current = table_checkpoints(head)

@@ -184,9 +184,14 @@ def column_encodings(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     return [name for name in names if name not in encodings], encodings
 
 
-def parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
+def parquet_file(
+    table: pa.Table, compression: str = "zstd", timestamp_unit: str | None = "ms"
+) -> tuple[bytes, pq.FileMetaData]:
+    """``table`` as Parquet with the lake's encodings, and the file's footer (its statistics).
+    ``timestamp_unit`` None keeps the table's own (Iceberg's timestamps are microseconds)."""
     sink = pa.BufferOutputStream()
     dictionary, encodings = column_encodings(table.column_names)
+    footers: list[pq.FileMetaData] = []
     pq.write_table(
         table,
         sink,
@@ -194,7 +199,12 @@ def parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
         use_dictionary=dictionary,
         column_encoding=encodings,
         row_group_size=ROW_GROUP_ROWS,
-        coerce_timestamps="ms",
-        allow_truncated_timestamps=True,
+        coerce_timestamps=timestamp_unit,
+        allow_truncated_timestamps=timestamp_unit is not None,
+        metadata_collector=footers,
     )
-    return bytes(sink.getvalue().to_pybytes())
+    return bytes(sink.getvalue().to_pybytes()), footers[0]
+
+
+def parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
+    return parquet_file(table, compression)[0]
