@@ -40,6 +40,7 @@ from pyiceberg.utils.concurrent import ExecutorFactory
 
 from connectors.iceberg_catalog import ICEBERG_TYPES, LakeTables, property_kinds
 from connectors.iceberg_files import write_data_files
+from core.lake.columnar import FlushBatch, ParsedBatch, build_parsed, observe_parsed, partition_columns
 from core.lake.encode import build_table
 from core.lake.offsets import OFFSETS_PROPERTY, advanced, encode_offsets, fenced, latest_offsets
 from core.lake.ports import TableAppend
@@ -119,6 +120,12 @@ def arrow_rows(settings: Settings, rows: Sequence[LakeRow], schema: TableSchema)
     return data.append_column("hour", pa.array([value.hour for value in values], pa.string()))
 
 
+def parsed_rows(settings: Settings, parsed: ParsedBatch, schema: TableSchema) -> pa.Table:
+    """:func:`arrow_rows` of a batch Arrow's JSON reader parsed (``core.lake.columnar``)."""
+    dt, hour = partition_columns(parsed, settings.lake_partition_time)
+    return build_parsed(parsed, schema).append_column("dt", dt).append_column("hour", hour)
+
+
 def arrow_chunks(
     settings: Settings,
     rows: Sequence[LakeRow],
@@ -153,11 +160,11 @@ class IcebergLake:
         self,
         lane: str,
         table: str,
-        rows: Sequence[LakeRow],
+        batch: FlushBatch,
         expected: Mapping[str, int | None],
         written: Mapping[str, int],
     ) -> TableAppend:
-        target = self._prepared(lane, table, rows)
+        target = self._prepared(lane, table, batch)
         files = write_data_files(target[0].metadata, target[0].io, target[1])
         size = sum(data_file.file_size_in_bytes for data_file in files)
         for attempt in range(MAX_ATTEMPTS):
@@ -179,9 +186,9 @@ class IcebergLake:
                 time.sleep(min(0.05 * 2**attempt, 1.0))
         raise CommitFailedException(f"{lane}.{table}: no commit after {MAX_ATTEMPTS} attempts")
 
-    def _prepared(self, lane: str, table: str, rows: Sequence[LakeRow]) -> tuple[Table, pa.Table]:
+    def _prepared(self, lane: str, table: str, batch: FlushBatch) -> tuple[Table, pa.Table]:
         """The table with every column the rows need, and the rows as Arrow in its schema."""
-        where = f"{lane}.{table}@{rows[0].partition}:{rows[0].offset}" if rows else ""
+        where = batch.where(lane, table)
         # Planned first on the head this process last saw (its own last commit or load), without a
         # catalog round trip: if anything was committed since, the append's compare-and-swap refuses
         # it and the retry reads the head. Columns are only ever changed on a head just read.
@@ -191,7 +198,10 @@ class IcebergLake:
             if fresh:
                 current = self.tables.load(lane, table)
             schema = self._schema_of(table, current)
-            schema.observe((row.properties for row in rows), where)
+            parsed = batch.parsed
+            if parsed is None or observe_parsed(parsed, schema, where) is None:
+                parsed = None  # the per-record path (core.lake.columnar says when)
+                schema.observe((row.properties for row in batch.rows), where)
             encoded = schema.to_bytes(table).decode()
             if current is None:  # created with the batch's columns: one metadata commit, not two
                 current = self.tables.ensure(lane, table, schema.columns, {SCHEMA_PROPERTY: encoded})
@@ -215,7 +225,10 @@ class IcebergLake:
                     continue  # another writer changed the table: plan again on the new head
             # pyiceberg's own executor (it writes the data files): not the flush's pool, whose threads
             # wait here — tasks queued behind them there could deadlock a full pool.
-            data = arrow_chunks(self.settings, rows, schema, ExecutorFactory.get_or_create())
+            if parsed is not None:
+                data = parsed_rows(self.settings, parsed, schema)
+            else:
+                data = arrow_chunks(self.settings, batch.rows, schema, ExecutorFactory.get_or_create())
             return current, conform(data, current.schema().as_arrow())
         raise CommitFailedException(f"{lane}.{table}: schema kept changing under {MAX_ATTEMPTS} attempts")
 

@@ -28,13 +28,14 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 from core.envelope import parse_json_event
+from core.lake.columnar import FlushBatch
 from core.lake.fence import Recovery
 from core.lake.flush import PartitionBuffer
 from core.lake.layout import topic_table
 from core.lake.manifest import NO_OFFSET, Manifest
 from core.lake.offsets import tp_key
 from core.lake.ports import SnapshotTables, TableAppend
-from core.lake.records import EventDecoder, decode_records
+from core.lake.records import EventDecoder
 from core.lake.steps import FlushResult, commit_offsets, raise_first
 from core.ports import OffsetStore
 from core.settings import Settings
@@ -149,9 +150,9 @@ class IcebergCommitter:
                 None if committed == NO_OFFSET else committed + 1
             )
             written[tp_key(buffer.topic, buffer.partition)] = buffer.rows[-1].offset + 1
-        # Buffers hold raw records: decoded here, once per flush.
-        rows = decode_records((record for buffer in group for record in buffer.rows), self.decode_event)
-        return self.tables.append(*key, rows, expected, written)
+        # Buffers hold raw records: parsed (or decoded) by the table's append, once per flush.
+        batch = FlushBatch([record for buffer in group for record in buffer.rows], self.decode_event)
+        return self.tables.append(*key, batch, expected, written)
 
     def _adopt(self, buffer: PartitionBuffer) -> int:
         tp = (buffer.topic, buffer.partition)

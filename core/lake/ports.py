@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from core.lake.columnar import FlushBatch
 from core.lake.layout import PartitionValue
-from core.lake.records import LakeRow
 from core.lake.schema import TableSchema
 from core.ports import OffsetStore
 
@@ -130,11 +130,11 @@ class SnapshotTables(Protocol):
         self,
         lane: str,
         table: str,
-        rows: Sequence[LakeRow],
+        batch: FlushBatch,
         expected: Mapping[str, int | None],
         written: Mapping[str, int],
     ) -> TableAppend:
-        """Write ``rows`` and commit them in one snapshot whose offset map is the head's moved to
+        """Write the batch's rows and commit them in one snapshot whose offset map is the head's moved to
         ``written`` — only if the head's offsets of ``expected``'s partitions still equal it
         (checked on a fresh head right before each commit attempt); else commit nothing."""
         ...

@@ -179,14 +179,14 @@ class TableSchema:
     # --- folding data and other schemas in -----------------------------------------------------------
     def observe(self, properties: Iterable[Mapping[str, Any]], where: str = "") -> bool:
         """Create the columns a batch's properties need; True when the schema changed."""
-        before = (len(self.columns), len(self._claimed))
+        before = self.shape()
         limit, routes = self.limits.max_properties, self.routes
         for props in properties:
             for name, value in props.items() if len(props) <= limit else islice(props.items(), limit):
                 kind = value_class(value)
                 if kind is not None and (name, kind) not in routes:
                     self.column_for(name, kind, where)
-        return (len(self.columns), len(self._claimed)) != before
+        return self.shape() != before
 
     def would_grow(self, properties: Iterable[Mapping[str, Any]]) -> bool:
         """True when ``observe`` would add a column (or adopt a legacy one) for these properties."""
@@ -197,6 +197,20 @@ class TableSchema:
                 if kind is not None and (name, kind) not in self.routes and self._needs_column(name, kind):
                     return True
         return False
+
+    def main_type(self, name: str) -> str | None:
+        """The type of the property's main column (a legacy ``p_<name>`` column adopted), or None."""
+        owned = self.properties.get(name) or self._adopt(name)
+        return next(iter(owned)) if owned else None
+
+    def needs_column(self, name: str, kind: str) -> bool:
+        """True when a value of ``kind`` of ``name`` would create a column."""
+        self.main_type(name)
+        return (name, kind) not in self.routes and self._needs_column(name, kind)
+
+    def shape(self) -> tuple[int, int]:
+        """What ``observe`` compares to tell a change: columns, and columns owned by a property."""
+        return len(self.columns), len(self._claimed)
 
     def _needs_column(self, name: str, kind: str) -> bool:
         owned = self.properties.get(name)

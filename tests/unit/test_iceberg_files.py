@@ -10,8 +10,9 @@ import orjson
 import pyarrow.parquet as pq
 
 from connectors.iceberg_lake import IcebergLake
+from core.lake.columnar import FlushBatch
 from core.lake.encode import DELTA_COLUMNS, PLAIN_COLUMNS
-from core.lake.records import LakeRow, decode
+from core.lake.records import RawRecord
 from core.settings import Settings
 
 TS = int(datetime(2026, 3, 1, 12, 30, tzinfo=UTC).timestamp() * 1000)
@@ -19,7 +20,7 @@ ROWS = 3_000
 STEP_MS = 1_200  # an hour in all, from 12:30: half the rows in hour 12, half in hour 13
 
 
-def _rows() -> list[LakeRow]:
+def _records() -> list[RawRecord]:
     rows = []
     for offset in range(ROWS):
         event = {
@@ -30,15 +31,16 @@ def _rows() -> list[LakeRow]:
             "server_ts": TS + offset * STEP_MS,
             "properties": {"amount": offset % 11, "sport": "cricket"},
         }
-        rows.append(decode(0, 10_000 + offset, TS + offset * STEP_MS, orjson.dumps(event)))
+        rows.append(RawRecord(0, 10_000 + offset, TS + offset * STEP_MS, orjson.dumps(event)))
     return rows
 
 
 def test_iceberg_files_have_the_lake_encodings_field_ids_and_statistics(tmp_path: Path) -> None:
     settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["l"], lake_format="iceberg")
     lake = IcebergLake(settings, {})
-    rows = _rows()
-    assert lake.append("l", "a", rows, {"l.event.a/0": None}, {"l.event.a/0": 10_000 + ROWS}).files == 2
+    batch = FlushBatch(_records())
+    rows = batch.rows
+    assert lake.append("l", "a", batch, {"l.event.a/0": None}, {"l.event.a/0": 10_000 + ROWS}).files == 2
     table = lake.tables.load("l", "a")
     assert table is not None
     files = sorted((task.file for task in table.scan().plan_files()), key=lambda f: str(f.partition))

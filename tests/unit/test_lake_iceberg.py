@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from connectors.iceberg_catalog import catalog_path
 from connectors.iceberg_lake import IcebergLake, arrow_chunks, arrow_rows
 from connectors.iceberg_maintenance import maintain_lane
 from connectors.lake_reader import iceberg_totals, lake_columns
+from core.lake.columnar import FlushBatch
 from core.lake.flush import PartitionBuffer
 from core.lake.iceberg_commit import IcebergCommitter
 from core.lake.offsets import (
@@ -130,7 +131,7 @@ class Tables:
         self,
         lane: str,
         table: str,
-        rows: Sequence[LakeRow],
+        batch: FlushBatch,
         expected: Mapping[str, int | None],
         written: Mapping[str, int],
     ) -> TableAppend:
@@ -140,7 +141,7 @@ class Tables:
         refused = fenced(head, expected)
         if refused:
             return TableAppend(fenced=tuple(refused))
-        self.rows.setdefault((lane, table), []).extend(rows)
+        self.rows.setdefault((lane, table), []).extend(batch.rows)
         self.offsets[(lane, table)] = advanced(head, written)
         return TableAppend(files=1, bytes=1)
 
