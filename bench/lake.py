@@ -56,19 +56,19 @@ console = Console()
 
 
 def _produce(
-    settings: Settings, lane: str, n_events: int, event_types: int
+    settings: Settings, lane: str, n_events: int, event_types: int, seed: int = 1, source: str | None = None
 ) -> tuple[str, dict[str, list[bytes]]]:
-    """Simulator events to per-event topics and to one source topic; returns the source and the
-    encoded events by table (for the gzip JSON baseline)."""
+    """Simulator events to per-event topics and to one source topic (the lane's all-events topic
+    unless named); returns the source and the encoded events by table (for the gzip JSON baseline)."""
     config = SimConfig(
         start_ms=int(time.time() * 1000) - 3_600_000,
-        seed=1,
+        seed=seed,
         users=min(50_000, max(100, n_events // 10)),
         events=n_events,
         event_types=event_types,
         lane=lane,
     )
-    source = settings.all_events_topic(lane)
+    source = source or settings.all_events_topic(lane)
     admin = KafkaAdmin(settings)
     admin.ensure_topics([source])
     by_table: dict[str, list[bytes]] = {}
@@ -104,16 +104,15 @@ def put_rate(settings: Settings, lane: str, objects: int = 400, size: int = 16 *
 
 def _repetitions(
     settings: Settings, lane: str, source: str, n_events: int, repeat: int, work: Path
-) -> tuple[dict[str, list[float]], Settings]:
-    """Interleaved passthrough and lake runs; the rates and the last lake run's settings."""
+) -> tuple[dict[str, list[float]], list[Settings]]:
+    """Interleaved passthrough and lake runs; the rates and each lake run's settings."""
     rates: dict[str, list[float]] = {
         "passthrough": [],
         "lake": [],
         "lake_consume": [],
         "flush_seconds": [],
-        "lake_sustained": [],
     }
-    last = settings
+    reps: list[Settings] = []
     for rep in range(repeat):
         for step in rotated(["passthrough", "lake"], rep):
             console.print(f"  [{rep + 1}/{repeat}] {step} …")
@@ -129,16 +128,46 @@ def _repetitions(
                 # (same names) with every offset committed, wrote nothing and waited forever.
                 lake_iceberg_catalog_path=work / f"iceberg-catalog-r{rep}.db",
             )
+            reps.append(last)
             run = run_lake_worker(last, lane, n_events, work / f"lake-r{rep}.log")
             rates["lake"].append(n_events / run.seconds)
             rates["lake_consume"].append(n_events / run.consume_seconds)
-            flush_s = run.seconds - run.consume_seconds
-            rates["flush_seconds"].append(flush_s)
-            # Derived: at the flush age every buffer flushes once per interval, costing about
-            # this run's final flush (its file count is the same); the rest of the interval consumes.
-            age = settings.lake_flush_age_s
-            rates["lake_sustained"].append(n_events / run.consume_seconds * max(0.0, 1 - flush_s / age))
-    return rates, last
+            rates["flush_seconds"].append(run.seconds - run.consume_seconds)
+    return rates, reps
+
+
+def _backlog(
+    reps: list[Settings], lane: str, cold_events: int, n_events: int, event_types: int, work: Path
+) -> dict[str, Any]:
+    """A running lake catching up a backlog: ``n_events`` more events produced after the cold runs,
+    then per repetition (interleaved with the passthrough over a source of the same events) the lake
+    of that cold run restarted on them — its tables exist, its offsets committed. The figure the
+    issue's goal is about: what a lake that is already running sustains, commits per table included,
+    with the default flush settings (the memory cap flushes the biggest buffers first)."""
+    settings = reps[0]
+    console.print(f"  backlog: producing {n_events:,} more events …")
+    source, by_table = _produce(
+        settings, lane, n_events, event_types, seed=2, source=f"{settings.all_events_topic(lane)}.backlog"
+    )
+    rates: dict[str, list[float]] = {"passthrough": [], "lake": [], "lake_consume": []}
+    for rep, lake in enumerate(reps):
+        for step in rotated(["passthrough", "lake"], rep):
+            console.print(f"  backlog [{rep + 1}/{len(reps)}] {step} …")
+            if step == "passthrough":
+                rates["passthrough"].append(passthrough_rate(settings, source, n_events).rate)
+                continue
+            run = run_lake_worker(
+                lake, lane, n_events, work / f"lake-backlog-r{rep}.log", already=cold_events
+            )
+            rates["lake"].append(n_events / run.seconds)
+            rates["lake_consume"].append(n_events / run.consume_seconds)
+    versus = spread([ratio(lake, pt) for lake, pt in zip(rates["lake"], rates["passthrough"], strict=True)])
+    return {
+        "events": n_events,
+        "tables": len(by_table),
+        "rates": {name: s.as_dict(1) for name, values in rates.items() if (s := spread(values))},
+        "lake_vs_passthrough": versus.as_dict(3) if versus else None,
+    }
 
 
 def _lake_output(settings: Settings, lane: str, json_root: Path, repeat: int, work: Path) -> dict[str, Any]:
@@ -157,7 +186,13 @@ def _lake_output(settings: Settings, lane: str, json_root: Path, repeat: int, wo
 
 
 def measure_types(
-    base: Settings, n_events: int, event_types: int, partitions: int, repeat: int, work: Path
+    base: Settings,
+    n_events: int,
+    event_types: int,
+    partitions: int,
+    repeat: int,
+    work: Path,
+    backlog_events: int = 0,
 ) -> dict[str, Any]:
     settings = bench_settings(base, f"bench{event_types}t", work, topic_partitions=partitions)
     lane = settings.lanes[0]
@@ -167,8 +202,11 @@ def measure_types(
         console.print(f"{event_types} types: producing {n_events} simulator events …")
         source, by_table = _produce(settings, lane, n_events, event_types)
         gz_bytes = write_json_gzip(by_table, lane_work / "json")
-        rates, last = _repetitions(settings, lane, source, n_events, repeat, lane_work)
-        output = _lake_output(last, lane, lane_work / "json", repeat, lane_work)
+        rates, reps = _repetitions(settings, lane, source, n_events, repeat, lane_work)
+        output = _lake_output(reps[-1], lane, lane_work / "json", repeat, lane_work)
+        backlog = (
+            _backlog(reps, lane, n_events, backlog_events, event_types, lane_work) if backlog_events else None
+        )
     finally:
         admin.delete_topics([t for t in admin.list_topics() if t.startswith(f"{lane}.")])
     summary = {name: spread(values) for name, values in rates.items()}
@@ -181,6 +219,7 @@ def measure_types(
         "lake_vs_passthrough": versus.as_dict(3) if versus else None,
         "gzip_json_bytes": gz_bytes,
         "parquet_vs_gzip_json": round(parquet_bytes / gz_bytes, 3) if gz_bytes else None,
+        "backlog": backlog,
         **output,
     }
 
@@ -195,11 +234,15 @@ def run_lake_bench(
     latency_flush_age_s: float,
     work: Path,
     worth: tuple[int, int, int] = (0, 20, 5_000),
+    backlog_events: int = 0,
 ) -> dict[str, Any]:
     settings = bench_settings(base, "benchput", work)
     console.print("S3 PUT rate (16 KiB objects, 16 threads) …")
     puts = put_rate(settings, settings.lanes[0])
-    runs = [measure_types(base, n_events, types, partitions, repeat, work) for types in type_counts]
+    runs = [
+        measure_types(base, n_events, types, partitions, repeat, work, backlog_events)
+        for types in type_counts
+    ]
     console.print(f"produce → queryable: {probes} probes (flush age {latency_flush_age_s:g} s) …")
     latency = measure_latency(base, work, probes, latency_flush_age_s)
     worth_events, worth_types, worth_flush_rows = worth
@@ -246,6 +289,12 @@ def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
         worth_flush_rows: Annotated[
             int, typer.Option("--worth-flush-rows", help="lake_flush_rows of that run (small files)")
         ] = 5_000,
+        backlog_events: Annotated[
+            int,
+            typer.Option(
+                "--backlog-events", help="events of the running-lake backlog per type count; 0 skips"
+            ),
+        ] = 1_000_000,
     ) -> None:
         """Lake events/s vs raw passthrough, files per table-hour, Parquet vs gzip JSON bytes and
         query time, produce→queryable latency."""
@@ -262,6 +311,7 @@ def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
                 latency_flush_age,
                 Path(work),
                 (worth_events, worth_types, worth_flush_rows),
+                backlog_events,
             )
         Console(width=max(console.width, 180)).print(render(result))
         if json_path is not None:

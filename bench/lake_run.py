@@ -73,9 +73,10 @@ class CommittedCounter:
 
 
 def run_lake_worker(
-    settings: Settings, lane: str, n_events: int, log: Path, timeout_s: float = 900
+    settings: Settings, lane: str, n_events: int, log: Path, timeout_s: float = 900, already: int = 0
 ) -> LakeRun:
-    """Time one lake worker through the pre-loaded events of ``lane`` (see the module docstring)."""
+    """Time one lake worker through the pre-loaded events of ``lane`` (see the module docstring);
+    ``already`` of them were made durable by an earlier run of the same lake (its tables exist)."""
     counter = CommittedCounter(settings, lane)
     proc = spawn(settings, ["highway.cli", "worker", "--role", "lake"], log)
     url = f"http://{settings.http_host}:{settings.http_port}/lake"
@@ -94,7 +95,7 @@ def run_lake_worker(
         )
         consumed = time.monotonic()
         os.killpg(proc.pid, signal.SIGTERM)  # the final flush writes every buffer
-        _wait("every event durable", lambda: counter() >= n_events, lambda: True, timeout_s)
+        _wait("every event durable", lambda: counter() >= already + n_events, lambda: True, timeout_s)
         durable = time.monotonic()
     finally:
         counter.close()

@@ -162,7 +162,7 @@ def test_compaction_racing_an_append_keeps_every_row_once(
     writer.recover([tp])
     for start in range(0, 50, 10):  # five flushes: five small files in one closed hour
         writer.flush([buffer(settings, range(start, start + 10), hours_ago=3)], NoOffsets())
-    real = maintenance._dataframe_to_data_files
+    real = maintenance.write_data_files
     raced: list[int] = []
 
     def racing(*args: Any, **kwargs: Any) -> Any:
@@ -170,7 +170,7 @@ def test_compaction_racing_an_append_keeps_every_row_once(
             raced.append(writer.flush([buffer(settings, range(50, 60), hours_ago=3)], NoOffsets()).rows)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(maintenance, "_dataframe_to_data_files", racing)
+    monkeypatch.setattr(maintenance, "write_data_files", racing)
     report = maintenance.maintain_lane(settings, settings.lanes[0], clean=False)
     assert raced == [10]
     assert report.retries >= 1, "the compaction's first commit should have met the append"

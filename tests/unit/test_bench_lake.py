@@ -101,7 +101,12 @@ def test_the_report_names_what_bounds_each_figure() -> None:
             "lake": spread,
             "lake_consume": spread,
             "flush_seconds": spread,
-            "lake_sustained": spread,
+        },
+        "backlog": {
+            "events": 1_000_000,
+            "tables": 20,
+            "rates": {"passthrough": spread, "lake": spread, "lake_consume": spread},
+            "lake_vs_passthrough": {"median": 0.6, "min": 0.5, "max": 0.7, "n": 3},
         },
         "lake_vs_passthrough": {"median": 1.0, "min": 0.9, "max": 1.1, "n": 3},
         "files": files,
@@ -145,7 +150,8 @@ def test_the_report_names_what_bounds_each_figure() -> None:
     text = out.getvalue()
     assert "what bounds it" in text
     assert "up to 120 per table-hour" in text
-    assert "NOT measured" in text
+    assert "running lake / passthrough" in text
+    assert "0.600x (0.500-0.700x, n=3)" in text
     assert "no compaction" in text
     assert "+1.00 s" in text
     assert "= 0.5x" in text
