@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.io import FileIO
 from pyiceberg.io.pyarrow import (
     _determine_partitions,
@@ -24,14 +25,33 @@ from pyiceberg.io.pyarrow import (
     parquet_path_to_id_mapping,
 )
 from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
-from pyiceberg.partitioning import PartitionKey
+from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
 from pyiceberg.table import TableProperties
 from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.transforms import IdentityTransform
 from pyiceberg.typedef import Record
 from pyiceberg.utils.properties import property_as_int
 
 from core.lake.encode import parquet_file
+
+
+def _one_partition(metadata: TableMetadata, data: pa.Table) -> PartitionKey | None:
+    """The key of ``data``'s one partition when identity partition columns hold a single value each
+    (a flush of one table-hour, the usual case), else None. pyiceberg's general split (a group-by
+    then a filter per partition, on Acero's thread pool) cost a third of a warm flush's data-file
+    writing at 250 tables (py-spy)."""
+    schema, spec = metadata.schema(), metadata.spec()
+    values = []
+    for field in spec.fields:
+        name = schema.find_column_name(field.source_id)
+        if not isinstance(field.transform, IdentityTransform) or name is None:
+            return None
+        unique = pc.unique(data.column(name))
+        if len(unique) != 1:
+            return None
+        values.append(PartitionFieldValue(field=field, value=unique[0].as_py()))
+    return PartitionKey(field_values=values, partition_spec=spec, schema=schema)
 
 
 def _pieces(metadata: TableMetadata, data: pa.Table) -> Iterator[tuple[PartitionKey | None, pa.Table]]:
@@ -42,14 +62,14 @@ def _pieces(metadata: TableMetadata, data: pa.Table) -> Iterator[tuple[Partition
         TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT,
     )
     spec = metadata.spec()
-    parts = (
-        [(None, data)]
-        if spec.is_unpartitioned()
-        else [
+    single = None if spec.is_unpartitioned() else _one_partition(metadata, data)
+    if spec.is_unpartitioned() or single is not None:
+        parts: list[tuple[PartitionKey | None, pa.Table]] = [(single, data)]
+    else:
+        parts = [
             (part.partition_key, part.arrow_table_partition)
             for part in _determine_partitions(spec, metadata.schema(), data)
         ]
-    )
     for key, rows in parts:
         for batches in bin_pack_arrow_table(rows, target or 1):
             yield key, pa.Table.from_batches(batches, schema=rows.schema)

@@ -74,3 +74,21 @@ def test_iceberg_files_have_the_lake_encodings_field_ids_and_statistics(tmp_path
     # The statistics prune: offsets past the first file's range plan only the other file.
     pruned = list(table.scan(row_filter=f"_kafka_offset >= {10_000 + ROWS - 10}").plan_files())
     assert len(pruned) == 1
+
+
+def test_a_batch_of_one_table_hour_is_one_file_with_that_partition(tmp_path: Path) -> None:
+    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["l"], lake_format="iceberg")
+    lake = IcebergLake(settings, {})
+    batch = FlushBatch(_records()[:100])  # 2 minutes from 12:30
+    assert lake.append("l", "a", batch, {"l.event.a/0": None}, {"l.event.a/0": 10_100}).files == 1
+    table = lake.tables.load("l", "a")
+    assert table is not None
+    (task,) = table.scan().plan_files()
+    assert (str(task.file.partition[0]), str(task.file.partition[1]), task.file.record_count) == (
+        "2026-03-01",
+        "12",
+        100,
+    )
+    assert "/dt=2026-03-01/hour=12/" in task.file.file_path
+    assert table.scan(row_filter="hour = '13'").to_arrow().num_rows == 0
+    assert table.scan(row_filter="hour = '12'").to_arrow().num_rows == 100
