@@ -24,7 +24,8 @@ from connectors.iceberg_lake import IcebergLake
 from connectors.iceberg_maintenance import MaintenanceReport, maintain_lane
 from connectors.lake_fs import LakeStore
 from connectors.storage_errors import GuardedCatalog
-from connectors.wire import codec_for
+from connectors.wire import JsonCodec, codec_for
+from core.envelope import parse_json_event
 from core.lake.commit import LakeCommitter
 from core.lake.faults import FaultTracker
 from core.lake.iceberg_commit import IcebergCommitter
@@ -45,7 +46,10 @@ def commit_path_for(
 ) -> LakeCommitPath:
     """The commit path of ``lake_format``; either decodes records with the wire codec (JSON, or Avro
     through the schema registry)."""
-    decode_event = codec_for(settings).decode
+    codec = codec_for(settings)
+    # The JSON decoder itself rather than the codec's wrapper of it: a flush then parses whole batches
+    # with Arrow's JSON reader (core.lake.columnar), which stands in for exactly this decoder.
+    decode_event = parse_json_event if isinstance(codec, JsonCodec) else codec.decode
     if settings.lake_format == "iceberg":
         return IcebergCommitter(settings, IcebergLake(settings, overrides), pool, decode_event=decode_event)
     glue = catalog_for(settings)
