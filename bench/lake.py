@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
@@ -102,38 +103,51 @@ def put_rate(settings: Settings, lane: str, objects: int = 400, size: int = 16 *
     return objects / seconds
 
 
-def _repetitions(
-    settings: Settings, lane: str, source: str, n_events: int, repeat: int, work: Path
+def _interleaved(
+    settings: Settings,
+    lane: str,
+    source: str,
+    n_events: int,
+    lake_for: Callable[[int], Settings],
+    repeat: int,
+    logs: Path,
+    already: int = 0,
 ) -> tuple[dict[str, list[float]], list[Settings]]:
-    """Interleaved passthrough and lake runs; the rates and each lake run's settings."""
-    rates: dict[str, list[float]] = {
-        "passthrough": [],
-        "lake": [],
-        "lake_consume": [],
-        "flush_seconds": [],
-    }
-    reps: list[Settings] = []
+    """``repeat`` interleaved passthrough and lake runs (order rotated); the rates and the settings
+    of each repetition's lake (``lake_for(rep)``)."""
+    rates: dict[str, list[float]] = {"passthrough": [], "lake": [], "lake_consume": [], "flush_seconds": []}
+    lakes: list[Settings] = []
     for rep in range(repeat):
         for step in rotated(["passthrough", "lake"], rep):
             console.print(f"  [{rep + 1}/{repeat}] {step} …")
             if step == "passthrough":
                 rates["passthrough"].append(passthrough_rate(settings, source, n_events).rate)
                 continue
-            last = with_overrides(
-                settings,
-                app_id=f"{settings.app_id}-r{rep}",
-                http_port=free_ports(1)[0],
-                lake_uri=f"{settings.lake_uri}/{lane}-r{rep}",
-                # Its own Iceberg catalog too: in a shared one the next repetition found the tables
-                # (same names) with every offset committed, wrote nothing and waited forever.
-                lake_iceberg_catalog_path=work / f"iceberg-catalog-r{rep}.db",
-            )
-            reps.append(last)
-            run = run_lake_worker(last, lane, n_events, work / f"lake-r{rep}.log")
+            lakes.append(lake_for(rep))
+            run = run_lake_worker(lakes[-1], lane, n_events, Path(f"{logs}-r{rep}.log"), already=already)
             rates["lake"].append(n_events / run.seconds)
             rates["lake_consume"].append(n_events / run.consume_seconds)
             rates["flush_seconds"].append(run.seconds - run.consume_seconds)
-    return rates, reps
+    return rates, lakes
+
+
+def _repetitions(
+    settings: Settings, lane: str, source: str, n_events: int, repeat: int, work: Path
+) -> tuple[dict[str, list[float]], list[Settings]]:
+    """Interleaved passthrough and cold lake runs, each lake with its own group, prefix and catalog."""
+
+    def lake_for(rep: int) -> Settings:
+        return with_overrides(
+            settings,
+            app_id=f"{settings.app_id}-r{rep}",
+            http_port=free_ports(1)[0],
+            lake_uri=f"{settings.lake_uri}/{lane}-r{rep}",
+            # Its own Iceberg catalog too: in a shared one the next repetition found the tables
+            # (same names) with every offset committed, wrote nothing and waited forever.
+            lake_iceberg_catalog_path=work / f"iceberg-catalog-r{rep}.db",
+        )
+
+    return _interleaved(settings, lane, source, n_events, lake_for, repeat, work / "lake")
 
 
 def _backlog(
@@ -149,18 +163,9 @@ def _backlog(
     source, by_table = _produce(
         settings, lane, n_events, event_types, seed=2, source=f"{settings.all_events_topic(lane)}.backlog"
     )
-    rates: dict[str, list[float]] = {"passthrough": [], "lake": [], "lake_consume": []}
-    for rep, lake in enumerate(reps):
-        for step in rotated(["passthrough", "lake"], rep):
-            console.print(f"  backlog [{rep + 1}/{len(reps)}] {step} …")
-            if step == "passthrough":
-                rates["passthrough"].append(passthrough_rate(settings, source, n_events).rate)
-                continue
-            run = run_lake_worker(
-                lake, lane, n_events, work / f"lake-backlog-r{rep}.log", already=cold_events
-            )
-            rates["lake"].append(n_events / run.seconds)
-            rates["lake_consume"].append(n_events / run.consume_seconds)
+    rates, _ = _interleaved(
+        settings, lane, source, n_events, reps.__getitem__, len(reps), work / "lake-backlog", cold_events
+    )
     versus = spread([ratio(lake, pt) for lake, pt in zip(rates["lake"], rates["passthrough"], strict=True)])
     return {
         "events": n_events,

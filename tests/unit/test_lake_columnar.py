@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 import pytest
 
+from connectors.lake_fs import LakeStore
+from core.envelope import parse_json_event
 from core.lake.columnar import FlushBatch, build_parsed, observe_parsed, parse_batch, partition_columns
 from core.lake.encode import build_table
+from core.lake.iceberg_commit import IcebergCommitter
 from core.lake.records import RawRecord, partition_value
 from core.lake.schema import ShapeLimits, TableSchema
+from core.settings import Settings
+from streams.lake_iceberg import commit_path_for
 
 NAMES = ["amount", "a.b", "a_b", "A_b", "sport", "team id", "is_new", "x", "y", "z"]
 TS = 1_790_000_000_000
@@ -216,3 +222,16 @@ def test_a_new_property_whose_first_value_is_a_float_gets_a_double_column_for_it
     slow.observe(events)
     assert fast.columns == slow.columns == {"p_v": "double"}
     assert build_parsed(parsed, fast).column("p_v").to_pylist() == [2.5, 1.0, None]
+
+
+def test_the_iceberg_lake_on_json_wire_decodes_with_the_json_decoder_arrow_stands_in_for(
+    tmp_path: Any,
+) -> None:
+    """Not the codec's wrapper: ``FlushBatch`` parses with Arrow only for ``parse_json_event`` itself."""
+    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["l"], lake_format="iceberg")
+    with ThreadPoolExecutor(1) as pool:
+        path = commit_path_for(settings, LakeStore(settings), pool, {})
+    assert isinstance(path, IcebergCommitter)
+    assert path.decode_event is parse_json_event
+    records = [RawRecord(0, 0, 0, orjson.dumps({"event_id": "e", "properties": {"n": 1}}))]
+    assert FlushBatch(records, path.decode_event).parsed is not None

@@ -19,9 +19,7 @@ from typer.testing import CliRunner
 from connectors.iceberg_catalog import catalog_path
 from connectors.iceberg_lake import IcebergLake, arrow_chunks, arrow_rows
 from connectors.iceberg_maintenance import maintain_lane
-from connectors.lake_fs import LakeStore
 from connectors.lake_reader import iceberg_totals, lake_columns
-from core.envelope import parse_json_event
 from core.lake.columnar import FlushBatch
 from core.lake.flush import PartitionBuffer
 from core.lake.iceberg_commit import IcebergCommitter
@@ -40,7 +38,7 @@ from core.lake.schema import TableSchema
 from core.settings import Settings
 from highway.cli import app as cli_app
 from highway.cli.query import run_query
-from streams.lake_iceberg import LakeMaintenance, commit_path_for
+from streams.lake_iceberg import LakeMaintenance
 
 SETTINGS = Settings(lanes=["l"], lake_format="iceberg")
 A0, A1, B0 = ("l.event.a", 0), ("l.event.a", 1), ("l.event.b", 0)
@@ -394,15 +392,3 @@ def test_a_big_batch_is_encoded_in_chunks_into_the_same_table(pool: ThreadPoolEx
     assert arrow_chunks(SETTINGS, rows, schema, pool, chunk_rows=3).equals(whole)
     assert arrow_chunks(SETTINGS, rows, schema, pool, chunk_rows=10).equals(whole)
     assert whole.num_rows == 10
-
-
-def test_the_iceberg_lake_on_json_wire_decodes_with_the_json_decoder_arrow_stands_in_for(
-    tmp_path: Any, pool: ThreadPoolExecutor
-) -> None:
-    """Not the codec's wrapper: ``FlushBatch`` parses with Arrow only for ``parse_json_event`` itself."""
-    settings = Settings(lake_uri=f"file://{tmp_path}/lake", lanes=["l"], lake_format="iceberg")
-    path = commit_path_for(settings, LakeStore(settings), pool, {})
-    assert isinstance(path, IcebergCommitter)
-    assert path.decode_event is parse_json_event
-    records = [RawRecord(0, 0, 0, orjson.dumps({"event_id": "e", "properties": {"n": 1}}))]
-    assert FlushBatch(records, path.decode_event).parsed is not None
