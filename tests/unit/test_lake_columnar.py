@@ -202,7 +202,10 @@ def test_a_mixed_int_and_float_property_needs_a_double_column() -> None:
 def test_columns_are_created_in_the_order_the_per_record_path_meets_their_first_values() -> None:
     """Arrow orders fields by first appearance, nulls included; a column is created by its first
     value, so ``a`` (null in row 0) comes after ``b``, and ``d`` before ``c`` (row 1's key order)."""
-    events = [{"a": None, "b": 1, "c": None, "d": None}, {"b": 2, "a": 3, "d": 1, "c": 2}]
+    events: list[dict[str, Any]] = [
+        {"a": None, "b": 1, "c": None, "d": None},
+        {"b": 2, "a": 3, "d": 1, "c": 2},
+    ]
     records = [RawRecord(0, i, TS, orjson.dumps({"properties": props})) for i, props in enumerate(events)]
     parsed = parse_batch(records)
     assert parsed is not None
@@ -213,7 +216,7 @@ def test_columns_are_created_in_the_order_the_per_record_path_meets_their_first_
 
 
 def test_a_new_property_whose_first_value_is_a_float_gets_a_double_column_for_its_ints_too() -> None:
-    events = [{"v": 2.5}, {"v": 1}, {"v": None}]
+    events: list[dict[str, Any]] = [{"v": 2.5}, {"v": 1}, {"v": None}]
     records = [RawRecord(0, i, TS, orjson.dumps({"properties": props})) for i, props in enumerate(events)]
     parsed = parse_batch(records)
     assert parsed is not None
