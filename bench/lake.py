@@ -248,8 +248,10 @@ def run_lake_bench(
         measure_types(base, n_events, types, partitions, repeat, work, backlog_events)
         for types in type_counts
     ]
-    console.print(f"produce → queryable: {probes} probes (flush age {latency_flush_age_s:g} s) …")
-    latency = measure_latency(base, work, probes, latency_flush_age_s)
+    latency = None
+    if probes:
+        console.print(f"produce → queryable: {probes} probes (flush age {latency_flush_age_s:g} s) …")
+        latency = measure_latency(base, work, probes, latency_flush_age_s)
     worth_events, worth_types, worth_flush_rows = worth
     worth_figures = (
         measure_worth(base, worth_events, worth_types, partitions, worth_flush_rows, repeat, work, _produce)
@@ -282,7 +284,7 @@ def register(bench_app: typer.Typer, settings_for: SettingsFor) -> None:
         event_types: Annotated[str, typer.Option("--event-types", help="type counts: 250,20")] = "250,20",
         partitions: Annotated[int, typer.Option(help="partitions per per-event topic")] = 2,
         repeat: Annotated[int, typer.Option(help="interleaved repetitions", min=1)] = 3,
-        probes: Annotated[int, typer.Option(help="produce→queryable probes")] = 3,
+        probes: Annotated[int, typer.Option(min=0, help="produce→queryable probes; 0 skips")] = 3,
         latency_flush_age: Annotated[
             float, typer.Option("--latency-flush-age", help="lake_flush_age_s of the latency worker")
         ] = 10.0,

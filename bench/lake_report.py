@@ -70,7 +70,8 @@ def render(result: dict[str, Any]) -> Group:
     for name, cell, bound in _rows(result):
         table.add_row(name, *(cell(run) for run in runs), bound)
     worth = [render_worth(result["worth"])] if result.get("worth") else []
-    return Group(table, _latency(result["latency"]), *worth)
+    latency = [_latency(result["latency"])] if result.get("latency") else []
+    return Group(table, *latency, *worth)
 
 
 def _rows(result: dict[str, Any]) -> list[tuple[str, Any, str]]:

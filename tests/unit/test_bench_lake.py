@@ -161,3 +161,8 @@ def test_the_report_names_what_bounds_each_figure() -> None:
     assert "event_id 0.350x" in text  # each column's share of the gzip JSON
     assert "events only (reading)" in text
     assert "mean file 1.50 MB" in text  # 3 MB over the 2 compacted files
+    # --probes 0 and --worth-events 0 skip their sections; the rest still renders
+    out = io.StringIO()
+    Console(file=out, width=1000).print(render({**result, "latency": None, "worth": None}))
+    assert "running lake / passthrough" in out.getvalue()
+    assert "produce → queryable" not in out.getvalue()
