@@ -36,6 +36,18 @@ TEST_API_TOKEN = "integration-test-api-token"
 LONG = os.environ.get("HIGHWAY_LONG_TESTS") == "1"  # test-mode switch, not product configuration
 
 
+def contest_join(offset: int, server_ts: int) -> dict[str, Any]:
+    """A well-formed event whose ids, times and properties follow ``offset`` (encoding tests)."""
+    return {
+        "event_name": "contest_join",
+        "event_id": f"{offset:08x}-4b1e-9c3d-{offset * 7919 % 10**6:06d}",
+        "user_id": f"u{offset % 37}",
+        "client_ts": server_ts - 40,
+        "server_ts": server_ts,
+        "properties": {"amount": offset % 11, "sport": "cricket"},
+    }
+
+
 def long_mode_only(why: str) -> pytest.MarkDecorator:
     """Run only with ``HIGHWAY_LONG_TESTS=1``; ``why`` says what covers the fault in CI meanwhile."""
     return pytest.mark.skipif(not LONG, reason=f"long mode (HIGHWAY_LONG_TESTS=1); {why}")

@@ -14,6 +14,7 @@ from core.lake.columnar import FlushBatch
 from core.lake.encode import DELTA_COLUMNS, PLAIN_COLUMNS
 from core.lake.records import RawRecord
 from core.settings import Settings
+from tests.support import contest_join
 
 TS = int(datetime(2026, 3, 1, 12, 30, tzinfo=UTC).timestamp() * 1000)
 ROWS = 3_000
@@ -23,14 +24,7 @@ STEP_MS = 1_200  # an hour in all, from 12:30: half the rows in hour 12, half in
 def _records() -> list[RawRecord]:
     rows = []
     for offset in range(ROWS):
-        event = {
-            "event_name": "contest_join",
-            "event_id": f"{offset:08x}-4b1e-9c3d-{offset * 7919 % 10**6:06d}",
-            "user_id": f"u{offset % 37}",
-            "client_ts": TS + offset * STEP_MS - 40,
-            "server_ts": TS + offset * STEP_MS,
-            "properties": {"amount": offset % 11, "sport": "cricket"},
-        }
+        event = contest_join(offset, TS + offset * STEP_MS)
         rows.append(RawRecord(0, 10_000 + offset, TS + offset * STEP_MS, orjson.dumps(event)))
     return rows
 

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from core.lake.encode import DELTA_COLUMNS, PLAIN_COLUMNS, build_table, parquet_bytes
 from core.lake.records import LakeRow, decode
 from core.lake.schema import TableSchema
+from tests.support import contest_join
 
 TS = int(datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp() * 1000)
 
@@ -19,14 +20,7 @@ TS = int(datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp() * 1000)
 def _rows(count: int) -> list[LakeRow]:
     rows = []
     for offset in range(count):
-        event = {
-            "event_name": "contest_join",
-            "event_id": f"{offset:08x}-4b1e-9c3d-{offset * 7919 % 10**6:06d}",
-            "user_id": f"u{offset % 37}",
-            "client_ts": TS + offset * 250 - 40,
-            "server_ts": TS + offset * 250,
-            "properties": {"amount": offset % 11, "sport": "cricket"},
-        }
+        event = contest_join(offset, TS + offset * 250)
         rows.append(decode(offset % 2, 10_000 + offset, TS, orjson.dumps(event)))
     rows.append(decode(0, 20_000, TS, b"not json"))  # a _raw row among them
     return rows
