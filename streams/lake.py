@@ -249,9 +249,8 @@ class LakeHandler(BatchHandler):
             self._count_error("flush")
             longest = self.faults.retry_s if fault.kind == "permanent" else MAX_BACKOFF_S
             self._backoff_s = min(max(1.0, self._backoff_s * 2), longest)
-            log.exception(
-                "lake: flush failed (%s); buffers kept, retrying in %.0fs", fault.kind, self._backoff_s
-            )
+            retry = f"{fault.kind}; buffers kept, retrying in {self._backoff_s:.0f}s"
+            log.exception("lake flush: %s (%s)", fault.describe(), retry)
             deadline = time.monotonic() + self._backoff_s
             while time.monotonic() < deadline and not self.should_stop():
                 time.sleep(0.1)
