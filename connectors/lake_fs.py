@@ -118,7 +118,7 @@ class LakeStore:
 
     def _retry(self, what: str, call: Callable[[], T]) -> T:
         delay = 0.2
-        operation, _, key = what.rpartition(" ")  # "conditional put <key>" too
+        operation, _, key = what.partition(" ")  # one word: log lines and /health name it
         while True:
             try:
                 result = call()
@@ -227,7 +227,7 @@ class LakeStore:
                 raise
             return str(response["ETag"])
 
-        return self._retry(f"conditional put {key}", write)
+        return self._retry(f"put_if {key}", write)
 
     def _local_put_if(self, key: str, data: bytes, tag: str | None) -> str:
         path = self.path(key)

@@ -123,10 +123,11 @@ class FlakyS3:
         self.errors = errors
         self.puts: list[str] = []
 
-    def put_object(self, Bucket: str, Key: str, Body: bytes) -> None:
+    def put_object(self, Bucket: str, Key: str, Body: bytes, **condition: str) -> dict[str, str]:
         if self.errors:
             raise self.errors.pop(0)
         self.puts.append(Key)
+        return {"ETag": f'"{len(self.puts)}"'}
 
 
 def s3_store(errors: list[BaseException], **kwargs: Any) -> tuple[LakeStore, FlakyS3]:
@@ -151,6 +152,16 @@ def test_the_store_retries_a_permanent_fault_until_it_is_fixed(caplog: pytest.Lo
     assert len(errors) == 1  # once when it started, not on every retry
     assert "NoSuchBucket at s3://bucket/lake/t/a.parquet" in errors[0].getMessage()
     assert "create it" in errors[0].getMessage()
+
+
+def test_every_storage_operation_is_one_word_in_its_error_line(caplog: pytest.LogCaptureFixture) -> None:
+    # A manifest's conditional write can be the first call to meet a deleted bucket (seen in CI):
+    # its ERROR line names the operation as one word, as /health and the other calls do.
+    store, fake = s3_store([client_error("NoSuchBucket", 404)])
+    assert store.put_if("t/_manifest.json", b"{}", None) == '"1"'
+    assert fake.puts == ["lake/t/_manifest.json"]
+    [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert error.startswith("lake put_if: NoSuchBucket at s3://bucket/lake/t/_manifest.json: ")
 
 
 def test_a_query_store_fails_fast_on_a_permanent_fault() -> None:
