@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -79,6 +80,7 @@ class RouterOutput:
         self._fatal: KafkaError | None = None
         self.recreated = 0
         self.commit_failures = 0
+        self._calling: tuple[str, float] | None = None  # the bounded call running, and since when
 
     # --- callbacks (served by poll/flush/commit on the consumer thread) -------------------------
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
@@ -198,6 +200,21 @@ class RouterOutput:
             and all(p.leader >= 0 and p.error is None for p in found.partitions.values())
         )
 
+    def overdue(self) -> str | None:
+        """Why ``/health`` should say degraded: a transactional call running past its own timeout
+        (the lane routes nothing meanwhile); None otherwise. Read from any thread."""
+        calling = self._calling
+        if calling is None:
+            return None
+        what, since = calling
+        running = time.monotonic() - since
+        if running <= self.timeout_s:
+            return None
+        return (
+            f"{what} blocked for {running:.0f}s, past its {self.timeout_s:.0f}s timeout (broker or group "
+            f"coordinator away); a new producer takes over at {self.timeout_s + CALL_GRACE_S:.0f}s"
+        )
+
     def close(self) -> None:
         self.abort()
         if self._producer is not None:
@@ -225,7 +242,12 @@ class RouterOutput:
 
         threading.Thread(target=run, name=f"router-{what}", daemon=True).start()
         deadline = self.timeout_s + CALL_GRACE_S
-        if not done.wait(deadline):
+        self._calling = (what, time.monotonic())
+        try:
+            returned = done.wait(deadline)
+        finally:
+            self._calling = None
+        if not returned:
             self._recreate(f"{what} still blocked after {deadline:.0f}s")
             raise TransientError(f"{what} did not return within {deadline:.0f}s; a new producer takes over")
         if failure:

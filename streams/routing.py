@@ -157,7 +157,7 @@ class LaneHandler(BatchHandler):
         self.revoked(consumer, [])
 
     def degraded(self) -> str | None:
-        return self.provisioner.degraded
+        return self.provisioner.degraded or self.output.overdue()
 
 
 def ensure_lane_topics(settings: Settings, admin: KafkaAdmin, lane: str) -> None:

@@ -361,28 +361,3 @@ def test_the_router_partitions_like_the_event_producer_so_a_user_keeps_their_par
     one input partition, in order — a backlog cannot put a user's events behind later ones."""
     settings = isolated_settings(lanes=["a"])
     assert router_producer_config(settings, "a")["partitioner"] == USER_PARTITIONER == "murmur2_random"
-
-
-def test_a_transactional_call_blocked_past_its_timeout_abandons_the_producer(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """librdkafka held send_offsets_to_transaction for minutes across a broker restart (fault suite)."""
-    import threading
-
-    from connectors import router_output
-
-    monkeypatch.setattr(router_output, "CALL_GRACE_S", 0.1)
-    rig = Rig()
-    rig.output.timeout_s = 0.1
-    rig.output.begin()
-    rig.send(b"a")
-    stuck = threading.Event()
-    rig.producer.send_offsets_to_transaction = lambda *args: stuck.wait()  # type: ignore[method-assign,assignment]
-    try:
-        with pytest.raises(TransientError, match="send_offsets_to_transaction did not return"):
-            rig.output.commit(OFFSETS, rig.group)
-        assert rig.output.recreated == 1
-        rig.output.begin()  # a new producer, whose init_transactions fences the stuck one
-        assert len(rig.made) == 2
-    finally:
-        stuck.set()
