@@ -17,15 +17,21 @@ from core.errors import TransientError
 from tests.unit.test_router_output import OFFSETS, Rig
 
 
+def rig_in_a_transaction(monkeypatch: pytest.MonkeyPatch, timeout_s: float, grace_s: float) -> Rig:
+    """An exactly-once output with one record sent, its calls bounded by ``timeout_s`` + ``grace_s``."""
+    monkeypatch.setattr(router_output, "CALL_GRACE_S", grace_s)
+    rig = Rig()
+    rig.output.timeout_s = timeout_s
+    rig.output.begin()
+    rig.send(b"a")
+    return rig
+
+
 def test_a_transactional_call_blocked_past_its_timeout_abandons_the_producer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """librdkafka held send_offsets_to_transaction for minutes across a broker restart (fault suite)."""
-    monkeypatch.setattr(router_output, "CALL_GRACE_S", 0.1)
-    rig = Rig()
-    rig.output.timeout_s = 0.1
-    rig.output.begin()
-    rig.send(b"a")
+    rig = rig_in_a_transaction(monkeypatch, timeout_s=0.1, grace_s=0.1)
     stuck = threading.Event()
     rig.producer.send_offsets_to_transaction = lambda *args: stuck.wait()  # type: ignore[method-assign,assignment]
     try:
@@ -41,11 +47,7 @@ def test_a_transactional_call_blocked_past_its_timeout_abandons_the_producer(
 def test_a_call_past_its_timeout_is_reported_until_it_returns(monkeypatch: pytest.MonkeyPatch) -> None:
     """While librdkafka holds a transactional call past its timeout the lane routes nothing: /health
     must say so (degraded, naming the call), not ok, and be ok again once the call is done."""
-    monkeypatch.setattr(router_output, "CALL_GRACE_S", 5.0)
-    rig = Rig()
-    rig.output.timeout_s = 0.05
-    rig.output.begin()
-    rig.send(b"a")
+    rig = rig_in_a_transaction(monkeypatch, timeout_s=0.05, grace_s=5.0)
     release = threading.Event()
     inside = threading.Event()
 
