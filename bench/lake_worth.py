@@ -10,7 +10,8 @@ the lake's compaction when the format has one (Iceberg), and measures what the t
 * Parquet bytes against gzip JSON (level 6) and raw JSON of the same events, with the bytes of each
   column (from the Parquet footers) — ``event_id``, a random UUID, bounds what any encoding reaches;
 * one DuckDB aggregation over the Parquet files against the same over the gzip JSON, ``repeat``
-  interleaved times, the same answer checked (:func:`bench.lake_figures.query_comparison`); and the
+  interleaved times, the same answer checked (:func:`bench.lake_figures.query_comparison`), next to
+  the same query over the rows already in DuckDB's memory — the ceiling no file format can pass; and the
   same groups without the distinct count (:data:`bench.lake_figures.SCAN`), which isolates what
   reading the rows costs from the aggregation's own CPU.
 """

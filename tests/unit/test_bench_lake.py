@@ -85,6 +85,8 @@ def test_files_per_table_hour_and_the_same_answer_over_parquet_and_json(tmp_path
     assert result["groups"] == 3  # (join, hour 1), (join, hour 2), (pay, hour 2)
     assert result["seconds"]["parquet"]["n"] == 2
     assert result["speedup"]["n"] == 2
+    assert result["seconds"]["in memory"]["n"] == 2
+    assert result["ceiling"]["n"] == 2
     columns = column_bytes(parquet)
     assert sum(columns.values()) == sum(path.stat().st_size for path in parquet.rglob("*.parquet"))
     assert min(columns["p_*"], columns["event_id"], columns["(footer and headers)"]) > 0
@@ -129,7 +131,11 @@ def test_the_report_names_what_bounds_each_figure() -> None:
         "parquet_vs_gzip_json": 0.5,
         "parquet_vs_json": 0.1,
         "columns": {"event_id": 70, "p_*": 20, "(footer and headers)": 10},
-        "query": {"seconds": {"parquet": spread, "gzip JSON": spread}, "speedup": spread},
+        "query": {
+            "seconds": {"parquet": spread, "gzip JSON": spread, "in memory": spread},
+            "speedup": spread,
+            "ceiling": spread,
+        },
         "scan_query": {"seconds": {"parquet": spread, "gzip JSON": spread}, "speedup": spread},
         "goals": {"parquet_vs_gzip_json": GOAL_BYTES, "query_speedup": GOAL_QUERY},
     }
@@ -160,6 +166,7 @@ def test_the_report_names_what_bounds_each_figure() -> None:
     assert "≥ 10x" in text
     assert "event_id 0.350x" in text  # each column's share of the gzip JSON
     assert "events only (reading)" in text
+    assert "ceiling 10.0x (9.0-11.0x, n=3): the same rows already in DuckDB's memory" in text
     assert "mean file 1.50 MB" in text  # 3 MB over the 2 compacted files
     # --probes 0 and --worth-events 0 skip their sections; the rest still renders
     out = io.StringIO()
