@@ -18,19 +18,28 @@ as shipped spends, per table commit:
   metadata this process wrote itself. A metadata file never changes once written, so
   :class:`LakeSqlCatalog` keeps each table's newest metadata by location and reads the file only
   when the catalog points elsewhere (another writer committed). The compare-and-swap on the
-  metadata location in the catalog row is untouched: fencing does not depend on the cache.
+  metadata location in the catalog row is untouched: fencing does not depend on the cache;
+* a HEAD for the length of every manifest it has just written, and a HEAD and a GET of the manifest
+  list it wrote in the table's previous commit (a fast append carries the old manifests forward
+  from it): three of a commit's seven requests. Avro metadata files never change once written
+  either, so :class:`LakeFileIO` keeps the bytes of those it wrote (:class:`WrittenFiles`, newest
+  first, within a byte budget) and answers their length and reads from memory. A file it did not
+  write, or one pushed out of the budget, is read from storage as before.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import pyarrow as pa
 from pyarrow.fs import FileSystem
 from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import IcebergTables, SqlCatalog
+from pyiceberg.io import InputFile, OutputFile
 from pyiceberg.io.pyarrow import PyArrowFile, PyArrowFileIO
 from pyiceberg.table import CommitTableResponse, Table
 from pyiceberg.table.metadata import TableMetadata
@@ -46,11 +55,121 @@ _filesystems: dict[tuple[Any, ...], FileSystem] = {}
 _filesystems_lock = threading.Lock()
 
 
+WRITTEN_BUDGET_BYTES = 64 << 20
+"""Avro metadata kept in memory per process: at 250 tables, each table's newest manifest list and
+manifests take a few hundred KiB at most; older entries leave first."""
+
+
+class WrittenFiles:
+    """The bytes of the Avro metadata files (manifests, manifest lists) this process wrote, by location.
+
+    They never change once written: every such path holds a UUID, so a location read back is the
+    same bytes for as long as the file exists. Least recently used entries leave first once the total
+    passes ``budget`` bytes; a deleted file leaves at once."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._files: OrderedDict[str, bytes] = OrderedDict()
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def put(self, location: str, data: bytes) -> None:
+        if len(data) > self.budget:
+            return
+        with self._lock:
+            self._drop(location)
+            self._files[location] = data
+            self._total += len(data)
+            while self._total > self.budget:
+                self._drop(next(iter(self._files)))
+
+    def get(self, location: str) -> bytes | None:
+        with self._lock:
+            data = self._files.get(location)
+            if data is not None:
+                self._files.move_to_end(location)
+            return data
+
+    def forget(self, location: str) -> None:
+        with self._lock:
+            self._drop(location)
+
+    def _drop(self, location: str) -> None:
+        data = self._files.pop(location, None)
+        if data is not None:
+            self._total -= len(data)
+
+
+written_files = WrittenFiles(WRITTEN_BUDGET_BYTES)
+
+
+def _kept(location: str) -> bool:
+    return location.endswith(".avro")
+
+
+class _RecordingStream:
+    """An output stream that keeps a copy of what it writes, remembered once the file is stored."""
+
+    def __init__(self, stream: Any, location: str, files: WrittenFiles) -> None:
+        self._stream = stream
+        self._location = location
+        self._files = files
+        self._parts: list[bytes] = []
+        self._position = 0
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        self._position += len(data)
+        return int(self._stream.write(data))
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        closed = self._stream.closed
+        self._stream.close()  # the single PUT happens here (allow_delayed_open): remember only after it
+        if not closed:
+            self._files.put(self._location, b"".join(self._parts))
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._stream.closed)
+
+    def __enter__(self) -> _RecordingStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class _NewFile(PyArrowFile):
-    """A file at a path nobody wrote before: created without probing for it first."""
+    """A file at a path nobody wrote before: created without probing for it first; Avro metadata
+    remembered in :data:`written_files` once stored, so its length needs no HEAD."""
 
     def create(self, overwrite: bool = False) -> Any:
-        return super().create(overwrite=True)
+        stream = super().create(overwrite=True)
+        return _RecordingStream(stream, self.location, written_files) if _kept(self.location) else stream
+
+    def __len__(self) -> int:
+        data = written_files.get(self.location)
+        return len(data) if data is not None else super().__len__()
+
+
+class _WrittenFile(PyArrowFile):
+    """A file this process wrote, read from the copy it kept."""
+
+    def __init__(self, location: str, path: str, fs: FileSystem, data: bytes) -> None:
+        super().__init__(location, path, fs)
+        self._data = data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def exists(self) -> bool:
+        return True
+
+    def open(self, seekable: bool = True) -> Any:
+        return pa.BufferReader(self._data)
 
 
 class LakeFileIO(PyArrowFileIO):
@@ -82,6 +201,18 @@ class LakeFileIO(PyArrowFileIO):
     def new_output(self, location: str) -> PyArrowFile:
         plain = super().new_output(location)
         return _NewFile(plain.location, plain._path, plain._filesystem, plain._buffer_size)
+
+    def new_input(self, location: str) -> PyArrowFile:
+        plain = super().new_input(location)
+        data = written_files.get(plain.location) if _kept(plain.location) else None
+        if data is None:
+            return plain
+        return _WrittenFile(plain.location, plain._path, plain._filesystem, data)
+
+    def delete(self, location: str | InputFile | OutputFile) -> None:
+        path = location if isinstance(location, str) else location.location
+        written_files.forget(path)
+        super().delete(location)
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # a FileIO pickled to another process
         super().__setstate__(state)
