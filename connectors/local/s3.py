@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import importlib.util
 import os
 import signal
@@ -279,6 +280,23 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.transport.abort()
 
 
+def _remember_moto_dispatch() -> None:
+    """Answer moto's per-request service lookup from memory.
+
+    For every request, moto's server lists its own package directory (a ``stat`` per service, hundreds)
+    and tries every service's URL patterns to find which one the Host header names. Neither answer
+    changes while the server runs. Remembering them cut the server's CPU for one lake flush of 250
+    tables from 3.7 to 3.0 s (median of 3 interleaved runs, 2026-12-04).
+    """
+    from moto import backends
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+    remembered = functools.lru_cache(maxsize=1024)(DomainDispatcherApplication.get_backend_for_host)
+    DomainDispatcherApplication.get_backend_for_host = remembered  # type: ignore[method-assign]
+
+
 async def _run(public_port: int, state_file: Path) -> None:
     import logging
 
@@ -286,6 +304,7 @@ async def _run(public_port: int, state_file: Path) -> None:
 
     # One log line per request would cost CPU and disk during lake tests; keep warnings only.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    _remember_moto_dispatch()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     door = _FrontDoor(public_port, moto.get_host_and_port()[1], state_file.parent / "door")
