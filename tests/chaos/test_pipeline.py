@@ -46,6 +46,7 @@ from core.settings import Settings
 from core.sim.truth import load_truth
 from highway.verify.framework import CheckResult, VerifyContext, registered_checks, run_checks
 from highway.verify.kafka_read import read_topics
+from tests.chaos.trace import missing_routed_events
 from tests.conftest import MakeSettings
 from tests.integration.test_lake import LAKE_SETTINGS
 from tests.integration.test_realtime import RealtimeWorker
@@ -277,6 +278,10 @@ def test_every_stage_killed_broker_restarted_and_s3_away_during_live_traffic(
             print(f"  {name}: {result.detail or 'exact'} (expected {result.expected}, found {result.actual})")
         if results["lake rows"].missing:
             print(missing_lake_offsets(settings))
+        if results["per-event-topics"].missing:
+            router = pipeline.workers["router"]
+            logs = router.log_dir.glob(f"worker-{router.settings.http_port}-*.log")
+            print(missing_routed_events(settings, load_truth(traffic.truth_path), logs))
         for name in ("per-event-topics", "common", "lake rows"):
             result = results[name]
             assert (result.missing, result.duplicates) == (0, 0), result
