@@ -14,7 +14,8 @@ Errors, by kind:
   transaction aborted first);
 * anything else (timeouts, broker away, leaders moving) → ``TransientError`` after aborting;
 * a fatal producer error (fenced, idempotence state lost) → the producer is dropped and made anew
-  (``init_transactions`` fences the old one), then ``TransientError``: never retried forever.
+  (``init_transactions`` fences the old one), then ``TransientError``: never retried forever;
+* after any aborted unit the producer is replaced too (see :meth:`RouterOutput.abort`).
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ class RouterOutput:
         producer = self.producer()
         produce, poll = producer.produce, producer.poll
         refused: list[tuple[int, str]] = []
+        if not self.atomic:
+            self._open = True  # without transactions a unit is open from its first record
         for index, record in enumerate(records):
             while True:
                 try:
@@ -173,16 +176,27 @@ class RouterOutput:
         return []
 
     def abort(self) -> None:
+        """Abort the open unit and retire this producer: the next unit starts on a new one.
+
+        A new producer is a new idempotence session (the transactional id's next epoch, or a new
+        producer id), so no sequence number of the aborted unit can be used again. A kept producer
+        numbers the records after an abort as if none of the purged ones had reached the broker
+        (librdkafka advances the partition's base sequence past them); one that had — sent before a
+        broker restart, its answer lost, queued again for retry — would share its sequence number
+        with a later record, which the broker then acknowledges as a duplicate without writing it.
+        """
         producer = self._producer
-        if producer is not None:
-            if self.atomic and self._open:
+        if producer is not None and self._open:
+            if self.atomic:
                 try:
                     producer.abort_transaction(self.timeout_s)
                 except KafkaException as exc:
                     self._recreate(f"abort_transaction: {exc}")
-            elif not self.atomic:
+                    return
+            else:
                 producer.purge(in_queue=True, in_flight=False)  # what was not sent yet need not be
                 producer.poll(0)
+            self._retire("an aborted unit")
         self._open = False
         self._errors.clear()
 
@@ -265,9 +279,10 @@ class RouterOutput:
             raise TransientError(f"router output not delivered ({len(failed)} failed; first: {first})")
         if refused:
             return refused
+        self._open = False  # every record is durable: nothing of this unit can be aborted any more
         try:
             group.commit(offsets)
-        except TransientError as exc:  # the records are durable; the next commit covers these offsets
+        except TransientError as exc:  # the next commit covers these offsets
             self.commit_failures += 1
             log.warning("router: offset commit failed, the next one covers it: %s", exc)
         return []
@@ -300,8 +315,13 @@ class RouterOutput:
         return refused, failed
 
     def _recreate(self, why: str) -> None:
-        """Drop the producer; the next call makes a new one (whose init_transactions fences the old)."""
+        """Drop a failed producer; the next call makes a new one (whose init_transactions fences the old)."""
         log.warning("router producer recreated after %s", why)
+        self._retire(why, logging.DEBUG)
+
+    def _retire(self, why: str, level: int = logging.INFO) -> None:
+        """Drop the producer; the next call makes a new one, in a new idempotence session."""
+        log.log(level, "router producer replaced after %s", why)
         self._producer = None
         self._open = False
         self._fatal = None
