@@ -22,7 +22,10 @@ partitions closing windows while the router was down or the broker away; an admi
 stopped answering after a broker restart; the lake stage dying when S3 was away during a
 rebalance; a new type's events, held for their topic, projected into the common topic behind
 later events (counted late); the router blocked in ``send_offsets_to_transaction`` for minutes
-after a broker restart; the lake's consumer left without partitions after a session timeout.
+after a broker restart; the lake's consumer left without partitions after a session timeout; 3
+events missing from a per-event topic but committed in the common topic (likely librdkafka reusing
+an aborted unit's sequence numbers: the router now replaces its producer after every abort, see
+docs/operations.md).
 """
 
 from __future__ import annotations
