@@ -38,10 +38,13 @@ def scan_topics(
     topics: Iterable[str],
     on_batch: Callable[[list[Message]], None],
     timeout_s: float = 120.0,
+    *,
+    isolation: str = "read_committed",
 ) -> set[str]:
     """Feed every message of the existing ``topics`` up to their current end to ``on_batch``.
 
     Returns the topics that exist (an existing but empty topic is in it, an absent one is not).
+    ``isolation="read_uncommitted"`` also feeds the records of aborted and open transactions.
     """
     consumer = Consumer(
         confluent_config(
@@ -50,7 +53,7 @@ def scan_topics(
                 "group.id": f"highway-verify-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
+                "isolation.level": isolation,
                 "fetch.max.bytes": 52_428_800,
             },
         )
@@ -115,7 +118,11 @@ def _consume_to_ends(
 
 
 def read_topics(
-    settings: Settings, topics: Iterable[str], timeout_s: float = 120.0
+    settings: Settings,
+    topics: Iterable[str],
+    timeout_s: float = 120.0,
+    *,
+    isolation: str = "read_committed",
 ) -> dict[str, list[Message]]:
     """Every message of the existing ``topics`` up to their current end; absent topics are omitted."""
     result: dict[str, list[Message]] = {}
@@ -124,7 +131,7 @@ def read_topics(
         for message in batch:
             result.setdefault(str(message.topic()), []).append(message)
 
-    for topic in scan_topics(settings, topics, keep, timeout_s):
+    for topic in scan_topics(settings, topics, keep, timeout_s, isolation=isolation):
         result.setdefault(topic, [])
     return result
 

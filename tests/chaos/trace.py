@@ -10,12 +10,10 @@ committed, and records never written.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from connectors.kafka_admin import KafkaAdmin
 from connectors.kafka_config import confluent_config
@@ -24,45 +22,15 @@ from core.errors import SchemaError
 from core.routing.naming import event_topic_for
 from core.settings import Settings
 from core.sim.truth import Truth
-from highway.verify.kafka_read import topic_event_ids
+from highway.verify.kafka_read import read_topics, topic_event_ids
 from streams.routing import input_group_id
 
 Place = tuple[int, int, int | None]
 """Where a record sits: partition, offset, timestamp (ms)."""
 
 
-def _read_uncommitted(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Message]:
-    admin = KafkaAdmin(settings, timeout_s)
-    partitions = admin.partitions(topic)
-    marks = admin.watermarks([(topic, partition) for partition in range(partitions)])
-    consumer = Consumer(
-        confluent_config(
-            settings,
-            **{
-                "group.id": f"highway-trace-{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_uncommitted",
-            },
-        )
-    )
-    messages: list[Message] = []
-    try:
-        pending = {partition: high for (_, partition), (low, high) in marks.items() if high > low}
-        consumer.assign([TopicPartition(topic, p, marks[topic, p][0]) for p in pending])
-        deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            for message in consumer.consume(10_000, 0.5):
-                error = message.error()
-                if error is None:
-                    messages.append(message)
-                elif error.code() != KafkaError._PARTITION_EOF:
-                    break
-            for position in consumer.position([TopicPartition(topic, p) for p in pending]):
-                if position.offset >= pending[position.partition]:
-                    del pending[position.partition]
-    finally:
-        consumer.close()
-    return messages
+def _read_uncommitted(settings: Settings, topic: str) -> list[Message]:
+    return read_topics(settings, [topic], isolation="read_uncommitted").get(topic, [])
 
 
 def _places(settings: Settings, messages: Iterable[Message], wanted: set[str]) -> dict[str, list[Place]]:
