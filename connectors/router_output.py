@@ -316,8 +316,7 @@ class RouterOutput:
 
     def _recreate(self, why: str) -> None:
         """Drop a failed producer; the next call makes a new one (whose init_transactions fences the old)."""
-        log.warning("router producer recreated after %s", why)
-        self._retire(why, logging.DEBUG)
+        self._retire(why, logging.WARNING)
 
     def _retire(self, why: str, level: int = logging.INFO) -> None:
         """Drop the producer; the next call makes a new one, in a new idempotence session."""
