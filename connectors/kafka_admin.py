@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 
 from confluent_kafka import (
@@ -26,6 +27,7 @@ REFUSED_NAMES = frozenset(
     }
 )
 """Creation errors about the name itself: the events of that type are dead-lettered, not retried."""
+SERVED_POLL_S = 0.05
 
 
 class KafkaAdmin:
@@ -54,7 +56,60 @@ class KafkaAdmin:
         if problems:
             name = min(problems)
             raise TransientError(f"could not create topic {name!r}: {problems[name]}")
+        self.wait_until_served(existing)
         return existing
+
+    def wait_until_served(self, topics: Iterable[str]) -> None:
+        """Block until every partition of ``topics`` is served by its leader (see :meth:`unserved`);
+        ``TransientError`` after ``timeout_s``."""
+        deadline = time.monotonic() + self._timeout_s
+        waiting = self.unserved(topics)
+        while waiting:
+            if time.monotonic() > deadline:
+                raise TransientError(
+                    f"{len(waiting)} topics not served by their leaders after {self._timeout_s:.0f}s "
+                    f"(e.g. {min(waiting)!r})"
+                )
+            time.sleep(SERVED_POLL_S)
+            waiting = self.unserved(waiting)
+
+    def unserved(self, topics: Iterable[str]) -> set[str]:
+        """Those of ``topics`` with a partition whose leader does not serve it yet, in two requests.
+
+        Served means the leader answers a ListOffsets for it. A just-created topic's metadata names
+        its leaders a moment before the leaders load the partitions; a produce request in between is
+        refused (NOT_LEADER_OR_FOLLOWER) and retried by librdkafka, and if a later request to the same
+        partition succeeds first, the idempotent producer acknowledges the refused records as
+        delivered without ever writing them (docs/operations.md, "A new topic is written only once its
+        leader serves it"). A partition whose leader answers here does not refuse produce requests.
+        """
+        wanted = set(topics)
+        if not wanted:
+            return set()
+        try:
+            metadata = self._client.list_topics(timeout=self._timeout_s)
+        except KafkaException:
+            return wanted
+        request: dict[TopicPartition, OffsetSpec] = {}
+        waiting: set[str] = set()
+        for topic in wanted:
+            found = metadata.topics.get(topic)
+            if found is None or found.error is not None or not found.partitions:
+                waiting.add(topic)
+                continue
+            for partition in found.partitions:
+                request[TopicPartition(topic, partition)] = OffsetSpec.latest()
+        if request:
+            try:
+                futures = self._client.list_offsets(request, request_timeout=self._timeout_s)
+            except KafkaException:
+                return wanted
+            for tp, future in futures.items():
+                try:
+                    future.result(timeout=self._timeout_s)
+                except (KafkaException, TimeoutError):
+                    waiting.add(tp.topic)
+        return waiting
 
     def create_each(
         self, names: Iterable[str], partitions: int, config: dict[str, str] | None = None

@@ -2,10 +2,15 @@
 
 The router asks for topics (``request``) and keeps routing every other type; this thread creates
 whatever was asked since its last round in one ``CreateTopics`` request, then confirms each topic
-in the *producer's own* metadata (``list_topics(topic=…)``: the all-topics call does not fill the
-producer's topic cache, confluent-kafka-python #1679) until every partition has a leader. Only then
-is the topic reported ready: producing to a topic the client briefly saw as missing has lost
-records with the idempotent producer in our tests.
+twice before reporting it ready:
+
+1. in the *producer's own* metadata (``list_topics(topic=…)``: the all-topics call does not fill the
+   producer's topic cache, confluent-kafka-python #1679), every partition with a leader;
+2. at the leaders (``KafkaAdmin.unserved``, one ListOffsets for all candidates): every partition
+   served. Metadata names a new topic's leaders a moment before they load its partitions, and a
+   record sent in between is refused and retried — and lost when a later request to the same
+   partition succeeds first: librdkafka then acknowledges the refused records as delivered
+   (docs/operations.md, "A new topic is written only once its leader serves it").
 
 A name the broker refuses for good (invalid, forbidden) is reported refused; any other failure —
 broker away, leaders late — is retried with backoff and shows in :attr:`degraded` meanwhile.
@@ -35,6 +40,8 @@ class TopicCreator(Protocol):
     def create_each(
         self, names: Iterable[str], partitions: int, config: dict[str, str] | None = None
     ) -> tuple[list[str], dict[str, str], dict[str, str]]: ...
+
+    def unserved(self, topics: Iterable[str]) -> set[str]: ...
 
 
 TopicReady = Callable[[str], bool]
@@ -142,10 +149,13 @@ class TopicProvisioner:
                     self._refused[topic] = reason
             to_confirm += existing
             progressed = bool(existing or refused)
-        for topic in to_confirm:
-            if self._confirmed(topic):
-                progressed = True
-                with self._lock:
+        seen = [topic for topic in to_confirm if self._confirmed(topic)]
+        waiting = self._creator.unserved(seen) if seen else set()
+        served = [topic for topic in seen if topic not in waiting]
+        if served:
+            progressed = True
+            with self._lock:
+                for topic in served:
                     self._asked.pop(topic, None)
                     self._ready.append(topic)
         if progressed:

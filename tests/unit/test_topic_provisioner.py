@@ -44,6 +44,8 @@ class FakeCreator:
         self.hold = threading.Event()
         self.hold.set()
         self.lock = threading.Lock()
+        self.loading: set[str] = set()  # created, but their leaders do not serve them yet
+        self.served_asks: list[list[str]] = []
 
     def create_each(
         self, names: Iterable[str], partitions: int, config: dict[str, str] | None = None
@@ -58,6 +60,12 @@ class FakeCreator:
         refused = {n: self.refuse[n] for n in names if n in self.refuse}
         failed = {n: self.fail[n] for n in names if n in self.fail}
         return [n for n in names if n not in refused and n not in failed], refused, failed
+
+    def unserved(self, topics: Iterable[str]) -> set[str]:
+        topics = list(topics)
+        with self.lock:
+            self.served_asks.append(topics)
+        return set(topics) & self.loading
 
 
 class Readiness:
@@ -162,6 +170,24 @@ def test_the_thread_survives_exceptions(rig: Rig) -> None:
     assert collect(provisioner, lambda ready, _: ready == ["a"])
     assert len(creator.calls) >= 2
     assert provisioner.retries >= 1
+
+
+def test_a_topic_the_producer_sees_is_ready_only_once_its_leader_serves_it(rig: Rig) -> None:
+    """Metadata names a new topic's leader before the leader loads it; a record sent in between is
+    refused, and lost if a later request succeeds first (librdkafka's implicit acknowledgement)."""
+    provisioner, creator, readiness = rig
+    creator.loading.update({"a", "b"})
+    readiness.ready.update({"a", "b", "c"})
+    provisioner.request(["a", "b", "c"])
+    assert collect(provisioner, lambda ready, _: ready == ["c"])
+    assert wait_for(lambda: sum("a" in asked for asked in creator.served_asks) >= 3)
+    assert provisioner.take_results() == ([], {})
+    assert ["a", "b", "c"] in creator.served_asks  # the topics of a round asked together
+    creator.loading.discard("b")
+    assert collect(provisioner, lambda ready, _: ready == ["b"])
+    creator.loading.clear()
+    assert collect(provisioner, lambda ready, _: ready == ["a"])
+    assert provisioner.waiting == 0
 
 
 def test_metadata_errors_while_confirming_are_retried() -> None:
