@@ -29,6 +29,7 @@ from connectors.lake_fs import LakeStore
 from connectors.lake_reader import lake_columns
 from connectors.local.stack import LocalStack
 from connectors.producer import EventProducer
+from core.errors import TransientError
 from core.lake.encode import ARROW_TYPES
 from core.lake.layout import schema_key
 from core.lake.reconcile import LakeReconciliation, reconcile
@@ -101,8 +102,11 @@ def lake_caught_up(settings: Settings) -> bool:
     lane. The sink commits only after files and manifest are durable, so this means "all in the
     lake" — cheap to poll; the reconciliation that follows reads the files themselves."""
     admin = KafkaAdmin(settings)
-    topics = admin.list_topics(settings.event_topic_pattern(settings.lanes[0]))
-    ends = {(topic, p): high for topic in topics for p, high in admin.end_offsets(topic).items()}
+    try:
+        topics = admin.list_topics(settings.event_topic_pattern(settings.lanes[0]))
+        ends = {(topic, p): high for topic in topics for p, high in admin.end_offsets(topic).items()}
+    except TransientError:  # a topic the router created a moment ago: not served yet, ask again
+        return False
     consumer = Consumer(confluent_config(settings, **{"group.id": lake_group_id(settings)}))
     try:
         committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
