@@ -26,21 +26,29 @@ def produce(settings: Settings, events: int, event_types: int, truth: Path, seed
     produce_simulated_traffic(settings, config, lane, truth_path=truth)
 
 
-def committed_all(settings: Settings) -> bool:
-    """The router's consumer group has committed every input offset (all output acknowledged)."""
+def input_progress(settings: Settings) -> tuple[dict[int, int], dict[int, int]] | None:
+    """(end offset, router-committed offset) per partition of the lane's input; None while that is
+    not known yet (the topic created a moment ago and not served, a leader not elected after a
+    broker restart, the group coordinator loading)."""
     topic = settings.all_events_topic(settings.lanes[0])
     try:
         ends = KafkaAdmin(settings).end_offsets(topic)
-    except TransientError:  # e.g. a leader not elected yet after a broker restart: ask again
-        return False
+    except TransientError:
+        return None
     consumer = Consumer(confluent_config(settings, **{"group.id": input_group_id(settings)}))
     try:
         committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
-    except KafkaException:  # e.g. the group coordinator is still loading: ask again
-        return False
+    except KafkaException:
+        return None
     finally:
         consumer.close()
-    return all(tp.offset >= ends[tp.partition] for tp in committed)
+    return ends, {tp.partition: max(tp.offset, 0) for tp in committed}
+
+
+def committed_all(settings: Settings) -> bool:
+    """The router's consumer group has committed every input offset (all output acknowledged)."""
+    progress = input_progress(settings)
+    return progress is not None and all(progress[1][p] >= end for p, end in progress[0].items())
 
 
 def verify(settings: Settings, truth: Path) -> dict[str, CheckResult]:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from connectors.kafka_admin import KafkaAdmin
@@ -21,12 +20,10 @@ from connectors.kafka_config import confluent_config
 from connectors.local.stack import LocalStack
 from connectors.producer import EventProducer
 from connectors.simulator_feed import produce_simulated_traffic
-from core.errors import TransientError
 from core.settings import Settings
 from core.sim import SimConfig
-from streams.routing import input_group_id
 from tests.conftest import MakeSettings
-from tests.integration.router_support import committed_all, produce, sample_event, verify
+from tests.integration.router_support import committed_all, input_progress, produce, sample_event, verify
 from tests.support import WorkerProcess, committed_counts, cpu_hog, health, long_mode_only, wait_until
 
 pytestmark = pytest.mark.integration
@@ -162,19 +159,8 @@ def test_broker_stopped_and_restarted_under_live_traffic(
 
 
 def _committed(settings: Settings) -> dict[int, int]:
-    topic = settings.all_events_topic(settings.lanes[0])
-    try:
-        ends = KafkaAdmin(settings).end_offsets(topic)
-    except TransientError:  # the topic created a moment ago (by the feeder or the router): not served yet
-        return {}
-    consumer = Consumer(confluent_config(settings, **{"group.id": input_group_id(settings)}))
-    try:
-        committed = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
-    except KafkaException:  # e.g. the group coordinator is still loading: nothing known yet
-        return {}
-    finally:
-        consumer.close()
-    return {tp.partition: max(tp.offset, 0) for tp in committed}
+    progress = input_progress(settings)
+    return progress[1] if progress is not None else {}
 
 
 def _set_max_message_bytes(settings: Settings, topic: str, value: int) -> None:
