@@ -40,9 +40,10 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
-from connectors.iceberg_io import FILE_IO_IMPL, LakeSqlCatalog
+from connectors.iceberg_io import FILE_IO_IMPL, LakeSqlCatalog, written_files
 from core.envelope import STRING_FIELDS
 from core.lake.encode import ERROR, EXTRA, RAW
+from core.lake.flush import split_memory_cap
 from core.lake.records import ENVELOPE_TIMES
 from core.lake.schema import BOOL, DOUBLE, INT, PROPERTY_PREFIX, STRING
 from core.settings import Settings
@@ -96,7 +97,9 @@ def catalog_path(settings: Settings) -> Path:
 
 
 def open_catalog(settings: Settings) -> Catalog:
-    """The SQL catalog on SQLite, or Glue when ``lake_catalog = "glue"``."""
+    """The SQL catalog on SQLite, or Glue when ``lake_catalog = "glue"``. Sizes the process's cache of
+    the Avro metadata its commits wrote to its share of ``lake_max_buffered_bytes``."""
+    written_files.resize(split_memory_cap(settings.lake_max_buffered_bytes, "iceberg").metadata_cache)
     properties: dict[str, Any] = {
         **io_properties(settings),
         "warehouse": lake_root(settings),

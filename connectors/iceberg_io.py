@@ -56,8 +56,10 @@ _filesystems_lock = threading.Lock()
 
 
 WRITTEN_BUDGET_BYTES = 64 << 20
-"""Avro metadata kept in memory per process: at 250 tables, each table's newest manifest list and
-manifests take a few hundred KiB at most; older entries leave first."""
+"""Avro metadata kept in memory per process until :func:`connectors.iceberg_catalog.open_catalog`
+sizes it from the lake's memory cap (``core.lake.flush.split_memory_cap``): at 250 tables, each
+table's newest manifest list and manifests take a few hundred KiB at most; older entries leave
+first."""
 
 
 class WrittenFiles:
@@ -72,6 +74,17 @@ class WrittenFiles:
         self._files: OrderedDict[str, bytes] = OrderedDict()
         self._total = 0
         self._lock = threading.Lock()
+
+    def resize(self, budget: int) -> None:
+        """Keep at most ``budget`` bytes from now on, the least recently used leaving first."""
+        with self._lock:
+            self.budget = budget
+            while self._total > budget:
+                self._drop(next(iter(self._files)))
+
+    @property
+    def total_bytes(self) -> int:
+        return self._total
 
     def put(self, location: str, data: bytes) -> None:
         if len(data) > self.budget:

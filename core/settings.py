@@ -149,7 +149,11 @@ class Settings(BaseSettings):
     lake_flush_rows: int = Field(100_000, ge=1)
     lake_flush_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     lake_flush_age_s: float = Field(60.0, gt=0)
-    lake_max_buffered_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    lake_max_buffered_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="buffered records plus (iceberg) the metadata cache, at most 1/8 of it; see docs/lake.md",
+    )
     lake_flush_concurrency: int = Field(
         16, ge=1, le=256, description="S3 requests and table commits a flush runs at once"
     )

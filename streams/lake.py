@@ -42,7 +42,7 @@ from connectors.lake_fs import LakeStore
 from connectors.storage_errors import classify
 from core.lake.commit import FlushResult
 from core.lake.faults import FaultTracker
-from core.lake.flush import FlushPolicy, PartitionBuffer
+from core.lake.flush import FlushPolicy, PartitionBuffer, split_memory_cap
 from core.lake.ports import LakeCommitPath
 from core.lake.records import RawRecord
 from core.lake.schema import TableSchema
@@ -351,11 +351,10 @@ def build_stage(
     pool = ThreadPoolExecutor(max_workers=settings.lake_flush_concurrency, thread_name_prefix="lake-io")
     overrides = load_overrides() if overrides is None else overrides
     committer = commit_path_for(settings, store, pool, overrides, faults)
+    # Iceberg's share of the cap for its metadata cache is taken when its catalog opens.
+    memory = split_memory_cap(settings.lake_max_buffered_bytes, settings.lake_format)
     policy = FlushPolicy(
-        settings.lake_flush_rows,
-        settings.lake_flush_bytes,
-        settings.lake_flush_age_s,
-        settings.lake_max_buffered_bytes,
+        settings.lake_flush_rows, settings.lake_flush_bytes, settings.lake_flush_age_s, memory.buffers
     )
     handler = LakeHandler(
         committer, policy, LakeMetrics(registry), ConsumerOffsets, stop, faults, lake_uri=settings.lake_uri

@@ -14,6 +14,28 @@ from typing import Literal
 from core.lake.layout import PartitionValue, data_file_key
 from core.lake.records import LakeRow, RawRecord, partition_value, record_bytes
 
+METADATA_CACHE_MAX_BYTES = 64 << 20
+"""The most of the memory cap an Iceberg lake gives to the Avro metadata it keeps of its own commits."""
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """``lake_max_buffered_bytes`` split between what buffering and the metadata cache may hold."""
+
+    buffers: int
+    metadata_cache: int
+
+
+def split_memory_cap(max_buffered_bytes: int, lake_format: Literal["iceberg", "parquet"]) -> MemoryBudget:
+    """The cap covers everything the lake keeps between flushes: the record buffers and, for Iceberg,
+    the manifests and manifest lists it wrote (read back by its next commits,
+    ``connectors.iceberg_io.WrittenFiles``): an eighth of the cap, at most 64 MiB. The parquet format
+    keeps no such cache."""
+    if lake_format == "parquet":
+        return MemoryBudget(max_buffered_bytes, 0)
+    cache = min(METADATA_CACHE_MAX_BYTES, max_buffered_bytes // 8)
+    return MemoryBudget(max_buffered_bytes - cache, cache)
+
 
 @dataclass(frozen=True)
 class FlushPolicy:

@@ -12,9 +12,11 @@ import pytest
 from pyiceberg.io.pyarrow import PyArrowFile
 
 import connectors.iceberg_io as iceberg_io
-from connectors.iceberg_io import LakeFileIO, WrittenFiles
+from connectors.iceberg_catalog import open_catalog
+from connectors.iceberg_io import LakeFileIO, WrittenFiles, written_files
 from connectors.iceberg_lake import IcebergLake
 from core.lake.columnar import FlushBatch
+from core.lake.flush import MemoryBudget, split_memory_cap
 from core.lake.records import RawRecord
 from core.settings import Settings
 from tests.support import contest_join
@@ -36,6 +38,33 @@ def test_written_files_keep_the_newest_within_the_budget() -> None:
     assert files.get("c.avro") == b"90ab"
     files.forget("a.avro")
     assert files.get("a.avro") is None
+
+
+def test_a_smaller_budget_drops_the_least_recently_used_at_once() -> None:
+    files = WrittenFiles(budget=12)
+    for name in ("a", "b", "c"):
+        files.put(f"{name}.avro", b"1234")
+    assert files.get("a.avro") == b"1234"  # b is now the least recently used
+    files.resize(8)
+    assert files.total_bytes == 8
+    assert files.get("b.avro") is None
+    assert files.get("a.avro") == files.get("c.avro") == b"1234"
+    files.resize(0)
+    files.put("d.avro", b"1")
+    assert files.total_bytes == 0
+
+
+def test_the_metadata_cache_is_carved_out_of_the_lake_memory_cap(tmp_path: Path) -> None:
+    assert split_memory_cap(512 << 20, "iceberg") == MemoryBudget(448 << 20, 64 << 20)
+    assert split_memory_cap(80 << 20, "iceberg") == MemoryBudget(70 << 20, 10 << 20)
+    assert split_memory_cap(80 << 20, "parquet") == MemoryBudget(80 << 20, 0)
+    before = written_files.budget
+    try:
+        settings = Settings(lake_uri=f"file://{tmp_path}/lake", lake_max_buffered_bytes=80 << 20)
+        open_catalog(settings)
+        assert written_files.budget == 10 << 20
+    finally:
+        written_files.resize(before)
 
 
 def test_an_avro_file_it_wrote_is_read_back_from_memory_and_forgotten_on_delete(tmp_path: Path) -> None:
