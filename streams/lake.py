@@ -42,7 +42,7 @@ from connectors.lake_fs import LakeStore
 from connectors.storage_errors import classify
 from core.lake.commit import FlushResult
 from core.lake.faults import FaultTracker
-from core.lake.flush import FlushPolicy, PartitionBuffer, split_memory_cap
+from core.lake.flush import FlushPolicy, PartitionBuffer, collector_skipping_buffers, split_memory_cap
 from core.lake.ports import LakeCommitPath
 from core.lake.records import RawRecord
 from core.lake.schema import TableSchema
@@ -261,7 +261,8 @@ class LakeHandler(BatchHandler):
         started = time.perf_counter()
         self._flushing_since = time.monotonic()
         try:
-            result = self.committer.flush([self.buffers[tp] for tp in due], self.offsets_for(consumer))
+            with collector_skipping_buffers():
+                result = self.committer.flush([self.buffers[tp] for tp in due], self.offsets_for(consumer))
         finally:
             self._flushing_since = None
             self._note_fenced(consumer)  # also when the flush failed after fencing some partitions

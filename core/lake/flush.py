@@ -8,6 +8,9 @@ records are decoded at flush time, one batch at a time.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,6 +38,24 @@ def split_memory_cap(max_buffered_bytes: int, lake_format: Literal["iceberg", "p
         return MemoryBudget(max_buffered_bytes, 0)
     cache = min(METADATA_CACHE_MAX_BYTES, max_buffered_bytes // 8)
     return MemoryBudget(max_buffered_bytes - cache, cache)
+
+
+@contextmanager
+def collector_skipping_buffers() -> Iterator[None]:
+    """A flush with the objects that exist when it starts, the buffered records among them, out of
+    the cyclic garbage collector's sight (``gc.freeze``), returned to it after.
+
+    A flush allocates a lot (Arrow's inputs, pyiceberg's metadata objects), which triggers
+    collections, and each collection of the oldest generation walks every buffered record: a million
+    of them are a million tracked tuples (a ``NamedTuple`` is never untracked as a plain tuple of
+    atoms is). That cost about 1 s of CPU in a 10.5 s flush of 1 000 000 records over 250 tables.
+    The records hold no reference cycles, so the collector has nothing to find among them; objects
+    the flush itself creates are collected as usual."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @dataclass(frozen=True)

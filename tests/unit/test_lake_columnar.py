@@ -180,11 +180,27 @@ def test_most_clean_batches_take_the_arrow_path() -> None:
         (b'{"server_ts": "2026"}', "a string time"),
         (b' {"a": 1}', "not starting with {"),
         (b'{"a": Infinity}', "a literal orjson refuses"),
+        (b'{"properties": {"v": Inf}}', "Arrow's short infinity, orjson refuses it too"),
+        (b'{"properties": {"v": -Infinity}}', "a negative infinity"),
+        (b'{"x": [1.5, NaN]}', "NaN nested in a field the envelope does not keep"),
+        (b'{"x": {"y": {"z": -Inf}}}', "an infinity deep in a struct"),
         (b'{"a": 1}\n{"a": 2}', "two lines in one record"),
     ],
 )
 def test_batches_the_arrow_path_declines(raw: bytes, why: str) -> None:
     assert parse_batch([RawRecord(0, 0, TS, b'{"a": 0}'), RawRecord(0, 1, TS, raw)]) is None, why
+
+
+@pytest.mark.parametrize(
+    "text", ["NaN", "Infinity", "-Inf", "x\ufeffy", "\ufeff"], ids=["nan", "inf", "ninf", "bom", "bom-only"]
+)
+def test_a_string_holding_a_float_literal_or_a_byte_order_mark_is_served_as_read(text: str) -> None:
+    records = [RawRecord(0, i, TS, orjson.dumps({"properties": {"v": text, "n": 1.5}})) for i in range(2)]
+    parsed = parse_batch(records)
+    assert parsed is not None
+    schema = TableSchema()
+    assert observe_parsed(parsed, schema) is not None
+    assert build_parsed(parsed, schema).column("p_v").to_pylist() == [text, text]
 
 
 def test_a_mixed_int_and_float_property_needs_a_double_column() -> None:

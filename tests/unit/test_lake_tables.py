@@ -3,6 +3,7 @@ Arrow/Parquet encoding and the flush policy."""
 
 from __future__ import annotations
 
+import gc
 import io
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.lake.encode import TIMESTAMP_TYPE, build_table, parquet_bytes
-from core.lake.flush import FlushPolicy, PartitionBuffer
+from core.lake.flush import FlushPolicy, PartitionBuffer, collector_skipping_buffers
 from core.lake.layout import (
     PartitionValue,
     data_file_key,
@@ -161,6 +162,24 @@ def test_flush_policy_rows_bytes_age_and_cap() -> None:
         big.add(raw(0, {}), now=0.0)
     assert len(big.take()) == 2
     assert big.size_bytes == 0
+
+
+def test_a_flush_runs_with_the_buffers_out_of_the_collectors_sight_and_returns_them() -> None:
+    buffer = PartitionBuffer("t", 0)
+    buffer.add(raw(0, {}), now=0.0)
+    assert gc.is_tracked(buffer.rows[0])  # a NamedTuple: the collector walks every buffered record
+    assert gc.get_freeze_count() == 0
+    seen: list[int] = []
+
+    def failed_flush() -> None:
+        with collector_skipping_buffers():
+            seen.append(gc.get_freeze_count())
+            raise RuntimeError("a failed flush")
+
+    with pytest.raises(RuntimeError):
+        failed_flush()
+    assert seen[0] > 0
+    assert gc.get_freeze_count() == 0
 
 
 def test_topic_regex_matches_each_lane() -> None:
