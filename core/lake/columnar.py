@@ -25,7 +25,7 @@ Equivalence with the per-record path is tested on random messy batches
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,9 +35,16 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from core.envelope import STRING_FIELDS, parse_json_event
-from core.lake.encode import ARROW_TYPES, ERROR, EXTRA, RAW, TIMESTAMP_TYPE, arrow_schema
-from core.lake.layout import partition_for_ms
-from core.lake.records import ENVELOPE_TIMES, EventDecoder, LakeRow, RawRecord, decode_records
+from core.lake.encode import ARROW_TYPES, ERROR, EXTRA, RAW, TIMESTAMP_TYPE, arrow_schema, build_table
+from core.lake.flush import partition_positions
+from core.lake.layout import PartitionValue, partition_for_ms
+from core.lake.records import (
+    ENVELOPE_TIMES,
+    EventDecoder,
+    LakeRow,
+    RawRecord,
+    decode_records,
+)
 from core.lake.schema import BOOL, DOUBLE, INT, STRING, TableSchema
 
 _ENVELOPE = pa.schema(
@@ -206,13 +213,7 @@ def partition_columns(
     batch: ParsedBatch, time_source: Literal["server", "client"]
 ) -> tuple[pa.Array, pa.Array]:
     """``dt`` and ``hour`` of every row, as ``records.partition_value`` gives them."""
-    first, second = ("server_ts", "client_ts") if time_source == "server" else ("client_ts", "server_ts")
-    chosen = batch.kafka_ts_ms
-    for name in (second, first):  # the first usable one wins: applied last
-        values = batch.envelope.column(name).combine_chunks()
-        usable = pc.and_(pc.greater_equal(values, 0), pc.less(values, _LAST_MS)).fill_null(False)
-        chosen = pc.if_else(usable, values, chosen)
-    hours = pc.floor(pc.divide(chosen.cast(pa.float64()), float(_HOUR_MS))).cast(pa.int64())
+    hours = _hours(batch, time_source)
     unique = pc.unique(hours)
     values = [partition_for_ms(hour * _HOUR_MS) for hour in unique.to_pylist()]
     at = pc.index_in(hours, unique)
@@ -222,15 +223,86 @@ def partition_columns(
     )
 
 
+def _hours(batch: ParsedBatch, time_source: Literal["server", "client"]) -> pa.Array:
+    """Each row's partition time in whole hours since the epoch."""
+    first, second = ("server_ts", "client_ts") if time_source == "server" else ("client_ts", "server_ts")
+    chosen = batch.kafka_ts_ms
+    for name in (second, first):  # the first usable one wins: applied last
+        values = batch.envelope.column(name).combine_chunks()
+        usable = pc.and_(pc.greater_equal(values, 0), pc.less(values, _LAST_MS)).fill_null(False)
+        chosen = pc.if_else(usable, values, chosen)
+    return pc.floor(pc.divide(chosen.cast(pa.float64()), float(_HOUR_MS))).cast(pa.int64())
+
+
 class FlushBatch:
     """One table's records of one flush: parsed by Arrow when they can be (JSON records, and
-    ``decoder`` the JSON one), decoded one by one (``rows``) otherwise."""
+    ``decoder`` the JSON one), decoded one by one (``rows``) otherwise.
+
+    :meth:`observe`, :meth:`would_grow`, :meth:`partition_values` and :meth:`table` take the Arrow
+    path while it serves the batch under the table's schema, and the per-record path from the first
+    time it does not (a schema refreshed after another writer's change can route a property
+    differently): the two build the same table, so a batch may switch between planning and writing."""
 
     def __init__(self, records: Sequence[RawRecord], decoder: EventDecoder = parse_json_event) -> None:
         self.records = records
         self.decoder = decoder
         self._rows: list[LakeRow] | None = None
         self._parsed: ParsedBatch | bool | None = False
+        self._declined = False
+
+    def served(self, schema: TableSchema) -> ParsedBatch | None:
+        """The parsed batch while the Arrow path serves it under ``schema``, else None."""
+        parsed = None if self._declined else self.parsed
+        if parsed is not None and _kinds(parsed, schema) is None:
+            self._declined, parsed = True, None
+        return parsed
+
+    def observe(self, schema: TableSchema, where: str) -> None:
+        """``TableSchema.observe`` of every record of the batch."""
+        parsed = self.served(schema)
+        if parsed is None or observe_parsed(parsed, schema, where) is None:
+            self._declined = True
+            schema.observe((row.properties for row in self.rows), where)
+
+    def would_grow(self, schema: TableSchema) -> bool:
+        """Whether :meth:`observe` would add a column to ``schema``."""
+        parsed = self.served(schema)
+        kinds = None if parsed is None else _kinds(parsed, schema)
+        if parsed is None or kinds is None:
+            return schema.would_grow(row.properties for row in self.rows)
+        return any(
+            schema.needs_column(p.name, kind) for p, kind in zip(parsed.properties, kinds, strict=True)
+        )
+
+    def partition_groups(
+        self, schema: TableSchema, time_source: Literal["server", "client"]
+    ) -> dict[PartitionValue, list[int]]:
+        """The positions of the batch's records in each Hive partition, in record order."""
+        parsed = self.served(schema)
+        if parsed is None:
+            return partition_positions(self.rows, time_source)
+        groups: dict[PartitionValue, list[int]] = {}
+        hours = _hours(parsed, time_source)
+        unique = pc.unique(hours).to_pylist()
+        if len(unique) == 1:
+            return {partition_for_ms(unique[0] * _HOUR_MS): list(range(len(hours)))}
+        for hour in unique:
+            positions = pc.indices_nonzero(pc.equal(hours, hour)).to_pylist()
+            groups[partition_for_ms(hour * _HOUR_MS)] = positions
+        return groups
+
+    def table(
+        self,
+        schema: TableSchema,
+        positions: Sequence[int],
+        on_quarantine: Callable[[LakeRow, str], None] | None = None,
+    ) -> pa.Table:
+        """``encode.build_table`` of the records at ``positions``; ``schema`` has observed the batch."""
+        parsed = self.served(schema)
+        if parsed is None:
+            return build_table([self.rows[i] for i in positions], schema, on_quarantine)
+        built = build_parsed(parsed, schema)
+        return built if len(positions) == built.num_rows else built.take(pa.array(positions, pa.int64()))
 
     @property
     def rows(self) -> list[LakeRow]:

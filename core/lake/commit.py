@@ -44,7 +44,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from core.envelope import parse_json_event
-from core.lake.encode import build_table, parquet_bytes
+from core.lake.columnar import FlushBatch
+from core.lake.encode import parquet_bytes
 from core.lake.fence import (
     Claim,
     Fenced,
@@ -55,11 +56,11 @@ from core.lake.fence import (
     sweep_prefixes,
 )
 from core.lake.fence import recover_partition as recover_partition  # where callers found it before
-from core.lake.flush import PartitionBuffer, plan_files
+from core.lake.flush import PartitionBuffer, plan_groups
 from core.lake.layout import PartitionValue, epoch_key, manifest_key, topic_table
 from core.lake.manifest import Manifest, manifest_vouches, orphan_files
 from core.lake.ports import Catalog, ObjectStore
-from core.lake.records import EventDecoder, LakeRow, decode_records
+from core.lake.records import EventDecoder, LakeRow
 from core.lake.schema import ShapeLimits, TableSchema
 from core.lake.schema_store import StoredSchemas
 from core.lake.steps import FlushResult, FlushWork, TableKey, commit_offsets, raise_first, run_step
@@ -200,26 +201,25 @@ class LakeCommitter:
 
     def _plan(self, buffers: Iterable[PartitionBuffer]) -> list[FlushWork]:
         chosen = [b for b in buffers if b.rows and (b.topic, b.partition) in self.manifests]
-        # Buffers hold raw bytes: each is decoded here, once per flush.
-        decoded = [(b, self.resolve(b.topic), decode_records(b.rows, self.decode_event)) for b in chosen]
-        loading = {key for _, key, _ in decoded} - set(self.schemas)
+        # Buffers hold raw bytes: each is parsed (or decoded) here, once per flush.
+        batches = [(b, self.resolve(b.topic), FlushBatch(b.rows, self.decode_event)) for b in chosen]
+        loading = {key for _, key, _ in batches} - set(self.schemas)
         raise_first(run_step(self.pool, self.tables.load, loading))
         # A table about to get new columns reads its stored schema again first, so the columns
         # another writer created meanwhile keep their names and types.
         growing = {
-            key
-            for _, key, rows in decoded
-            if key not in loading and self.schemas[key].would_grow(row.properties for row in rows)
+            key for _, key, batch in batches if key not in loading and batch.would_grow(self.schemas[key])
         }
         raise_first(run_step(self.pool, self.tables.refresh, growing))
         work = []
-        for buffer, (lane, table), rows in decoded:
-            where = f"{buffer.topic}[{buffer.partition}]@{buffer.rows[0].offset}"
-            self.schemas[(lane, table)].observe((row.properties for row in rows), where)
+        for buffer, (lane, table), batch in batches:
+            schema = self.schemas[(lane, table)]
+            batch.observe(schema, f"{buffer.topic}[{buffer.partition}]@{buffer.rows[0].offset}")
+            groups = batch.partition_groups(schema, self.settings.lake_partition_time)
             manifest = self.manifests[(buffer.topic, buffer.partition)]
             plans = [
                 dataclasses.replace(plan, key=epoch_key(plan.key, manifest.epoch))
-                for plan in plan_files(lane, table, rows, self.settings.lake_partition_time)
+                for plan in plan_groups(lane, table, buffer.rows, groups)
             ]
             advanced = manifest.advanced(
                 buffer.rows[-1].offset,
@@ -227,7 +227,7 @@ class LakeCommitter:
                 (p.key for p in plans),
                 (p.value.path for p in plans),
             )
-            work.append(FlushWork(buffer, lane, table, plans, advanced))
+            work.append(FlushWork(buffer, lane, table, plans, advanced, batch))
         return work
 
     def _write_files(self, work: list[FlushWork]) -> list[int]:
@@ -238,8 +238,8 @@ class LakeCommitter:
 
         def write(index: int) -> None:
             item, plan = files[index]
-            table = build_table(plan.rows, self.schemas[(item.lane, item.table)], _quarantined)
-            data = parquet_bytes(table, compression)
+            schema = self.schemas[(item.lane, item.table)]
+            data = parquet_bytes(item.batch.table(schema, plan.positions, _quarantined), compression)
             self.store.put(plan.key, data)
             sizes[index] = len(data)
 
@@ -248,10 +248,10 @@ class LakeCommitter:
 
     def _settle_schemas(self, work: list[FlushWork]) -> None:
         """Step 1: store the schema of each table of ``work`` whose columns changed."""
-        rows: dict[TableKey, list[LakeRow]] = {}
+        batches: dict[TableKey, list[FlushBatch]] = {}
         for item in work:
-            rows.setdefault((item.lane, item.table), []).extend(r for plan in item.plans for r in plan.rows)
-        raise_first(run_step(self.pool, lambda key: self.tables.settle(key, rows[key]), sorted(rows)))
+            batches.setdefault((item.lane, item.table), []).append(item.batch)
+        raise_first(run_step(self.pool, lambda key: self.tables.settle(key, batches[key]), sorted(batches)))
 
     def _put_manifest(self, item: FlushWork, manifest: Manifest) -> None:
         self.tags[item.tp] = put_manifest(

@@ -9,7 +9,7 @@ records are decoded at flush time, one batch at a time.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -124,25 +124,47 @@ class PartitionBuffer:
 
 @dataclass(frozen=True)
 class FilePlan:
-    """One data file of a flush: its deterministic key and its rows."""
+    """One data file of a flush: its deterministic key and the positions of its rows in the flush's
+    rows of its partition."""
 
     key: str
     value: PartitionValue
-    rows: list[LakeRow]
+    positions: list[int]
+
+
+def partition_positions(
+    rows: Sequence[LakeRow], time_source: Literal["server", "client"]
+) -> dict[PartitionValue, list[int]]:
+    """The positions of ``rows`` in each Hive partition value, in row order."""
+    groups: dict[PartitionValue, list[int]] = {}
+    for position, row in enumerate(rows):
+        groups.setdefault(partition_value(row, time_source), []).append(position)
+    return groups
+
+
+def plan_groups(
+    lane: str,
+    table: str,
+    records: Sequence[RawRecord] | Sequence[LakeRow],
+    groups: Mapping[PartitionValue, list[int]],
+) -> list[FilePlan]:
+    """One file per Hive partition value of a partition's flushed ``records``.
+
+    Each file is keyed by the first offset of its own rows, so the same offsets always map to the
+    same keys — a replay after a crash rewrites rather than duplicates.
+    """
+    return [
+        FilePlan(
+            data_file_key(lane, table, records[0].partition, records[positions[0]].offset, value),
+            value,
+            positions,
+        )
+        for value, positions in sorted(groups.items())
+    ]
 
 
 def plan_files(
     lane: str, table: str, rows: list[LakeRow], time_source: Literal["server", "client"]
 ) -> list[FilePlan]:
-    """Split a partition's flushed rows into one file per Hive partition value.
-
-    Each file is keyed by the first offset of its own rows, so the same offsets always map to the
-    same keys — a replay after a crash rewrites rather than duplicates.
-    """
-    groups: dict[PartitionValue, list[LakeRow]] = {}
-    for row in rows:
-        groups.setdefault(partition_value(row, time_source), []).append(row)
-    return [
-        FilePlan(data_file_key(lane, table, group[0].partition, group[0].offset, value), value, group)
-        for value, group in sorted(groups.items())
-    ]
+    """:func:`plan_groups` of decoded rows."""
+    return plan_groups(lane, table, rows, partition_positions(rows, time_source)) if rows else []

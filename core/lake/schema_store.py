@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.errors import TransientError
+from core.lake.columnar import FlushBatch
 from core.lake.layout import schema_key
 from core.lake.ports import ObjectStore, PreconditionFailed
-from core.lake.records import LakeRow
 from core.lake.schema import ShapeLimits, TableSchema
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,9 @@ class StoredSchemas:
         self.stored[key] = stored
         return True
 
-    def settle(self, key: TableKey, rows: Sequence[LakeRow]) -> None:
+    def settle(self, key: TableKey, batches: Sequence[FlushBatch]) -> None:
         """Store the table's schema if it changed, by compare-and-swap from the version last read;
-        refused: refresh, route ``rows`` again, retry."""
+        refused: refresh, route the records of ``batches`` again, retry."""
         for _ in range(SCHEMA_ATTEMPTS):
             encoded = self.schemas[key].to_bytes(key[1])
             if self.stored.get(key) == encoded:
@@ -82,6 +82,7 @@ class StoredSchemas:
                 return
             except PreconditionFailed:
                 if self.refresh(key):
-                    self.schemas[key].observe((row.properties for row in rows), "after a concurrent change")
+                    for batch in batches:
+                        batch.observe(self.schemas[key], "after a concurrent change")
                     log.info("lake: %s.%s: schema changed by another writer meanwhile; merged", *key)
         raise TransientError(f"{schema_key(*key)}: schema kept changing under {SCHEMA_ATTEMPTS} attempts")

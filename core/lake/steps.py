@@ -8,6 +8,7 @@ from concurrent.futures import Executor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
+from core.lake.columnar import FlushBatch
 from core.lake.flush import FilePlan, PartitionBuffer
 from core.lake.manifest import Manifest
 from core.ports import OffsetStore
@@ -50,6 +51,7 @@ class FlushWork:
     table: str
     plans: list[FilePlan]
     advanced: Manifest
+    batch: FlushBatch  # the buffer's records, parsed or decoded for the files of ``plans``
 
     @property
     def values(self) -> set[str]:

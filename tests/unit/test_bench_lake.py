@@ -57,7 +57,7 @@ def write_lake(settings: Settings, batches: list[list[dict[str, Any]]]) -> dict[
         schema = TableSchema()
         schema.observe(row.properties for row in rows)
         for plan in plan_files("lane1", name, rows, "server"):
-            store.put(plan.key, parquet_bytes(build_table(plan.rows, schema)))
+            store.put(plan.key, parquet_bytes(build_table([rows[i] for i in plan.positions], schema)))
     return by_table
 
 

@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import random
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from connectors.lake_fs import LakeStore
 from core.envelope import parse_json_event
 from core.lake.columnar import FlushBatch, build_parsed, observe_parsed, parse_batch, partition_columns
+from core.lake.commit import LakeCommitter
 from core.lake.encode import build_table
+from core.lake.flush import PartitionBuffer
 from core.lake.iceberg_commit import IcebergCommitter
-from core.lake.records import RawRecord, partition_value
+from core.lake.records import EventDecoder, RawRecord, partition_value
 from core.lake.schema import ShapeLimits, TableSchema
 from core.settings import Settings
 from streams.lake_iceberg import commit_path_for
@@ -254,3 +259,44 @@ def test_the_iceberg_lake_on_json_wire_decodes_with_the_json_decoder_arrow_stand
     assert path.decode_event is parse_json_event
     records = [RawRecord(0, 0, 0, orjson.dumps({"event_id": "e", "properties": {"n": 1}}))]
     assert FlushBatch(records, path.decode_event).parsed is not None
+
+
+def _parquet_lake(tmp_path: Path, seed: int, decoder: EventDecoder) -> tuple[dict[str, pa.Table], int]:
+    """A parquet-format lake after 12 flushes of one partition's random batches; its data files
+    by key under the lake root, and how many batches Arrow parsed."""
+    settings = Settings(lake_uri=f"file://{tmp_path}", lanes=["l"], lake_format="parquet")
+    rng = random.Random(seed)
+    usual = {name: rng.choice(["int", "float", "bool", "str"]) for name in NAMES}
+    store, tp, served = LakeStore(settings), ("l.event.e", 0), 0
+    with ThreadPoolExecutor(2) as pool:
+        committer = LakeCommitter(settings, store, None, pool, decode_event=decoder)
+        committer.recover([tp])
+        for step in range(12):
+            buffer = PartitionBuffer(*tp)
+            for index, record in enumerate(_batch(rng, step * 100, usual)):
+                buffer.add(RawRecord(0, step * 100 + index, record.kafka_ts_ms, record.raw), 0.0)
+            served += FlushBatch(buffer.rows, decoder).parsed is not None
+            committer.flush([buffer], NoOffsets())
+    files = {
+        str(path.relative_to(tmp_path)): pq.read_table(path) for path in sorted(tmp_path.rglob("*.parquet"))
+    }
+    return files, served
+
+
+class NoOffsets:
+    def commit(self, offsets: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_parquet_format_writes_the_same_files_by_either_path(tmp_path: Path, seed: int) -> None:
+    """The parquet commit path parses with Arrow when it can: same keys, same tables as decoding
+    record by record (a decoder other than ``parse_json_event`` itself takes that path)."""
+    fast, served = _parquet_lake(tmp_path / "fast", seed, parse_json_event)
+    slow, none = _parquet_lake(tmp_path / "slow", seed, lambda raw: parse_json_event(raw))
+    assert none == 0
+    assert served > 0
+    assert list(fast) == list(slow)
+    assert len(fast) > 12  # several hours per flush
+    for key, table in fast.items():
+        assert table.equals(slow[key]), key

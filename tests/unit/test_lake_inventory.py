@@ -31,7 +31,7 @@ def test_parquet_tables_list_files_partitions_and_the_columns_a_query_sees(tmp_p
         ]
         schema.observe(row.properties for row in rows)
         for plan in plan_files("lane1", "wallet_topup", rows, "server"):
-            store.put(plan.key, parquet_bytes(build_table(plan.rows, schema)))
+            store.put(plan.key, parquet_bytes(build_table([rows[i] for i in plan.positions], schema)))
         store.put(schema_key("lane1", "wallet_topup"), schema.to_bytes("wallet_topup"))
 
     (table,) = lake_tables(settings, store, "lane1").values()

@@ -40,7 +40,7 @@ def write_flush(store: LakeStore, schema: TableSchema, first: int, props: list[d
     ]
     schema.observe(row.properties for row in rows)
     for plan in plan_files("lane1", "wallet_topup", rows, "server"):
-        store.put(plan.key, parquet_bytes(build_table(plan.rows, schema)))
+        store.put(plan.key, parquet_bytes(build_table([rows[i] for i in plan.positions], schema)))
     store.put(schema_key("lane1", "wallet_topup"), schema.to_bytes("wallet_topup"))
 
 
