@@ -40,7 +40,7 @@ from pyiceberg.utils.concurrent import ExecutorFactory
 
 from connectors.iceberg_catalog import ICEBERG_TYPES, LakeTables, property_kinds
 from connectors.iceberg_files import write_data_files
-from core.lake.columnar import FlushBatch, ParsedBatch, build_parsed, observe_parsed, partition_columns
+from core.lake.columnar import FlushBatch, ParsedBatch, build_parsed, partition_columns
 from core.lake.encode import build_table
 from core.lake.offsets import OFFSETS_PROPERTY, advanced, encode_offsets, fenced, latest_offsets
 from core.lake.ports import TableAppend
@@ -198,10 +198,7 @@ class IcebergLake:
             if fresh:
                 current = self.tables.load(lane, table)
             schema = self._schema_of(table, current)
-            parsed = batch.parsed
-            if parsed is None or observe_parsed(parsed, schema, where) is None:
-                parsed = None  # the per-record path (core.lake.columnar says when)
-                schema.observe((row.properties for row in batch.rows), where)
+            parsed = batch.observe(schema, where)  # None: the per-record path (core.lake.columnar)
             encoded = schema.to_bytes(table).decode()
             if current is None:  # created with the batch's columns: one metadata commit, not two
                 current = self.tables.ensure(lane, table, schema.columns, {SCHEMA_PROPERTY: encoded})

@@ -257,12 +257,15 @@ class FlushBatch:
             self._declined, parsed = True, None
         return parsed
 
-    def observe(self, schema: TableSchema, where: str) -> None:
-        """``TableSchema.observe`` of every record of the batch."""
+    def observe(self, schema: TableSchema, where: str) -> ParsedBatch | None:
+        """``TableSchema.observe`` of every record of the batch; the parsed batch when the Arrow
+        path served it (None: the records were decoded one by one, :attr:`rows`)."""
         parsed = self.served(schema)
-        if parsed is None or observe_parsed(parsed, schema, where) is None:
-            self._declined = True
-            schema.observe((row.properties for row in self.rows), where)
+        if parsed is not None and observe_parsed(parsed, schema, where) is not None:
+            return parsed
+        self._declined = True
+        schema.observe((row.properties for row in self.rows), where)
+        return None
 
     def would_grow(self, schema: TableSchema) -> bool:
         """Whether :meth:`observe` would add a column to ``schema``."""
