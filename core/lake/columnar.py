@@ -213,14 +213,22 @@ def partition_columns(
     batch: ParsedBatch, time_source: Literal["server", "client"]
 ) -> tuple[pa.Array, pa.Array]:
     """``dt`` and ``hour`` of every row, as ``records.partition_value`` gives them."""
-    hours = _hours(batch, time_source)
-    unique = pc.unique(hours)
-    values = [partition_for_ms(hour * _HOUR_MS) for hour in unique.to_pylist()]
+    hours, unique, values = _hour_partitions(batch, time_source)
     at = pc.index_in(hours, unique)
     return (
         pa.array([value.dt for value in values], pa.string()).take(at),
         pa.array([value.hour for value in values], pa.string()).take(at),
     )
+
+
+def _hour_partitions(
+    batch: ParsedBatch, time_source: Literal["server", "client"]
+) -> tuple[pa.Array, pa.Array, list[PartitionValue]]:
+    """Each row's partition hour (whole hours since the epoch), the distinct hours, and the Hive
+    partition of each distinct hour."""
+    hours = _hours(batch, time_source)
+    unique = pc.unique(hours)
+    return hours, unique, [partition_for_ms(hour * _HOUR_MS) for hour in unique.to_pylist()]
 
 
 def _hours(batch: ParsedBatch, time_source: Literal["server", "client"]) -> pa.Array:
@@ -238,7 +246,7 @@ class FlushBatch:
     """One table's records of one flush: parsed by Arrow when they can be (JSON records, and
     ``decoder`` the JSON one), decoded one by one (``rows``) otherwise.
 
-    :meth:`observe`, :meth:`would_grow`, :meth:`partition_values` and :meth:`table` take the Arrow
+    :meth:`observe`, :meth:`would_grow`, :meth:`partition_groups` and :meth:`tables` take the Arrow
     path while it serves the batch under the table's schema, and the per-record path from the first
     time it does not (a schema refreshed after another writer's change can route a property
     differently): the two build the same table, so a batch may switch between planning and writing."""
@@ -269,9 +277,9 @@ class FlushBatch:
 
     def would_grow(self, schema: TableSchema) -> bool:
         """Whether :meth:`observe` would add a column to ``schema``."""
-        parsed = self.served(schema)
+        parsed = None if self._declined else self.parsed
         kinds = None if parsed is None else _kinds(parsed, schema)
-        if parsed is None or kinds is None:
+        if parsed is None or kinds is None:  # observe will take the per-record path
             return schema.would_grow(row.properties for row in self.rows)
         return any(
             schema.needs_column(p.name, kind) for p, kind in zip(parsed.properties, kinds, strict=True)
@@ -284,28 +292,30 @@ class FlushBatch:
         parsed = self.served(schema)
         if parsed is None:
             return partition_positions(self.rows, time_source)
-        groups: dict[PartitionValue, list[int]] = {}
-        hours = _hours(parsed, time_source)
-        unique = pc.unique(hours).to_pylist()
-        if len(unique) == 1:
-            return {partition_for_ms(unique[0] * _HOUR_MS): list(range(len(hours)))}
-        for hour in unique:
-            positions = pc.indices_nonzero(pc.equal(hours, hour)).to_pylist()
-            groups[partition_for_ms(hour * _HOUR_MS)] = positions
-        return groups
+        hours, unique, values = _hour_partitions(parsed, time_source)
+        if len(values) == 1:
+            return {values[0]: list(range(len(hours)))}
+        return {
+            value: pc.indices_nonzero(pc.equal(hours, hour)).to_pylist()
+            for hour, value in zip(unique, values, strict=True)
+        }
 
-    def table(
+    def tables(
         self,
         schema: TableSchema,
-        positions: Sequence[int],
+        groups: Sequence[Sequence[int]],
         on_quarantine: Callable[[LakeRow, str], None] | None = None,
-    ) -> pa.Table:
-        """``encode.build_table`` of the records at ``positions``; ``schema`` has observed the batch."""
+    ) -> list[pa.Table]:
+        """``encode.build_table`` of the records at each group of positions; ``schema`` has observed
+        the batch. A parsed batch is built once and taken apart."""
         parsed = self.served(schema)
         if parsed is None:
-            return build_table([self.rows[i] for i in positions], schema, on_quarantine)
+            return [build_table([self.rows[i] for i in group], schema, on_quarantine) for group in groups]
         built = build_parsed(parsed, schema)
-        return built if len(positions) == built.num_rows else built.take(pa.array(positions, pa.int64()))
+        return [
+            built if len(group) == built.num_rows else built.take(pa.array(group, pa.int64()))
+            for group in groups
+        ]
 
     @property
     def rows(self) -> list[LakeRow]:

@@ -233,18 +233,18 @@ class LakeCommitter:
     def _write_files(self, work: list[FlushWork]) -> list[int]:
         """Step 2; the size of each file written."""
         compression = self.settings.lake_compression
-        files = [(item, plan) for item in work for plan in item.plans]
-        sizes = [0] * len(files)
+        sizes: list[list[int]] = [[] for _ in work]
 
         def write(index: int) -> None:
-            item, plan = files[index]
-            schema = self.schemas[(item.lane, item.table)]
-            data = parquet_bytes(item.batch.table(schema, plan.positions, _quarantined), compression)
-            self.store.put(plan.key, data)
-            sizes[index] = len(data)
+            item = work[index]
+            tables = item.batch.tables(self.schemas[(item.lane, item.table)], item.groups, _quarantined)
+            for plan, table in zip(item.plans, tables, strict=True):
+                data = parquet_bytes(table, compression)
+                self.store.put(plan.key, data)
+                sizes[index].append(len(data))
 
-        raise_first(run_step(self.pool, write, range(len(files))))
-        return sizes
+        raise_first(run_step(self.pool, write, range(len(work))))
+        return [size for item_sizes in sizes for size in item_sizes]
 
     def _settle_schemas(self, work: list[FlushWork]) -> None:
         """Step 1: store the schema of each table of ``work`` whose columns changed."""

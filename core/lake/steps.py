@@ -54,6 +54,11 @@ class FlushWork:
     batch: FlushBatch  # the buffer's records, parsed or decoded for the files of ``plans``
 
     @property
+    def groups(self) -> list[list[int]]:
+        """The positions of each file's rows in ``batch``, in the order of ``plans``."""
+        return [plan.positions for plan in self.plans]
+
+    @property
     def values(self) -> set[str]:
         return {plan.value.path for plan in self.plans}
 
